@@ -1,0 +1,97 @@
+"""A preallocated KV cache addressed by position, so every sample in a batch can sit at its own offset.
+
+Speculative steps accept a different number of tokens per sample. Rather than cropping and re-packing the cache
+after each step, every token's keys and values are written to the slot equal to its position. A query at
+position ``p`` attends to slots ``<= p``. Since each step rewrites every slot from the last committed token
+onward, a slot that a query can see always holds either committed context or a token of the current window:
+stale drafts are overwritten before they could ever be read, and nothing is copied or rolled back.
+
+The class is a ``transformers`` :class:`~transformers.Cache`, so Hugging Face models write into it unchanged;
+the project's own models call :meth:`SlotCache.update` the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+
+class SlotLayer(CacheLayerMixin):
+    """One layer's keys and values, ``[batch, heads, max_length, head_dim]``, written at per-sample slots."""
+
+    is_sliding = False
+    is_compileable = False
+
+    def __init__(self, owner: SlotCache):
+        super().__init__()
+        self.owner = owner
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        b, h, _, d = key_states.shape
+        s = self.owner.max_length
+        self.device = key_states.device
+        self.keys = key_states.new_zeros(b, h, s, d)
+        self.values = value_states.new_zeros(b, h, s, value_states.shape[-1])
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        pos = self.owner.write_positions
+        if pos is None:
+            raise RuntimeError("SlotCache.set_positions must be called before a forward pass")
+        b, h, t, d = key_states.shape
+        idx = pos.to(key_states.device)[:, None, :, None]
+        self.keys.scatter_(2, idx.expand(b, h, t, d), key_states.to(self.keys.dtype))
+        self.values.scatter_(
+            2, idx.expand(b, h, t, value_states.shape[-1]), value_states.to(self.values.dtype)
+        )
+        return self.keys, self.values
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.owner.max_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.owner.seq_length
+
+    def get_max_length(self) -> int:
+        return self.owner.max_length
+
+
+class SlotCache(Cache):
+    """Position-addressed KV cache of a fixed length for a batch whose samples advance independently.
+
+    Call :meth:`set_positions` with the ``[batch, T]`` positions of the tokens about to be forwarded; every
+    layer's ``update`` then scatters the new keys and values to those slots and returns the whole buffer.
+    :meth:`attention_mask` gives the matching additive mask (query at position ``p`` sees slots ``<= p``).
+    """
+
+    def __init__(self, max_length: int):
+        self.max_length = int(max_length)
+        self.write_positions: torch.Tensor | None = None
+        self.seq_length = 0
+        super().__init__(layer_class_to_replicate=lambda: SlotLayer(self))
+
+    def set_positions(self, positions: torch.Tensor) -> None:
+        if positions.dim() != 2:
+            raise ValueError(f"positions must be [batch, T], got shape {tuple(positions.shape)}")
+        top = int(positions.max())
+        if top >= self.max_length or int(positions.min()) < 0:
+            raise ValueError(f"positions must lie in [0, {self.max_length}), got max {top}")
+        self.write_positions = positions
+        self.seq_length = max(self.seq_length, top + 1)
+
+    def attention_mask(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Additive ``[batch, 1, T, max_length]`` mask: 0 where slot ``s <= position``, the dtype's min elsewhere."""
+        slots = torch.arange(self.max_length, device=positions.device)
+        visible = slots[None, None, :] <= positions[:, :, None]
+        mask = torch.zeros(visible.shape, dtype=dtype, device=positions.device)
+        mask.masked_fill_(~visible, torch.finfo(dtype).min)
+        return mask[:, None]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep only the batch rows in ``index`` (used when finished samples leave the batch)."""
+        for layer in self.layers:
+            if layer.is_initialized:
+                layer.keys = layer.keys.index_select(0, index)
+                layer.values = layer.values.index_select(0, index)
