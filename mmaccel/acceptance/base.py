@@ -1,0 +1,89 @@
+"""Shared pieces of the acceptance rules.
+
+A rule sees, for a batch of B samples and a window of L drafts:
+``p`` ``[B, L+1, V]`` target distributions (row ``i`` verifies draft ``i``; row ``L`` is the bonus position),
+``q`` ``[B, L, V]`` the distributions the drafts were drawn from, ``drafts`` ``[B, L]``, and per-sample uniforms:
+``u_accept`` ``[B, L]`` for the accept tests and ``u_sample`` ``[B]`` for the token that ends the step.
+It returns how many drafts each sample accepts and that final token. Rules are pure tensor functions: no model
+calls and no Python loops over the vocabulary or the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ..sampling import sample
+
+
+@dataclass
+class Verdict:
+    """Per sample: ``accepted`` drafts (a prefix of the window) and the ``next_token`` that follows them."""
+
+    accepted: torch.Tensor  # [B] long
+    next_token: torch.Tensor  # [B] long
+
+
+class AcceptanceRule:
+    """Base class. Subclasses implement :meth:`accept`; most keep the residual resampling defined here."""
+
+    name: ClassVar[str] = ""
+    #: True when the output distribution equals plain AR sampling from ``p``.
+    lossless: ClassVar[bool] = False
+    #: True when the rule needs the model's embedding table (nearby tokens).
+    needs_embeddings: ClassVar[bool] = False
+
+    def accept(self, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u_accept: torch.Tensor):
+        """Boolean ``[B, L]``: whether each draft passes its own test (only the prefix up to a failure counts)."""
+        raise NotImplementedError
+
+    def next_token(self, p: torch.Tensor, q: torch.Tensor, accepted: torch.Tensor, u_sample: torch.Tensor):
+        return residual_sample(p, q, accepted, u_sample)
+
+    def __call__(
+        self,
+        p: torch.Tensor,
+        q: torch.Tensor,
+        drafts: torch.Tensor,
+        u_accept: torch.Tensor,
+        u_sample: torch.Tensor,
+    ) -> Verdict:
+        accepted = accepted_prefix(self.accept(p[:, :-1], q, drafts, u_accept))
+        return Verdict(accepted, self.next_token(p, q, accepted, u_sample))
+
+
+def token_probs(probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``probs[..., tokens]`` for a token per row: ``[B, L, V]`` and ``[B, L]`` give ``[B, L]``."""
+    return probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def accepted_prefix(accept: torch.Tensor) -> torch.Tensor:
+    """Length of the leading run of ``True`` in each row of ``[B, L]``."""
+    return accept.long().cumprod(-1).sum(-1)
+
+
+def rows_at(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[b, index[b]]`` for ``x`` of shape ``[B, T, ...]``."""
+    idx = index.view(-1, 1, *([1] * (x.dim() - 2))).expand(-1, 1, *x.shape[2:])
+    return x.gather(1, idx).squeeze(1)
+
+
+def residual_sample(p: torch.Tensor, q: torch.Tensor, accepted: torch.Tensor, u_sample: torch.Tensor):
+    """Token after the accepted prefix: from ``norm(max(p - q, 0))`` at the first rejection, or the bonus ``p``.
+
+    This is the correction that makes speculative sampling exact (Leviathan et al. 2023; Chen et al. 2023).
+    """
+    window = q.shape[1]
+    p_next = rows_at(p, accepted)
+    q_next = rows_at(q, accepted.clamp(max=window - 1)) * (accepted < window).unsqueeze(-1)
+    residual = (p_next - q_next).clamp_(min=0)
+    # p == q leaves no residual mass; rejection then has probability 0, so falling back to p is exact.
+    empty = residual.sum(-1, keepdim=True) <= 0
+    return sample(torch.where(empty, p_next, residual), u_sample)
+
+
+def plain_sample(p: torch.Tensor, accepted: torch.Tensor, u_sample: torch.Tensor) -> torch.Tensor:
+    """Token after the accepted prefix drawn from ``p`` itself (rules without a residual correction)."""
+    return sample(rows_at(p, accepted), u_sample)

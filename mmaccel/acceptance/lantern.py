@@ -1,0 +1,70 @@
+"""LANTERN relaxed acceptance (Jang et al. 2025, "LANTERN: Accelerating Visual Autoregressive Models with
+Relaxed Speculative Decoding"; LANTERN++, Park et al. 2025, for the multiplicative bound)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import AcceptanceRule, token_probs
+from .neighbours import nearest_neighbours
+
+
+class LanternRule(AcceptanceRule):
+    """Latent-proximity relaxation: a draft ``x`` also collects the probability of its nearest neighbours.
+
+    The ``k`` tokens nearest to ``x`` in the embedding space (precomputed once, sorted) give cumulative masses
+    ``S_j = sum_{i<=j} p(n_i)``. The additive mode (``delta`` in (0, 1]) takes the largest ``m`` with
+    ``S_m <= delta``; the multiplicative LANTERN++ mode (``lam > 1``) the largest ``m`` with
+    ``S_m <= (lam - 1) * p(x)``. Then ``p~(x) = p(x) + S_m`` and ``x`` is accepted if ``u < p~(x) / q(x)``.
+    ``p~`` moves at most ``S_m`` of mass, so its total-variation distance to ``p`` is at most ``delta``
+    (see :meth:`relaxed_probs`). On rejection the step ends with a draw from ``norm(max(p - q, 0))``.
+    """
+
+    name = "lantern"
+    needs_embeddings = True
+
+    def __init__(
+        self,
+        embeddings: torch.Tensor,
+        k: int = 1000,
+        delta: float | None = 0.1,
+        lam: float | None = None,
+        neighbours: torch.Tensor | None = None,
+    ):
+        if lam is not None:
+            if lam <= 1:
+                raise ValueError(f"lam must be > 1, got {lam}")
+            delta = None
+        elif delta is None or not 0 < delta <= 1:
+            raise ValueError(f"delta must be in (0, 1], got {delta}")
+        vocab = embeddings.shape[0]
+        if k >= vocab:
+            raise ValueError(f"k must be smaller than the vocabulary size {vocab}, got {k}")
+        self.k, self.delta, self.lam = k, delta, lam
+        self.neighbours = nearest_neighbours(embeddings, k) if neighbours is None else neighbours[:, :k]
+        self.vocab_size = vocab
+
+    def _bound(self, p_x: torch.Tensor) -> torch.Tensor:
+        if self.lam is not None:
+            return (self.lam - 1) * p_x
+        return torch.full_like(p_x, self.delta)
+
+    def _neighbour_mass(self, p: torch.Tensor, drafts: torch.Tensor):
+        """Neighbour ids ``[..., k]``, how many are absorbed ``m``, and the absorbed mass ``S_m``."""
+        nbrs = self.neighbours.to(drafts.device)[drafts].long()
+        cumulative = p.gather(-1, nbrs).cumsum(-1)
+        p_x = token_probs(p, drafts)
+        m = (cumulative <= self._bound(p_x).unsqueeze(-1)).sum(-1)  # S is non-decreasing, so this is argmax m
+        absorbed = cumulative.gather(-1, (m - 1).clamp(min=0).unsqueeze(-1)).squeeze(-1) * (m > 0)
+        return nbrs, m, absorbed
+
+    def relaxed_probs(self, p: torch.Tensor, drafts: torch.Tensor) -> torch.Tensor:
+        """The relaxed distribution ``p~`` for each draft: its ``m`` absorbed neighbours' mass moved onto it."""
+        nbrs, m, absorbed = self._neighbour_mass(p, drafts)
+        taken = torch.arange(self.k, device=p.device) < m.unsqueeze(-1)
+        relaxed = p.scatter(-1, nbrs, p.gather(-1, nbrs) * ~taken)
+        return relaxed.scatter_add(-1, drafts.unsqueeze(-1), absorbed.unsqueeze(-1))
+
+    def accept(self, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u_accept: torch.Tensor):
+        _, _, absorbed = self._neighbour_mass(p, drafts)
+        return u_accept * token_probs(q, drafts) < token_probs(p, drafts) + absorbed

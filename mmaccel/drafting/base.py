@@ -1,0 +1,50 @@
+"""The drafter contract: propose a window of tokens and the distribution each was drawn from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..models.base import ModelOutput
+
+if TYPE_CHECKING:
+    from ..engine import DecodeState
+
+
+@dataclass
+class Draft:
+    """``tokens`` ``[B, L]`` and ``q`` ``[B, L, V]``: the distribution each draft token was drawn from."""
+
+    tokens: torch.Tensor
+    q: torch.Tensor
+
+
+class Drafter:
+    """Base class. The engine calls :meth:`begin` after the prompt, then :meth:`propose` and :meth:`update`
+    once per step. ``window`` is the number of drafts per step."""
+
+    window: int = 1
+    #: True when :meth:`update` needs the target's last hidden state (multi-head drafting).
+    needs_hidden: bool = False
+
+    def begin(self, state: DecodeState, prefill: ModelOutput) -> None:
+        pass
+
+    def propose(self, state: DecodeState) -> Draft:
+        raise NotImplementedError
+
+    def update(self, state: DecodeState, out: ModelOutput, p: torch.Tensor, accepted: torch.Tensor) -> None:
+        """Called after the step committed ``accepted + 1`` tokens per sample (``state`` already advanced)."""
+        pass
+
+
+def check_window(window: int) -> int:
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an integer >= 1, got {window!r}")
+    return window
+
+
+def one_hot(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(tokens, vocab).float()
