@@ -1,0 +1,85 @@
+"""The ``mmaccel`` command line: ``generate``, ``bench``, ``eval`` and ``demo`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it, so no half-written file is ever left."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _bench_core(args: argparse.Namespace) -> int:
+    from .bench import core
+
+    records = core.run(vocab=args.vocab, window=args.window, batch=args.batch, k=args.k, repeats=args.repeats)
+    print(core.format_table(records))
+    if args.json:
+        write_json_atomic(args.json, records)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmaccel", description="Fast autoregressive multimodal generation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = sub.add_parser("generate", help="generate with an accelerated AR model")
+    generate.add_subparsers(dest="modality", required=True, metavar="MODALITY")
+
+    bench = sub.add_parser("bench", help="measure methods side by side in one process")
+    bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
+    core = bench_sub.add_parser("core", help="cost of each acceptance rule next to one model forward")
+    core.add_argument("--vocab", type=int, default=16384)
+    core.add_argument("--window", type=int, default=16)
+    core.add_argument("--batch", type=int, default=8)
+    core.add_argument("--k", type=int, default=1000, help="LANTERN neighbours")
+    core.add_argument("--repeats", type=int, default=10)
+    core.add_argument("--json", help="also write the records to this JSON file")
+    core.set_defaults(func=_bench_core)
+
+    sub.add_parser("eval", help="quality metrics (FID, accuracy) of generated samples")
+    sub.add_parser("demo", help="the Gradio demo (binds 127.0.0.1)")
+    for extension in _extensions():
+        extension(sub, generate, bench_sub)
+    return parser
+
+
+def _extensions():
+    """Modalities and services add their subcommands here; each import stays lazy until its command runs."""
+    from .cli_ext import EXTENSIONS
+
+    return EXTENSIONS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        print(f"mmaccel: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
