@@ -1,4 +1,4 @@
-"""The ``mmaccel`` command line: ``generate``, ``bench``, ``eval`` and ``demo`` subcommands."""
+"""The ``mmaccel`` command line: ``generate`` and ``bench`` subcommands (modalities add their own)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = sub.add_parser("generate", help="generate with an accelerated AR model")
-    generate.add_subparsers(dest="modality", required=True, metavar="MODALITY")
+    generate_sub = generate.add_subparsers(dest="modality", required=True, metavar="MODALITY")
 
     bench = sub.add_parser("bench", help="measure methods side by side in one process")
     bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
@@ -54,18 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     core.add_argument("--json", help="also write the records to this JSON file")
     core.set_defaults(func=_bench_core)
 
-    sub.add_parser("eval", help="quality metrics (FID, accuracy) of generated samples")
-    sub.add_parser("demo", help="the Gradio demo (binds 127.0.0.1)")
     for extension in _extensions():
-        extension(sub, generate, bench_sub)
+        extension(sub, generate_sub, bench_sub)
     return parser
 
 
 def _extensions():
-    """Modalities and services add their subcommands here; each import stays lazy until its command runs."""
-    from .cli_ext import EXTENSIONS
+    """Modalities register subcommands through the ``mmaccel.cli`` entry-point group (see pyproject.toml), so
+    the core never imports a modality; each registers parsers only and imports its heavy code when run."""
+    from importlib.metadata import entry_points
 
-    return EXTENSIONS
+    return [ep.load() for ep in sorted(entry_points(group="mmaccel.cli"), key=lambda ep: ep.name)]
 
 
 def main(argv: list[str] | None = None) -> int:

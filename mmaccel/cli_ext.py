@@ -1,3 +1,0 @@
-"""Subcommands contributed by modalities and services (each adds its parsers; imports stay lazy)."""
-
-EXTENSIONS: list = []
