@@ -1,0 +1,111 @@
+"""``mmaccel bench image``: every method on the same classes and seeds, in one process, speed beside quality.
+
+Speed is quoted only as ratios to the plain-AR run made here: ``step_compression`` (AR forwards / forwards per
+image) and ``speedup`` (AR wall time / wall time). Quality: the domain FID of the samples against real images
+of the procedural generator (features of the held-out shape classifier) and the classifier's accuracy on the
+requested classes. An extra AR run on a second seed set gives FID's own noise floor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmaccel.data.scenes import make_dataset
+from mmaccel.eval.fid import FeatureExtractor, frechet_distance
+
+from .classifier import ShapeClassifier
+from .pipeline import DEFAULT_WEIGHTS, ImageARPipeline
+
+#: A seed far from every training seed: these real images are used only as the FID reference.
+REAL_SEED = 7_000_003
+#: Offset of the second seed set for the AR noise-floor run.
+SECOND_SEED_SET = 1_000_000
+
+
+def _to_uint8(images) -> torch.Tensor:
+    return torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
+
+
+def run_method(
+    pipe: ImageARPipeline, method: str, labels: list[int], seed: int, batch_size: int, **kwargs: Any
+) -> dict[str, Any]:
+    images, steps, wall, batch_nfe, draft_nfe = [], [], 0.0, 0, 0
+    for start in range(0, len(labels), batch_size):
+        out = pipe(labels[start : start + batch_size], method=method, seed=seed + start, progress=False, **kwargs)
+        images += out.images
+        steps += [s["steps"] for s in out.stats]
+        wall += out.stats[0]["batch_wall_s"]
+        batch_nfe += out.stats[0]["batch_nfe"]
+        draft_nfe += out.stats[0]["batch_draft_nfe"]
+    tokens = pipe.model.num_tokens
+    return {
+        "method": method,
+        "images": _to_uint8(images),
+        "nfe": float(np.mean(steps)),
+        "tokens": tokens,
+        "mean_accepted_length": float(np.mean([tokens / s for s in steps])),
+        "batch_nfe": batch_nfe,
+        "draft_nfe": draft_nfe,
+        "wall_s": wall,
+    }
+
+
+def run_bench(
+    model: str | None = None,
+    methods: list[str] | tuple[str, ...] = ("ar", "sjd", "gsd", "lantern", "lantern-draft", "lantern++", "draft"),
+    num_images: int = 100,
+    num_real: int = 5000,
+    batch_size: int = 50,
+    guidance_scale: float = 2.0,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> list[dict[str, Any]]:
+    """One record per method (plus ``ar@seed2``, the noise floor), with the fields of DESIGN.md."""
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    pipe = ImageARPipeline.from_pretrained(model)
+    classifier_path = Path(model) if model is not None else DEFAULT_WEIGHTS
+    classifier = ShapeClassifier.from_pretrained(classifier_path / "classifier.safetensors")
+    extractor = FeatureExtractor(classifier, classifier.config.feature_dim)
+    real_images, _ = make_dataset(num_real, seed=REAL_SEED, size=classifier.config.image_size)
+    real = torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous()
+    labels = [i % pipe.num_classes for i in range(num_images)]
+    kwargs = dict(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+
+    methods = ["ar", *[m for m in methods if m != "ar"]]
+    runs = [run_method(pipe, m, labels, seed, batch_size, **kwargs) for m in methods]
+    noise = run_method(pipe, "ar", labels, seed + SECOND_SEED_SET, batch_size, **kwargs)
+    noise["method"] = "ar@seed2"
+    runs.append(noise)
+
+    ar = runs[0]
+    records = []
+    for r in runs:
+        images = r.pop("images")
+        predicted = classifier.predict(images.permute(0, 2, 3, 1).contiguous())
+        r["fid"] = frechet_distance(extractor, real, images)
+        r["class_accuracy"] = float((predicted == torch.tensor(labels)).float().mean())
+        r["step_compression"] = ar["nfe"] / r["nfe"]
+        r["speedup"] = ar["wall_s"] / r["wall_s"]
+        r.update(num_images=num_images, num_real=num_real, batch_size=batch_size, **kwargs)
+        records.append(r)
+    return records
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'method':<14} {'nfe/img':>8} {'accept len':>10} {'step x':>7} {'wall s':>8} {'speedup':>8} "
+        f"{'FID':>8} {'acc':>6}"
+    ]
+    for r in records:
+        lines.append(
+            f"{r['method']:<14} {r['nfe']:>8.1f} {r['mean_accepted_length']:>10.2f} {r['step_compression']:>7.2f} "
+            f"{r['wall_s']:>8.1f} {r['speedup']:>8.2f} {r['fid']:>8.2f} {r['class_accuracy']:>6.2f}"
+        )
+    return "\n".join(lines)
