@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
+
+from mmaccel.io import check_writable, save_image_atomic, write_json_atomic
 
 
 def _param(text: str) -> tuple[str, object]:
@@ -18,28 +18,6 @@ def _param(text: str) -> tuple[str, object]:
         except ValueError:
             pass
     return name, value
-
-
-def check_writable(path: Path) -> None:
-    """Fail before any work if ``path`` cannot be written."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"output directory is not writable: {parent}")
-    if path.is_dir():
-        raise IsADirectoryError(f"output path is a directory: {path}")
-
-
-def save_atomic(image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        image.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def grid(images):
@@ -57,8 +35,6 @@ def grid(images):
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from mmaccel.cli import write_json_atomic
-
     from .pipeline import ImageARPipeline, method_parameters
 
     out = Path(args.out)
@@ -81,8 +57,8 @@ def _generate(args: argparse.Namespace) -> int:
     )
     map_path = out.with_name(f"{out.stem}_acceptance{out.suffix}")
     json_path = out.with_suffix(".json")
-    save_atomic(grid(result.images), out)
-    save_atomic(grid(result.acceptance_maps), map_path)
+    save_image_atomic(grid(result.images), out)
+    save_image_atomic(grid(result.acceptance_maps), map_path)
     write_json_atomic(json_path, result.stats)
     steps = sum(s["steps"] for s in result.stats) / len(result.stats)
     ar = result.stats[0]["ar_steps"]
@@ -95,8 +71,6 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from mmaccel.cli import write_json_atomic
-
     from .bench import format_table, run_bench
 
     if args.json:

@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
-from pathlib import Path
-from typing import Any
 
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it, so no half-written file is ever left."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise FileNotFoundError(f"output directory does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from .io import check_writable, write_json_atomic
 
 
 def _bench_core(args: argparse.Namespace) -> int:
     from .bench import core
 
+    if args.json:
+        check_writable(args.json)
     records = core.run(vocab=args.vocab, window=args.window, batch=args.batch, k=args.k, repeats=args.repeats)
     print(core.format_table(records))
     if args.json:

@@ -28,15 +28,15 @@ def _time(fn: Callable[[], Any], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def reference_model(vocab: int = 16384) -> HFCausalLM:
-    """A randomly initialised ~50M-parameter Llama (hidden 512, 10 layers)."""
+def reference_model(vocab: int = 16384, hidden_size: int = 512, layers: int = 10) -> HFCausalLM:
+    """A randomly initialised Llama; the defaults give ~50M parameters at vocabulary 16384."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=vocab,
-        hidden_size=512,
-        intermediate_size=1408,
-        num_hidden_layers=10,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 11 // 4,
+        num_hidden_layers=layers,
         num_attention_heads=8,
         num_key_value_heads=8,
         max_position_embeddings=1024,
@@ -46,7 +46,14 @@ def reference_model(vocab: int = 16384) -> HFCausalLM:
 
 
 def run(
-    vocab: int = 16384, window: int = 16, batch: int = 8, context: int = 256, k: int = 1000, repeats: int = 10
+    vocab: int = 16384,
+    window: int = 16,
+    batch: int = 8,
+    context: int = 256,
+    k: int = 1000,
+    repeats: int = 10,
+    hidden_size: int = 512,
+    layers: int = 10,
 ) -> list[dict[str, Any]]:
     """Time every rule and one verifying forward; return one record per rule."""
     gen = torch.Generator().manual_seed(0)
@@ -57,7 +64,7 @@ def run(
     u_accept, u_sample = torch.rand(batch, window, generator=gen), torch.rand(batch, generator=gen)
     embeddings = torch.nn.functional.normalize(torch.randn(vocab, 8, generator=gen), dim=-1)
 
-    model = reference_model(vocab)
+    model = reference_model(vocab, hidden_size, layers)
     params = sum(t.numel() for t in model.model.parameters())
     cache = model.new_cache(batch, context + window + 1)
     ctx_positions = torch.arange(context).expand(batch, context)
