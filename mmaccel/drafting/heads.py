@@ -130,6 +130,6 @@ def distill_heads(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     heads.eval()
     return losses

@@ -77,7 +77,8 @@ class CFGModel:
         c, u = out.logits.chunk(2)
         scale = torch.full(positions.shape, self.scale, device=c.device)
         if self.interval is not None:
-            index = positions - self._cond_len.to(positions.device)[:, None]
+            # The logits at position t choose the token at t + 1, i.e. generated token t + 1 - cond_len.
+            index = positions + 1 - self._cond_len.to(positions.device)[:, None]
             inside = (index >= self.interval[0]) & (index < self.interval[1])
             scale = torch.where(inside, scale, torch.ones_like(scale))
         logits = u + scale[..., None] * (c - u)

@@ -63,7 +63,7 @@ def test_same_model_as_draft_accepts_many_tokens(model_dir):
 
 def test_acceptance_map_marks_late_cells_brighter(pipe):
     out = pipe([1], method="ar", progress=False)
-    cells = torch.from_numpy(np.asarray(out.acceptance_maps[0])).float().sum(-1).flatten()
+    cells = torch.tensor(np.array(out.acceptance_maps[0]), dtype=torch.float32).sum(-1).flatten()
     assert cells[-1] > cells[0]  # AR accepts in raster order: the last cell is the latest
 
 
