@@ -109,6 +109,13 @@ class SpeculativeDecoder:
                 f"embeddings has {table_size} rows but the model's vocabulary has {model.vocab_size} tokens"
             )
         self.rule = rule
+        for what in ("model", "heads"):  # a draft model's or draft heads' vocabulary must be the target's
+            owner = getattr(drafter, what, None)
+            if owner is not None and owner.vocab_size != model.vocab_size:
+                name = "draft model" if what == "model" else "heads"
+                raise ValueError(
+                    f"{name} vocabulary ({owner.vocab_size}) differs from the target's ({model.vocab_size})"
+                )
 
     @property
     def window(self) -> int:

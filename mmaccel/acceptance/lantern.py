@@ -13,7 +13,8 @@ class LanternRule(AcceptanceRule):
     """Latent-proximity relaxation: a draft ``x`` also collects the probability of its nearest neighbours.
 
     The ``k`` tokens nearest to ``x`` in the embedding space (precomputed once, sorted) give cumulative masses
-    ``S_j = sum_{i<=j} p(n_i)``. The additive mode (``delta`` in (0, 1]) takes the largest ``m`` with
+    ``S_j = sum_{i<=j} p(n_i)`` (``k`` defaults to 1000, capped below the vocabulary size). The additive mode
+    (``delta`` in (0, 1]) takes the largest ``m`` with
     ``S_m <= delta``; the multiplicative LANTERN++ mode (``lam > 1``) the largest ``m`` with
     ``S_m <= (lam - 1) * p(x)``. Then ``p~(x) = p(x) + S_m`` and ``x`` is accepted if ``u < p~(x) / q(x)``.
     ``p~`` moves at most ``S_m`` of mass, so its total-variation distance to ``p`` is at most ``delta``
@@ -26,7 +27,7 @@ class LanternRule(AcceptanceRule):
     def __init__(
         self,
         embeddings: torch.Tensor,
-        k: int = 1000,
+        k: int | None = None,
         delta: float | None = 0.1,
         lam: float | None = None,
         neighbours: torch.Tensor | None = None,
@@ -38,8 +39,12 @@ class LanternRule(AcceptanceRule):
         elif delta is None or not 0 < delta <= 1:
             raise ValueError(f"delta must be in (0, 1], got {delta}")
         vocab = embeddings.shape[0]
-        if k >= vocab:
-            raise ValueError(f"k must be smaller than the vocabulary size {vocab}, got {k}")
+        # LANTERN's k = 1000 is for 16k-entry codebooks; smaller vocabularies cap it at every other token.
+        k = min(1000, vocab - 1) if k is None else k
+        if not 1 <= k < vocab:
+            raise ValueError(f"k must be in [1, vocabulary size {vocab}), got {k}")
+        if neighbours is not None and (neighbours.shape[0] != vocab or neighbours.shape[1] < k):
+            raise ValueError(f"neighbours must be a [{vocab}, >= k={k}] table, got shape {tuple(neighbours.shape)}")
         self.k, self.delta, self.lam = k, delta, lam
         self.neighbours = nearest_neighbours(embeddings, k) if neighbours is None else neighbours[:, :k]
         self.vocab_size = vocab

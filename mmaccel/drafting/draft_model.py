@@ -25,7 +25,7 @@ class DraftModelDrafter(Drafter):
     def begin(self, state, prefill: ModelOutput) -> None:
         if self.model.vocab_size != state.vocab_size:
             raise ValueError(
-                f"draft_model vocabulary ({self.model.vocab_size}) differs from the target's ({state.vocab_size})"
+                f"draft model vocabulary ({self.model.vocab_size}) differs from the target's ({state.vocab_size})"
             )
         self._sampling = self.sampling or state.sampling
         self.cache = self.model.new_cache(state.batch_size, state.max_length)

@@ -1,0 +1,153 @@
+"""The exact rule (and SJD over Jacobi drafts) preserves the target distribution; dropping the residual
+correction does not, and the test sees the difference.
+
+The real :class:`SpeculativeDecoder` runs on a hand-made position-dependent bigram model (``p`` of the token at
+``t + 1`` depends on the token at ``t`` and on ``t``) with a deliberately different bigram draft model, over
+20,000 rows at once, one seed each. The joint distribution of consecutive generated tokens is compared with the
+exact AR distribution computed analytically from the tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmaccel import DraftModelDrafter, JacobiDrafter, MultiHeadDrafter, SamplingConfig, SpeculativeDecoder
+from mmaccel.acceptance import ExactRule, TypicalRule, make_rule
+from mmaccel.acceptance.base import plain_sample
+from mmaccel.drafting import DraftHeads
+from mmaccel.models import TokenPrompt
+from mmaccel.sampling import sample, target_probs
+
+V = 6
+WINDOW = 3
+ROWS = 20_000
+NEW_TOKENS = 6  # the first comes from the prompt's forward, the others from two or more speculative steps
+PROMPT = [2, 5]
+LOSSLESS_ALPHA = 1e-4  # seeds are fixed, so each test is deterministic; a lossless rule must not be rejected
+CONTROL_ALPHA = 1e-8  # and a broken rule must be rejected overwhelmingly
+
+pytestmark = pytest.mark.slow
+
+
+class NoResidualRule(ExactRule):
+    """The exact accept test but, on rejection, a fresh token from ``p`` instead of ``norm(max(p - q, 0))``."""
+
+    name = "exact-without-residual"
+    lossless = False
+
+    def next_token(self, p, q, accepted, u_sample):
+        return plain_sample(p, accepted, u_sample)
+
+
+def tables():
+    g = torch.Generator().manual_seed(1234)
+    positions = len(PROMPT) + NEW_TOKENS + 2 * WINDOW + 4
+    target = 1.5 * torch.randn(positions, V, V, generator=g)
+    # A mismatched draft: its own random tables, sharper than the target's, so drafts are often rejected.
+    draft = 2.5 * torch.randn(positions, V, V, generator=g)
+    return target, draft
+
+
+def ar_joint(table: torch.Tensor, config: SamplingConfig, n: int) -> torch.Tensor:
+    """Exact joint distribution ``[V] * n`` of the first ``n`` generated tokens under plain AR sampling."""
+    probs = target_probs(table, config).double()  # [T, V(prev), V(next)]
+    start = len(PROMPT) - 1
+    joint = probs[start, PROMPT[-1]]
+    for i in range(1, n):
+        joint = joint.unsqueeze(-1) * probs[start + i]  # ``[..., prev, 1] * [prev, next]``
+    return joint
+
+
+def generate(bigram_model, rule, drafter_kind: str, config: SamplingConfig) -> tuple[torch.Tensor, list]:
+    target_table, draft_table = tables()
+    target = bigram_model(target_table)
+    if drafter_kind == "draft":
+        drafter = DraftModelDrafter(bigram_model(draft_table), window=WINDOW)
+    elif drafter_kind == "heads":
+        # Heads on the bigram model's "hidden state" (its logits row): q depends on the verify row that produced
+        # the step's last token, so this checks that the drafter reads the right row.
+        torch.manual_seed(0)
+        heads = DraftHeads(V, V, num_heads=WINDOW)
+        with torch.no_grad():
+            for head in heads.heads:
+                head[-1].weight.normal_(0, 1.0)
+        drafter = MultiHeadDrafter(heads)
+    else:
+        drafter = JacobiDrafter(window=WINDOW)
+    prompt = TokenPrompt(torch.tensor([PROMPT]).expand(ROWS, -1).clone(), torch.full((ROWS,), len(PROMPT)))
+    out = SpeculativeDecoder(target, drafter, rule=rule, sampling=config).generate(
+        prompt, NEW_TOKENS, seeds=range(ROWS)
+    )
+    return out.tokens, out.stats.tokens_per_step
+
+
+def window_pvalues(tokens: torch.Tensor, joint: torch.Tensor, chi2_pvalue, span: int = 3) -> dict[str, float]:
+    """Chi-square p-values of the joint of every ``span`` consecutive generated tokens, and of each marginal."""
+    n = tokens.shape[1]
+    out = {}
+    for start in range(n - span + 1):
+        keep = tuple(range(start, start + span))
+        expected = joint.sum(dim=tuple(i for i in range(n) if i not in keep))
+        code = sum(tokens[:, i] * V ** (span - 1 - j) for j, i in enumerate(keep))
+        counts = np.bincount(code.numpy(), minlength=V**span)
+        out[f"tokens {start}..{start + span - 1}"] = chi2_pvalue(counts, expected.numpy())
+    for i in range(n):
+        expected = joint.sum(dim=tuple(j for j in range(n) if j != i))
+        out[f"token {i}"] = chi2_pvalue(np.bincount(tokens[:, i].numpy(), minlength=V), expected.numpy())
+    return out
+
+
+CONFIGS = {
+    "t1": SamplingConfig(),
+    "t0.8-top3": SamplingConfig(temperature=0.8, top_k=3),  # zeros in p and q: residual and q(x) = 0 paths
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("rule, drafter_kind", [("exact", "draft"), ("sjd", "jacobi"), ("exact", "heads")])
+def test_speculative_samples_follow_the_ar_distribution(bigram_model, chi2_pvalue, rule, drafter_kind, config):
+    tokens, per_step = generate(bigram_model, rule, drafter_kind, CONFIGS[config])
+    joint = ar_joint(tables()[0], CONFIGS[config], NEW_TOKENS)
+    # The run must exercise both paths: rejections (residual draws) and multi-token commits.
+    first_step = per_step[0]
+    assert (first_step == 1).float().mean() > 0.05
+    assert (first_step >= 2).float().mean() > 0.05
+    pvalues = window_pvalues(tokens, joint, chi2_pvalue)
+    assert min(pvalues.values()) > LOSSLESS_ALPHA, pvalues
+
+
+@pytest.mark.parametrize("broken", ["no-residual", "typical"])
+def test_detector_fires_without_the_residual_correction(bigram_model, chi2_pvalue, broken):
+    """Negative control: the same test rejects a rule that ends a rejected step with a draw from ``p``."""
+    rule = NoResidualRule() if broken == "no-residual" else TypicalRule()
+    tokens, _ = generate(bigram_model, rule, "draft", CONFIGS["t1"])
+    joint = ar_joint(tables()[0], CONFIGS["t1"], NEW_TOKENS)
+    pvalues = window_pvalues(tokens, joint, chi2_pvalue)
+    assert pvalues["tokens 0..2"] < CONTROL_ALPHA or pvalues["tokens 1..3"] < CONTROL_ALPHA, pvalues
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_rule_level_first_token_distribution(chi2_pvalue, window):
+    """The rule alone, vectorised: draft ``x ~ q``, and the first output token (the draft if accepted, else the
+    step's final token) is distributed as ``p`` at position 0 -- for many different (p, q) pairs at once."""
+    g = torch.Generator().manual_seed(99)
+    pairs, per_pair = 8, 25_000
+    p0 = torch.softmax(1.5 * torch.randn(pairs, window + 1, V, generator=g), -1)
+    q0 = torch.softmax(2.5 * torch.randn(pairs, window, V, generator=g), -1)
+    p = p0.repeat_interleave(per_pair, 0)
+    q = q0.repeat_interleave(per_pair, 0)
+    b = p.shape[0]
+    drafts = sample(q, torch.rand(b, window, generator=g))
+    u_accept, u_sample = torch.rand(b, window, generator=g), torch.rand(b, generator=g)
+    for rule, lossless in [(make_rule("exact"), True), (NoResidualRule(), False)]:
+        verdict = rule(p, q, drafts, u_accept, u_sample)
+        first = torch.where(verdict.accepted > 0, drafts[:, 0], verdict.next_token).view(pairs, per_pair)
+        pvalues = [
+            chi2_pvalue(np.bincount(first[i].numpy(), minlength=V), p0[i, 0].double().numpy()) for i in range(pairs)
+        ]
+        if lossless:
+            assert min(pvalues) > LOSSLESS_ALPHA / pairs, pvalues
+        else:
+            assert min(pvalues) < CONTROL_ALPHA, pvalues
