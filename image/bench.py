@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from mmaccel.data.scenes import make_dataset
-from mmaccel.eval.fid import FeatureExtractor, frechet_distance
+from mmaccel.eval.fid import DomainFID, FeatureExtractor
 
 from .classifier import ShapeClassifier
-from .pipeline import DEFAULT_WEIGHTS, ImageARPipeline
+from .pipeline import DEFAULT_WEIGHTS, ImageARPipeline, method_parameters
 
 #: A seed far from every training seed: these real images are used only as the FID reference.
 REAL_SEED = 7_000_003
@@ -69,12 +69,14 @@ def run_bench(
     """One record per method (plus ``ar@seed2``, the noise floor), with the fields of DESIGN.md."""
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
+    for method in methods:
+        method_parameters(method)  # an unknown method fails before any work
     pipe = ImageARPipeline.from_pretrained(model)
     classifier_path = Path(model) if model is not None else DEFAULT_WEIGHTS
     classifier = ShapeClassifier.from_pretrained(classifier_path / "classifier.safetensors")
     extractor = FeatureExtractor(classifier, classifier.config.feature_dim)
     real_images, _ = make_dataset(num_real, seed=REAL_SEED, size=classifier.config.image_size)
-    real = torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous()
+    fid = DomainFID(extractor, torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous())
     labels = [i % pipe.num_classes for i in range(num_images)]
     kwargs = dict(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p)
 
@@ -89,7 +91,7 @@ def run_bench(
     for r in runs:
         images = r.pop("images")
         predicted = classifier.predict(images.permute(0, 2, 3, 1).contiguous())
-        r["fid"] = frechet_distance(extractor, real, images)
+        r["fid"] = fid.score(images)
         r["class_accuracy"] = float((predicted == torch.tensor(labels)).float().mean())
         r["step_compression"] = ar["nfe"] / r["nfe"]
         r["speedup"] = ar["wall_s"] / r["wall_s"]

@@ -20,12 +20,28 @@ class FeatureExtractor(nn.Module):
         return self.model.features(x).float()
 
 
+class DomainFID:
+    """FID against a fixed set of real images whose statistics are computed once and reused for every
+    :meth:`score` (e.g. one per method in a bench)."""
+
+    def __init__(self, extractor: FeatureExtractor, real: torch.Tensor, batch: int = 256):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        self.batch = batch
+        self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
+        self._update(real, real=True)
+
+    def _update(self, images: torch.Tensor, real: bool) -> None:
+        for start in range(0, len(images), self.batch):
+            self.metric.update(images[start : start + self.batch], real=real)
+
+    def score(self, fake: torch.Tensor) -> float:
+        """FID of uint8 images ``[N, 3, H, W]`` against the real set."""
+        self.metric.reset()
+        self._update(fake, real=False)
+        return float(self.metric.compute())
+
+
 def frechet_distance(extractor: FeatureExtractor, real: torch.Tensor, fake: torch.Tensor, batch: int = 256) -> float:
     """FID between uint8 image batches ``[N, 3, H, W]`` in the extractor's feature space."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    metric = FrechetInceptionDistance(feature=extractor)
-    for images, is_real in ((real, True), (fake, False)):
-        for start in range(0, len(images), batch):
-            metric.update(images[start : start + batch], real=is_real)
-    return float(metric.compute())
+    return DomainFID(extractor, real, batch).score(fake)

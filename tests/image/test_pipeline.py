@@ -8,27 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from mmaccel.cli import main
-from mmaccel.image.llamagen import LlamaGenGPT, LlamaGenModel, gpt_config
+from mmaccel.image.llamagen import LlamaGenModel
 from mmaccel.image.pipeline import METHODS, ImageARPipeline
-from mmaccel.image.vq import VQConfig, VQModel
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_image_model")
-    vq = VQModel(VQConfig.named("VQ-tiny"))
-    vq.save_pretrained(folder, "vq")
-    grid = vq.config.image_size // vq.config.downsample
-    for name, layers in (("gpt", 2), ("draft", 1)):
-        config = gpt_config("GPT-Tiny", n_layer=layers, vocab_size=vq.config.codebook_size, block_size=grid * grid)
-        gpt = LlamaGenGPT(config)
-        save_file(gpt.state_dict(), str(folder / f"{name}.safetensors"))
-        config.save(folder / f"{name}_config.json")
-    return folder
 
 
 @pytest.fixture(scope="module")
