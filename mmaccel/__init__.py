@@ -4,6 +4,7 @@ One speculative core (drafters x acceptance rules, batched) that every modality 
 visual-token pruning for multimodal-LLM prefill.
 """
 
+from . import prune
 from .acceptance import RULES, make_rule
 from .drafting import DRAFTERS, DraftModelDrafter, JacobiDrafter, MultiHeadDrafter, make_drafter
 from .engine import GenerationOutput, GenerationStats, SpeculativeDecoder
@@ -26,5 +27,6 @@ __all__ = [
     "TokenPrompt",
     "make_drafter",
     "make_rule",
+    "prune",
 ]
 __version__ = "0.1.0"

@@ -1,5 +1,30 @@
-"""``mmaccel bench prune``: placeholder registration until the prune bench lands."""
+"""``mmaccel bench prune``: every pruning method x keep ratio on one model, in one process."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from mmaccel.io import check_writable, write_json_atomic
+
+    from .bench import markdown_table, run_bench
+
+    if args.json:
+        check_writable(args.json)
+    records = run_bench(args.model, args.methods, args.keep, args.questions, None, limit=args.limit)
+    print(markdown_table(records))
+    if args.json:
+        write_json_atomic(args.json, records)
+    return 0
 
 
 def register(commands, generate, bench) -> None:
-    pass
+    b = bench.add_parser("prune", help="visual-token pruning: accuracy, FLOPs and TTFT per method and keep ratio")
+    b.add_argument("--model", default="default", help="a LLaVA / LLaVA-OneVision / Qwen2-VL folder, or 'default'")
+    b.add_argument("--methods", default="none,fastv,visionzip,divprune,dart,tome,holitom")
+    b.add_argument("--keep", default="0.5,0.25,0.1", help="comma-separated keep ratios in (0, 1]")
+    b.add_argument("--questions", default=None, help="JSON-lines question file (default: the testbed's)")
+    b.add_argument("--limit", type=int, default=None, help="use only the first N questions")
+    b.add_argument("--json", help="write the records here")
+    b.set_defaults(func=_bench)

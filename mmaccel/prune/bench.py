@@ -1,0 +1,260 @@
+"""Engine of ``mmaccel bench prune``: every method x keep ratio on the same questions, in one process.
+
+One record per (method, keep): visual tokens kept, analytic LLM prefill FLOPs (:mod:`mmaccel.prune.flops`),
+time to first token measured here (vision encoder + prefill, batch 1, median over questions), accuracy on
+the questions, and agreement with the unpruned model's answers. ``none`` always runs first: it is the
+reference for agreement, FLOPs ratio and TTFT speedup.
+
+Question files are JSON lines: ``{"image": "a.png" | "video": ["f0.png", ...], "question": ..., "answer": ...}``
+with paths relative to the file. The model folder must hold a processor (``AutoProcessor``) next to the
+weights; prompts use its chat template when it has one.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import string
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import PRUNE_METHODS, prune
+from .flops import prefill_flops
+
+DEFAULT_MODEL = Path(__file__).parent / "weights"
+MODEL_CLASSES = {
+    "llava": "LlavaForConditionalGeneration",
+    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+}
+
+
+def load_model(path: str | Path):
+    """Load a local LLaVA, LLaVA-OneVision or Qwen2-VL folder (SDPA, fp32) and its processor."""
+    import transformers
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model: no config.json in {path}")
+    config = transformers.AutoConfig.from_pretrained(path)
+    if config.model_type not in MODEL_CLASSES:
+        raise ValueError(
+            f"model: model_type {config.model_type!r} is not supported; supported: {', '.join(MODEL_CLASSES.values())}"
+        )
+    cls = getattr(transformers, MODEL_CLASSES[config.model_type])
+    model = cls.from_pretrained(path, attn_implementation="sdpa", dtype=torch.float32).eval()
+    processor = transformers.AutoProcessor.from_pretrained(path)
+    return model, processor
+
+
+def read_questions(path: str | Path) -> list[dict]:
+    """Questions from a JSON-lines file, with images (and video frames) loaded as RGB arrays."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"question_file: {path} does not exist")
+    out = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        if "question" not in record or "answer" not in record or not ({"image", "video"} & record.keys()):
+            raise ValueError(f"question_file: line {number} needs 'question', 'answer' and 'image' or 'video'")
+        item = {"question": record["question"], "answer": str(record["answer"])}
+        if "image" in record:
+            item["image"] = np.asarray(Image.open(path.parent / record["image"]).convert("RGB"))
+        else:
+            item["video"] = np.stack([np.asarray(Image.open(path.parent / f).convert("RGB")) for f in record["video"]])
+        out.append(item)
+    return out
+
+
+def build_inputs(processor, item: dict) -> dict:
+    kind = "video" if "video" in item else "image"
+    messages = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": item["question"]}]}]
+    if getattr(processor, "chat_template", None):
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    else:
+        token = getattr(processor, f"{kind}_token", f"<{kind}>")
+        prompt = f"{token}\n{item['question']}"
+    media = {"videos": [item["video"]]} if kind == "video" else {"images": [item["image"]]}
+    return dict(processor(text=[prompt], return_tensors="pt", **media))
+
+
+def normalise(text: str) -> list[str]:
+    return text.lower().translate(str.maketrans("", "", string.punctuation)).split()
+
+
+def _answer_matches(prediction: str, answer: str) -> bool:
+    want = normalise(answer)
+    return bool(want) and normalise(prediction)[: len(want)] == want
+
+
+def _run(model, processor, questions, inputs, method: str, keep: float, params: dict, max_new_tokens: int) -> dict:
+    answers, ttft, flops, visual_kept, visual_full = [], [], [], [], []
+    text_config = model.config.get_text_config()
+    layers = text_config.num_hidden_layers
+    with prune(model, method, keep=keep, **params.get(method, {})) as session:
+        with torch.inference_mode():
+            model(**inputs[0])  # warm-up
+            for batch in inputs:
+                start = time.perf_counter()
+                model(**batch, use_cache=True, logits_to_keep=1)
+                ttft.append(time.perf_counter() - start)
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+                prompt_length = batch["input_ids"].shape[1]
+                answers.append(processor.batch_decode(out[:, prompt_length:], skip_special_tokens=True)[0])
+                if session is not None and session.last_prefill is not None:
+                    stats = session.last_prefill
+                    tokens = stats["tokens_per_layer"]
+                    visual_full.append(stats["visual_tokens"])
+                    visual_kept.append(stats["visual_tokens_per_layer"][-1])
+                else:
+                    tokens = [int(batch["attention_mask"].sum())] * layers
+                    visual = _visual_count(model, batch)
+                    visual_full.append(visual)
+                    visual_kept.append(visual)
+                flops.append(prefill_flops(text_config, tokens))
+    correct = [_answer_matches(a, q["answer"]) for a, q in zip(answers, questions)]
+    return {
+        "answers": answers,
+        "accuracy": sum(correct) / len(correct),
+        "ttft_s": statistics.median(ttft),
+        "prefill_flops": statistics.mean(flops),
+        "visual_tokens": statistics.mean(visual_full),
+        "visual_tokens_kept": statistics.mean(visual_kept),
+    }
+
+
+def _visual_count(model, batch: dict) -> int:
+    ids = batch["input_ids"]
+    tokens = [model.config.image_token_id, getattr(model.config, "video_token_id", None)]
+    return int(sum((ids == t).sum() for t in tokens if t is not None))
+
+
+def run_bench(
+    model_path_or_default: str | Path = "default",
+    methods: list[str] | str = "none,fastv,visionzip,divprune,dart,tome,holitom",
+    keeps: list[float] | str = "0.5,0.25,0.1",
+    question_file: str | Path | None = None,
+    json_path: str | Path | None = None,
+    *,
+    max_new_tokens: int = 4,
+    limit: int | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+) -> list[dict]:
+    """Benchmark pruning methods; returns the records (and writes them to ``json_path`` when given).
+
+    ``model_path_or_default``: a local checkpoint folder, or ``"default"`` for the shipped testbed, whose
+    held-out questions are used when ``question_file`` is None. A method that cannot run on the model or
+    the questions (e.g. a video method on images) gets a record with an ``error`` field.
+    """
+    methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    keeps = [float(k) for k in keeps.split(",")] if isinstance(keeps, str) else [float(k) for k in keeps]
+    for m in methods:
+        if m not in PRUNE_METHODS:
+            raise ValueError(f"methods: unknown method {m!r}; choose from {', '.join(PRUNE_METHODS)}")
+    for k in keeps:
+        if not 0.0 < k <= 1.0:
+            raise ValueError(f"keeps: every keep ratio must be in (0, 1], got {k}")
+    if model_path_or_default == "default":
+        model, processor = load_model(DEFAULT_MODEL)
+        if question_file is None:
+            from .testbed.questions import heldout_questions
+
+            questions = heldout_questions()
+        else:
+            questions = read_questions(question_file)
+    else:
+        if question_file is None:
+            raise ValueError("question_file is required for a model other than the default testbed")
+        model, processor = load_model(model_path_or_default)
+        questions = read_questions(question_file)
+    return bench_model(
+        model,
+        processor,
+        questions,
+        methods,
+        keeps,
+        json_path,
+        max_new_tokens=max_new_tokens,
+        limit=limit,
+        params=params,
+    )
+
+
+def bench_model(
+    model,
+    processor,
+    questions: list[dict],
+    methods: list[str],
+    keeps: list[float],
+    json_path: str | Path | None = None,
+    *,
+    max_new_tokens: int = 4,
+    limit: int | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+) -> list[dict]:
+    """:func:`run_bench` on an already loaded model and question list."""
+    questions = questions[:limit] if limit else questions
+    if not questions:
+        raise ValueError("questions: there are no questions to run")
+    params = params or {}
+    inputs = [build_inputs(processor, q) for q in questions]
+    reference = _run(model, processor, questions, inputs, "none", 1.0, params, max_new_tokens)
+    records = [_record("none", 1.0, reference, reference, len(questions))]
+    for method in methods:
+        if method == "none":
+            continue
+        for keep in keeps:
+            try:
+                result = _run(model, processor, questions, inputs, method, keep, params, max_new_tokens)
+            except (ValueError, TypeError) as err:
+                records.append({"method": method, "keep": keep, "error": str(err)})
+                continue
+            records.append(_record(method, keep, result, reference, len(questions)))
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(records, indent=2))
+    return records
+
+
+def _record(method: str, keep: float, result: dict, reference: dict, count: int) -> dict:
+    agree = sum(normalise(a) == normalise(b) for a, b in zip(result["answers"], reference["answers"])) / count
+    return {
+        "method": method,
+        "keep": keep,
+        "questions": count,
+        "visual_tokens": result["visual_tokens"],
+        "visual_tokens_kept": result["visual_tokens_kept"],
+        "prefill_flops": result["prefill_flops"],
+        "flops_ratio": result["prefill_flops"] / reference["prefill_flops"],
+        "ttft_s": result["ttft_s"],
+        "ttft_speedup": reference["ttft_s"] / result["ttft_s"],
+        "accuracy": result["accuracy"],
+        "relative_accuracy": result["accuracy"] / reference["accuracy"] if reference["accuracy"] else None,
+        "agreement": agree,
+    }
+
+
+def markdown_table(records: list[dict]) -> str:
+    """The records as a Markdown table (for model cards and reports)."""
+    lines = [
+        "| method | keep | visual tokens kept | prefill FLOPs | TTFT (ms) | TTFT speedup | accuracy | agreement |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        if "error" in r:
+            lines.append(f"| {r['method']} | {r['keep']} | - | - | - | - | not applicable | - |")
+            continue
+        lines.append(
+            f"| {r['method']} | {r['keep']} | {r['visual_tokens_kept']:.1f} of {r['visual_tokens']:.0f} "
+            f"| {r['flops_ratio']:.1%} | {r['ttft_s'] * 1e3:.1f} | {r['ttft_speedup']:.2f}x "
+            f"| {r['accuracy']:.1%} | {r['agreement']:.1%} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Question-answer data of the pruning testbed, on scenes from :mod:`mmaccel.data.scenes`.
+
+Each example is a 64x64 scene of one to three distinct shapes (circle, square, triangle, star) in six
+well-separated colours on a dark background, with one question whose answer is one word:
+
+* ``what colour is the square ?`` -> ``red``
+* ``how many shapes ?`` -> ``two``
+* ``is the star left of the circle ?`` -> ``yes``
+
+The tokenizer is word level over exactly this vocabulary, so answers are single tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mmaccel.data.scenes import COLOURS, Scene, random_scene, render
+
+IMAGE_SIZE = 64
+PATCH_SIZE = 4
+SHAPE_KINDS = ("circle", "square", "triangle", "star")
+SHAPE_COLOURS = ("red", "green", "blue", "yellow", "white", "purple")
+NUMBERS = ("one", "two", "three")
+SPECIAL = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
+WORDS = (
+    "what",
+    "colour",
+    "is",
+    "the",
+    "how",
+    "many",
+    "shapes",
+    "left",
+    "of",
+    "answer",
+    ":",
+    "?",
+    "yes",
+    "no",
+    *SHAPE_KINDS,
+    *SHAPE_COLOURS,
+    *NUMBERS,
+)
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}<image> {% elif item['type'] == 'text' -%}{{ item['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endfor -%}{%- if add_generation_prompt %} answer :{% endif -%}"
+)
+HELDOUT_SEED = 20_250_601
+
+
+def make_scene(rng: np.random.Generator) -> Scene:
+    scene = random_scene(rng, n_shapes=(1, 3), kinds=SHAPE_KINDS, size_range=(0.22, 0.34), distinct_kinds=True)
+    colours = rng.choice(len(SHAPE_COLOURS), size=len(scene.shapes), replace=True)
+    shapes = [
+        dataclasses.replace(s, colour=SHAPE_COLOURS[c], rgb=COLOURS[SHAPE_COLOURS[c]], texture="solid")
+        for s, c in zip(scene.shapes, colours)
+    ]
+    return Scene(background=(36, 36, 36), shapes=shapes)
+
+
+def ask(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+    """One question about ``scene`` and its one-word answer; the three kinds are equally likely."""
+    shapes = scene.shapes
+    kind = int(rng.integers(3))
+    if kind == 1 or (kind == 2 and len(shapes) < 2):
+        return "how many shapes ?", NUMBERS[len(shapes) - 1]
+    if kind == 0:
+        shape = shapes[int(rng.integers(len(shapes)))]
+        return f"what colour is the {shape.kind} ?", shape.colour
+    a, b = rng.choice(len(shapes), size=2, replace=False)
+    left = shapes[a].center[0] < shapes[b].center[0]
+    return f"is the {shapes[a].kind} left of the {shapes[b].kind} ?", "yes" if left else "no"
+
+
+def make_example(rng: np.random.Generator) -> dict:
+    scene = make_scene(rng)
+    question, answer = ask(scene, rng)
+    return {"image": render(scene, IMAGE_SIZE), "question": question, "answer": answer}
+
+
+def heldout_questions(count: int = 300, seed: int = HELDOUT_SEED) -> list[dict]:
+    """The held-out questions the bench and the model card use (a seed never used in training)."""
+    rng = np.random.default_rng(seed)
+    return [make_example(rng) for _ in range(count)]
+
+
+def build_processor():
+    """A ``LlavaProcessor``: CLIP-style image preprocessing at 64x64 and the word-level tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
+
+    vocab = {word: i for i, word in enumerate((*SPECIAL, *WORDS))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=["<image>"],
+        padding_side="left",
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_convert_rgb=True,
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )

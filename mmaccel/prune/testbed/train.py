@@ -1,0 +1,192 @@
+"""Train the pruning testbed: a small ``LlavaForConditionalGeneration`` (CLIP-style vision tower, Llama
+language model) on the scene questions of :mod:`mmaccel.prune.testbed.questions`.
+
+    python -m mmaccel.prune.testbed.train --out mmaccel/prune/weights --minutes 55
+
+Runs on one CPU thread. Data is generated on the fly (a fresh scene and question per example, never the
+held-out seed), the loss is on the answer word and the end token only, and the script writes the
+safetensors weights, the processor files and a model card with the held-out accuracy it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .questions import IMAGE_SIZE, PATCH_SIZE, build_processor, heldout_questions, make_example
+
+
+def build_model(processor):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    tokenizer = processor.tokenizer
+    vision = CLIPVisionConfig(
+        hidden_size=96,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=96,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=processor.image_token_id,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        tie_word_embeddings=False,
+    )
+    config._attn_implementation = "sdpa"
+    return LlavaForConditionalGeneration(config)
+
+
+def make_batch(processor, examples: list[dict]) -> dict:
+    """Prompt + answer + end token, right-padded; labels only on the answer and the end token."""
+    tokenizer = processor.tokenizer
+    prompts = [f"<image> {e['question']} answer :" for e in examples]
+    encoded = processor(text=prompts, images=[e["image"] for e in examples], return_tensors="pt", padding=True)
+    rows, labels = [], []
+    for ids, keep, e in zip(encoded["input_ids"].tolist(), encoded["attention_mask"].bool().tolist(), examples):
+        ids = [i for i, k in zip(ids, keep) if k]
+        target = tokenizer(f"{e['answer']} </s>", add_special_tokens=False)["input_ids"]
+        rows.append(list(ids) + target)
+        labels.append([-100] * len(ids) + target)
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    label_ids = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "labels": label_ids,
+        "pixel_values": encoded["pixel_values"],
+    }
+
+
+@torch.no_grad()
+def evaluate(model, processor, questions: list[dict], batch_size: int = 50) -> float:
+    from ..bench import build_inputs, normalise
+
+    model.eval()
+    correct = 0
+    for q in questions:
+        inputs = build_inputs(processor, q)
+        logits = model(**inputs, logits_to_keep=1).logits[0, -1]
+        word = processor.tokenizer.decode([int(logits.argmax())])
+        correct += normalise(word) == normalise(q["answer"])
+    model.train()
+    return correct / len(questions)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "weights")
+    parser.add_argument("--minutes", type=float, default=55.0, help="wall-clock training budget")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=250)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    processor = build_processor()
+    model = build_model(processor).train()
+    heldout = heldout_questions(300)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    budget = args.minutes * 60
+    start = time.perf_counter()
+    step, history = 0, []
+    # The schedule is over wall time: warm up, then cosine down to 5% by the end of the budget.
+    while (elapsed := time.perf_counter() - start) < budget:
+        progress = elapsed / budget
+        scale = min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * scale
+        batch = make_batch(processor, [make_example(rng) for _ in range(args.batch)])
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % 25 == 0:
+            print(f"step {step} loss {loss.item():.4f} lr {args.lr * scale:.2e} {elapsed / 60:.1f} min", flush=True)
+        if step % args.eval_every == 0:
+            accuracy = evaluate(model, processor, heldout[:100])
+            history.append({"step": step, "minutes": round(elapsed / 60, 2), "heldout_accuracy_100": accuracy})
+            print(f"step {step} held-out accuracy (100) {accuracy:.3f}", flush=True)
+    minutes = (time.perf_counter() - start) / 60
+    model.eval()
+    accuracy = evaluate(model, processor, heldout)
+    print(f"final held-out accuracy (300): {accuracy:.3f} after {step} steps, {minutes:.1f} min", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out, safe_serialization=True)
+    processor.save_pretrained(args.out)
+    params = sum(p.numel() for p in model.parameters())
+    (args.out / "training.json").write_text(
+        json.dumps(
+            {
+                "steps": step,
+                "batch": args.batch,
+                "lr": args.lr,
+                "seed": args.seed,
+                "minutes": minutes,
+                "parameters": params,
+                "heldout_accuracy": accuracy,
+                "history": history,
+            },
+            indent=2,
+        )
+    )
+    write_card(args.out, step, args.batch, minutes, params, accuracy)
+
+
+def write_card(out: Path, steps: int, batch: int, minutes: float, params: int, accuracy: float) -> None:
+    card = f"""# mmaccel pruning testbed (LLaVA architecture, {params / 1e6:.2f} M parameters)
+
+A small `LlavaForConditionalGeneration` that visual-token pruning (`mmaccel.prune`, `mmaccel bench prune`)
+is measured on. Trained from scratch in this repository; no external data or weights.
+
+- **Architecture**: CLIP-style vision tower (64x64 input, 4x4 patches -> 256 visual tokens + [CLS], 2 layers,
+  width 96), 2-layer GELU projector, Llama language model (4 layers, width 128, 4 heads, MLP 384), word-level
+  vocabulary of {len(build_processor().tokenizer)} tokens. fp32, SDPA attention.
+- **Data**: scenes of 1-3 distinct shapes (circle, square, triangle, star) in six colours from
+  `mmaccel.data.scenes` (`random_scene` + `render`), one question each, drawn fresh every step:
+  colour of a named shape, number of shapes, whether one shape is left of another. One-word answers.
+- **Training**: `python -m mmaccel.prune.testbed.train --minutes {minutes:.0f}` on one CPU thread:
+  {steps} steps of batch {batch}, AdamW, loss on the answer word and end token, {minutes:.1f} minutes.
+- **Held-out accuracy (unpruned)**: {accuracy:.1%} on 300 questions from a seed never used in training
+  (`mmaccel.prune.testbed.questions.heldout_questions`).
+- **Prompt**: `<image> what colour is the square ? answer :` (the processor's chat template builds it).
+
+Limitations: toy domain; the model knows only the vocabulary above.
+"""
+    (out / "README.md").write_text(card)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The bench engine end to end on a tiny random LLaVA checkpoint folder with a question file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from mmaccel.prune.bench import run_bench
+from mmaccel.prune.flops import prefill_flops
+from mmaccel.prune.testbed.questions import build_processor, heldout_questions
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_llava")
+    processor = build_processor()
+    processor.patch_size = 8
+    tokenizer = processor.tokenizer
+    torch.manual_seed(0)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=8,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        ),
+        image_token_id=processor.image_token_id,
+        vision_feature_layer=-1,
+    )
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    questions = folder / "questions.jsonl"
+    lines = []
+    for i, q in enumerate(heldout_questions(3)):
+        Image.fromarray(q["image"]).save(folder / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "question": q["question"], "answer": q["answer"]}))
+    questions.write_text("\n".join(lines))
+    return folder, questions
+
+
+def test_bench_writes_one_record_per_method_and_keep(checkpoint, tmp_path):
+    folder, questions = checkpoint
+    out = tmp_path / "out.json"
+    records = run_bench(str(folder), "none,fastv,divprune,holitom", "0.5,0.25", questions, out, max_new_tokens=2)
+    assert json.loads(out.read_text()) == records
+    keys = [(r["method"], r["keep"]) for r in records]
+    assert keys == [
+        ("none", 1.0),
+        ("fastv", 0.5),
+        ("fastv", 0.25),
+        ("divprune", 0.5),
+        ("divprune", 0.25),
+        ("holitom", 0.5),
+        ("holitom", 0.25),
+    ]
+    none, fastv, divprune = records[0], records[2], records[4]
+    assert none["visual_tokens"] == none["visual_tokens_kept"] == 64
+    assert none["agreement"] == 1.0 and none["flops_ratio"] == 1.0
+    assert fastv["visual_tokens_kept"] == divprune["visual_tokens_kept"] == 16
+    assert divprune["flops_ratio"] < fastv["flops_ratio"] < 1.0
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["ttft_s"] > 0 for r in records[:5])
+    assert "takes no video" in records[-1]["error"]
+
+
+def test_bench_rejects_bad_arguments(checkpoint):
+    folder, questions = checkpoint
+    with pytest.raises(ValueError, match="methods"):
+        run_bench(str(folder), "fastv,nope", "0.5", questions)
+    with pytest.raises(ValueError, match="keeps"):
+        run_bench(str(folder), "fastv", "0.5,1.5", questions)
+    with pytest.raises(ValueError, match="question_file"):
+        run_bench(str(folder), "fastv", "0.5", None)
+    with pytest.raises(FileNotFoundError, match="model"):
+        run_bench(str(folder / "missing"), "fastv", "0.5", questions)
+
+
+def test_flops_formula_matches_a_hand_count():
+    config = LlamaConfig(
+        vocab_size=10,
+        hidden_size=8,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    n, d, h, g, k, m = 5, 8, 2, 1, 4, 16
+    expected = 2 * n * d * (2 * h * k + 2 * g * k) + 4 * n * n * h * k + 6 * n * d * m + 2 * d * 10
+    assert prefill_flops(config, [n]) == expected
+    assert np.isclose(prefill_flops(config, [n, n]) - prefill_flops(config, [n]), expected - 2 * d * 10)

@@ -1,0 +1,76 @@
+"""The selection algorithms on their own."""
+
+from __future__ import annotations
+
+import torch
+
+from mmaccel.prune.base import StageInput
+from mmaccel.prune.dart import DART
+from mmaccel.prune.divprune import max_min_diverse
+from mmaccel.prune.holitom import cluster_merge, static_windows
+from mmaccel.prune.tome import bipartite_merge
+from mmaccel.prune.visionzip import VisionZip
+
+
+def test_divprune_picks_one_token_per_cluster():
+    centers = torch.eye(4) * 10
+    features = torch.cat([c + 0.01 * torch.randn(5, 4) for c in centers])
+    chosen = max_min_diverse(features, 4)
+    assert sorted((chosen // 5).tolist()) == [0, 1, 2, 3]
+
+
+def test_tome_merges_duplicates_first_and_reaches_the_count():
+    base = torch.randn(6, 8)
+    features = base.repeat_interleave(2, dim=0)  # every token has an exact twin next to it
+    owner = bipartite_merge(features, 6)
+    assert owner.unique().numel() == 6
+    assert torch.equal(owner[0::2], owner[1::2])
+
+
+def test_static_windows_group_a_still_segment():
+    similarity = torch.tensor([[0.9, 0.95], [0.99, 0.9], [0.1, 0.2], [0.9, 0.9]])  # 5 frames, cut after 2
+    assert static_windows(similarity, tau=0.8, max_window=8) == [(0, 2), (3, 4)]
+    assert static_windows(similarity, tau=0.8, max_window=2) in ([(0, 1), (2, 2), (3, 4)], [(0, 0), (1, 2), (3, 4)])
+
+
+def test_cluster_merge_weights_sum_to_one_per_cluster():
+    features = torch.cat([torch.zeros(4, 3), torch.ones(3, 3) * 5])
+    owner, weight = cluster_merge(features, 2, beta=0.6, neighbours=3)
+    assert owner.unique().numel() == 2
+    sums = torch.zeros(7).index_add_(0, owner, weight)
+    torch.testing.assert_close(sums[owner.unique()], torch.ones(2))
+
+
+def _stage_input(n_visual=32, n_text=6, dim=16, keep=0.25) -> StageInput:
+    length = 2 + n_visual + n_text
+    return StageInput(
+        hidden=torch.randn(length, dim),
+        visual=torch.arange(2, 2 + n_visual),
+        text=torch.cat([torch.arange(2), torch.arange(2 + n_visual, length)]),
+        keep=keep,
+        final_norm=lambda x: x,
+        keys=torch.randn(length, dim),
+        vision_score=torch.rand(n_visual),
+        vision_metric=torch.randn(n_visual, 8),
+    )
+
+
+def test_dart_keeps_exactly_the_budget_of_visual_tokens():
+    inp = _stage_input()
+    choice = DART(0.25).select(inp)
+    assert choice.keep.numel() == 8 and choice.keep.unique().numel() == 8
+    assert torch.isin(choice.keep, inp.visual).all()
+
+
+def test_visionzip_dominant_plus_contextual():
+    inp = _stage_input(n_visual=64, keep=1 / 4)
+    choice = VisionZip(0.25).select(inp)
+    assert choice.keep.numel() == 16  # 14 dominant + 2 contextual at 10/64
+    top = inp.visual[inp.vision_score.topk(14).indices]
+    assert torch.isin(top, choice.keep).all()
+    # each contextual token is its target plus the mean of the tokens assigned to it
+    targets = choice.dest.unique()
+    assert targets.numel() == 2
+    for t in targets:
+        w = choice.weight[choice.dest == t]
+        torch.testing.assert_close(w.sum(), torch.tensor(2.0))
