@@ -157,7 +157,8 @@ class ImageARPipeline:
         embeddings = None
         if rule.startswith("lantern"):
             embeddings = self.vq.codebook().detach()
-            k = params.setdefault("k", min(1000, self.model.vocab_size - 1))
+            # LANTERN's k = 1000 is ~6% of a 16384-entry codebook; keep that share for other codebook sizes.
+            k = params.setdefault("k", max(1, min(1000, round(1000 * self.model.vocab_size / 16384))))
             params["neighbours"] = self._lantern_neighbours(k)
         elif rule == "gsd":
             # GSD clusters on the model's own embedding of image tokens.
