@@ -177,10 +177,10 @@ class SpeculativeDecoder:
         ar = torch.arange(w + 1, device=device)
         while not bool(state.done.all()):
             step = stats.nfe
-            accepted, next_token, out, p = self._step(state, cache, needs_hidden)
+            accepted, next_token, out, p, drafts = self._step(state, cache, needs_hidden)
             committed = torch.where(state.done, 0, accepted + 1)
-            new = torch.cat([self._drafts[:, :w], torch.zeros_like(next_token)[:, None]], 1) if w else None
-            new = next_token[:, None] if w == 0 else new.scatter(1, accepted[:, None], next_token[:, None])
+            # The step commits drafts[:accepted] followed by next_token.
+            new = torch.cat([drafts, next_token[:, None]], 1).scatter(1, accepted[:, None], next_token[:, None])
             # Finished samples write nothing (keep is False); clamping only keeps their indices in range.
             index = (state.count[:, None] + ar).clamp(max=generated.shape[1] - 1)
             keep = ar < committed[:, None]
@@ -207,15 +207,14 @@ class SpeculativeDecoder:
             out = self.model.forward(state.last_token[:, None], positions, cache)
             state.stats.nfe += 1
             p = target_probs(out.logits, self.sampling)
-            self._drafts = None
             next_token = sample(p[:, 0], state.rng.uniform(1)[:, 0])
-            return torch.zeros_like(next_token), next_token, out, p
+            no_drafts = next_token.new_empty(next_token.shape[0], 0)
+            return torch.zeros_like(next_token), next_token, out, p, no_drafts
         draft = self.drafter.propose(state)
-        self._drafts = draft.tokens
         tokens = torch.cat([state.last_token[:, None], draft.tokens], 1)
         out: ModelOutput = self.model.forward(tokens, positions, cache, output_hidden=needs_hidden)
         state.stats.nfe += 1
         p = target_probs(out.logits, self.sampling)
         uniforms = state.rng.uniform(w + 1)
         verdict = self.rule(p, draft.q, draft.tokens, uniforms[:, :w], uniforms[:, w])
-        return verdict.accepted, verdict.next_token, out, p
+        return verdict.accepted, verdict.next_token, out, p, draft.tokens
