@@ -105,3 +105,17 @@ def test_flops_formula_matches_a_hand_count():
     expected = 2 * n * d * (2 * h * k + 2 * g * k) + 4 * n * n * h * k + 6 * n * d * m + 2 * d * 10
     assert prefill_flops(config, [n]) == expected
     assert np.isclose(prefill_flops(config, [n, n]) - prefill_flops(config, [n]), expected - 2 * d * 10)
+
+
+def test_bench_prune_cli(checkpoint, tmp_path, capsys):
+    from mmaccel.cli import main
+
+    folder, questions = checkpoint
+    out = tmp_path / "prune.json"
+    args = ["bench", "prune", "--model", str(folder), "--methods", "none,fastv", "--keep", "0.5",
+            "--questions", str(questions), "--json", str(out)]
+    assert main(args) == 0
+    records = json.loads(out.read_text())
+    assert {(r["method"], r["keep"]) for r in records} >= {("fastv", 0.5)}
+    assert "fastv" in capsys.readouterr().out
+    assert main([*args[:-1], str(tmp_path / "missing" / "x.json")]) == 2  # output folder checked first
