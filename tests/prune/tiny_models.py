@@ -76,6 +76,23 @@ def tiny_onevision(seed: int = 0) -> LlavaOnevisionForConditionalGeneration:
     return LlavaOnevisionForConditionalGeneration(config).eval()
 
 
+
+def _qwen_text_config() -> dict:
+    """The language model shared by the tiny Qwen2-VL and Qwen2.5-VL (3-D M-RoPE sections)."""
+    return {
+        "vocab_size": VOCAB,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+    }
+
 def tiny_qwen2vl(seed: int = 0) -> Qwen2VLForConditionalGeneration:
     torch.manual_seed(seed)
     config = Qwen2VLConfig(
@@ -90,19 +107,7 @@ def tiny_qwen2vl(seed: int = 0) -> Qwen2VLForConditionalGeneration:
             "spatial_merge_size": 2,
             "in_channels": 3,
         },
-        text_config={
-            "vocab_size": VOCAB,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": LAYERS,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-            "pad_token_id": 0,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
-        },
+        text_config=_qwen_text_config(),
         image_token_id=IMAGE,
         video_token_id=VIDEO,
         vision_start_token_id=92,
@@ -127,19 +132,7 @@ def tiny_qwen25vl(seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
             "window_size": 16,
             "fullatt_block_indexes": [1],
         },
-        text_config={
-            "vocab_size": VOCAB,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": LAYERS,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 512,
-            "bos_token_id": 1,
-            "eos_token_id": 2,
-            "pad_token_id": 0,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
-        },
+        text_config=_qwen_text_config(),
         image_token_id=IMAGE,
         video_token_id=VIDEO,
         vision_start_token_id=92,
