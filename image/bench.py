@@ -18,6 +18,7 @@ from mmaccel.data.scenes import make_dataset
 from mmaccel.eval.fid import DomainFID, FeatureExtractor
 
 from .classifier import ShapeClassifier
+from .defaults import GPT_STYLE
 from .pipeline import DEFAULT_WEIGHTS, ImageARPipeline, method_parameters
 
 #: A seed far from every training seed: these real images are used only as the FID reference.
@@ -41,7 +42,7 @@ def run_method(
         wall += out.stats[0]["batch_wall_s"]
         batch_nfe += out.stats[0]["batch_nfe"]
         draft_nfe += out.stats[0]["batch_draft_nfe"]
-    tokens = pipe.model.num_tokens
+    tokens = pipe.num_tokens
     return {
         "method": method,
         "images": _to_uint8(images),
@@ -75,7 +76,8 @@ def run_bench(
     classifier_path = Path(model) if model is not None else DEFAULT_WEIGHTS
     classifier = ShapeClassifier.from_pretrained(classifier_path / "classifier.safetensors")
     extractor = FeatureExtractor(classifier, classifier.config.feature_dim)
-    real_images, _ = make_dataset(num_real, seed=REAL_SEED, size=classifier.config.image_size)
+    # The real reference is the distribution the GPT was trained to produce (see train_gpt.STYLE).
+    real_images, _ = make_dataset(num_real, seed=REAL_SEED, size=classifier.config.image_size, style=GPT_STYLE)
     fid = DomainFID(extractor, torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous())
     labels = [i % pipe.num_classes for i in range(num_images)]
     kwargs = dict(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p)

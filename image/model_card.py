@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     clf = ShapeClassifier.from_pretrained(folder / "classifier.safetensors")
     figures = dict(
         num_classes=len(CLASS_NAMES), class_names=", ".join(CLASS_NAMES), codebook=pipe.model.vocab_size,
-        vq_params=parameter_count(pipe.vq), gpt_params=parameter_count(pipe.model.gpt),
+        vq_params=parameter_count(pipe.family.vq), gpt_params=parameter_count(pipe.model.gpt),
         draft_params=parameter_count(pipe.draft.gpt) if pipe.draft else 0, clf_params=parameter_count(clf),
         command=f"python -m mmaccel.image.model_card --num-images {args.num_images}",
         num_images=args.num_images, last_seed=args.num_images - 1, num_real=args.num_real,

@@ -1,4 +1,4 @@
-"""Class-conditional image generation with any acceleration method, in diffusers' pipeline conventions."""
+"""AR image generation with any acceleration method, for any image family, in diffusers' pipeline conventions."""
 
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ from mmaccel.models import CFGModel
 from mmaccel.sampling import SamplingConfig
 
 from .acceptance_map import acceptance_map
-from .llamagen import LlamaGenModel
+from .family import ImageFamily, cached_neighbours, load_family
 from .spatial import HorizontalRepeat, HorizontalSample, RandomInit, VerticalRepeat
-from .vq import VQModel
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 
@@ -33,6 +32,7 @@ METHODS: dict[str, tuple[str | None, str]] = {
     "gsd": ("jacobi", "gsd"),
     "lantern": ("jacobi", "lantern"),
     "typical": ("jacobi", "typical"),
+    "greedy": ("jacobi", "greedy"),
     "lantern-draft": ("draft", "lantern"),
     "lantern++": ("draft", "lantern++"),
     "draft": ("draft", "exact"),
@@ -63,66 +63,65 @@ class ImagePipelineOutput(BaseOutput):
 
 
 class ImageARPipeline:
-    """A LlamaGen-style class-conditional AR image model (GPT + VQ tokenizer, optional draft model) that
-    generates with plain AR sampling or any speculative method in :data:`METHODS`.
+    """An AR image model family (see :mod:`mmaccel.image.family`) that generates with plain AR sampling or
+    any speculative method in :data:`METHODS`.
 
     >>> pipe = ImageARPipeline.from_pretrained()          # the shipped default model
     >>> out = pipe(class_labels=[3], method="gsd", seed=0)
     >>> out.images[0].save("out.png")
     """
 
-    def __init__(self, model: LlamaGenModel, vq: VQModel, draft: LlamaGenModel | None = None):
-        if vq.codebook().shape[0] != model.vocab_size:
-            raise ValueError(
-                f"the VQ codebook has {vq.codebook().shape[0]} codes but the GPT's vocabulary is {model.vocab_size}"
-            )
-        self.model, self.vq, self.draft = model, vq.eval(), draft
+    def __init__(self, family: ImageFamily):
+        self.family = family
         self._neighbours: dict[int, torch.Tensor] = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
-        """Load ``gpt``, ``vq`` and (if present) ``draft`` safetensors + json configs from a folder
-        (default: the model shipped with mmaccel)."""
-        folder = Path(path) if path is not None else DEFAULT_WEIGHTS
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        for name in ("gpt.safetensors", "vq.safetensors"):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"model folder {folder} has no {name}")
-        vq = VQModel.from_pretrained(folder / "vq.safetensors")
-        model = LlamaGenModel.from_pretrained(folder / "gpt.safetensors", folder / "gpt_config.json")
-        draft = None
-        if (folder / "draft.safetensors").is_file():
-            draft = LlamaGenModel.from_pretrained(folder / "draft.safetensors", folder / "draft_config.json")
-        return cls(model, vq, draft).to(device)
+    def from_pretrained(
+        cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu", family: str | None = None
+    ) -> ImageARPipeline:
+        """Load a checkpoint folder of any supported family (default: the model shipped with mmaccel).
+
+        ``family`` names the family instead of recognising it from the folder's files.
+        """
+        return cls(load_family(path if path is not None else DEFAULT_WEIGHTS, device, family))
 
     def to(self, device: str | torch.device) -> ImageARPipeline:
-        self.model.gpt.to(device)
-        self.vq.to(device)
-        if self.draft is not None:
-            self.draft.gpt.to(device)
+        self.family.to(device)
         return self
+
+    @property
+    def model(self):
+        return self.family.model
+
+    @property
+    def draft(self):
+        return self.family.draft
+
+    @draft.setter
+    def draft(self, value) -> None:
+        self.family.draft = value
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
     @property
-    def num_classes(self) -> int:
-        return self.model.config.num_classes
+    def num_classes(self) -> int | None:
+        return self.family.num_classes
+
+    @property
+    def num_tokens(self) -> int:
+        return self.family.layout.num_tokens
 
     @property
     def grid(self) -> tuple[int, int]:
-        g = self.model.grid_size
-        return g, g
+        return self.family.layout.grid
 
     def _lantern_neighbours(self, k: int) -> torch.Tensor:
-        """Nearest codebook entries, computed once per pipeline (LANTERN's precomputed table)."""
-        from mmaccel.acceptance import nearest_neighbours
-
+        """Nearest codebook entries: LANTERN's precomputed table, on disk beside the checkpoint."""
         have = max(self._neighbours, default=0)
         if have < k:
-            self._neighbours = {k: nearest_neighbours(self.vq.codebook().detach(), k)}
+            self._neighbours = {k: cached_neighbours(self.family.codebook(), k, self.family.cache_dir)}
             have = k
         return self._neighbours[have][:, :k]
 
@@ -139,43 +138,67 @@ class ImageARPipeline:
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         drafter_name, rule = METHODS[method]
-        guided = (lambda m: CFGModel(m, guidance_scale)) if guidance_scale != 1.0 else (lambda m: m)
+        guide = guidance_scale != 1.0 or self.family.always_guided
+        guided = (lambda m: CFGModel(m, guidance_scale)) if guide else (lambda m: m)
         window = params.pop("window", DEFAULT_WINDOW.get(drafter_name))
+        layout = self.family.layout
         drafter = None
         if drafter_name == "jacobi":
             init_name = params.pop("init", "random")
             if init_name not in INITS and init_name != "vertical":
                 raise ValueError(f"unknown init {init_name!r}; choose one of {[*INITS, 'vertical']}")
-            width = self.model.grid_size
-            vocab = self.model.vocab_size
-            init = VerticalRepeat(vocab, width) if init_name == "vertical" else INITS[init_name](vocab, width)
-            drafter = JacobiDrafter(window, init)
+            codes = self.model.vocab_size - (layout.row_end is not None)
+            init_cls = VerticalRepeat if init_name == "vertical" else INITS[init_name]
+            drafter = JacobiDrafter(window, init_cls(codes, layout.width, layout.row_end))
         elif drafter_name == "draft":
             if self.draft is None:
                 raise ValueError(f"method {method!r} needs a draft model; this pipeline has none")
             drafter = DraftModelDrafter(guided(self.draft), window)
         embeddings = None
         if rule.startswith("lantern"):
-            embeddings = self.vq.codebook().detach()
+            embeddings = self.family.codebook()
             # LANTERN's k = 1000 is ~6% of a 16384-entry codebook; keep that share for other codebook sizes.
-            k = params.setdefault("k", max(1, min(1000, round(1000 * self.model.vocab_size / 16384))))
+            share = round(1000 * self.model.vocab_size / 16384)
+            k = params.setdefault("k", max(1, min(1000, share, self.model.vocab_size - 1)))
             params["neighbours"] = self._lantern_neighbours(k)
         elif rule == "gsd":
             # GSD clusters on the model's own embedding of image tokens.
-            embeddings = self.model.gpt.tok_embeddings.weight.detach()
+            embeddings = self.family.token_embeddings()
         return SpeculativeDecoder(guided(self.model), drafter, rule, sampling, embeddings=embeddings, **params)
 
     def decode(self, tokens: torch.Tensor) -> list[Image.Image]:
-        h, w = self.grid
-        with torch.no_grad():
-            pixels = self.vq.decode_code(tokens.view(-1, h, w).to(self.device))
-        array = ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        array = self.family.decode(tokens).numpy()
         return [Image.fromarray(np.ascontiguousarray(a)) for a in array]
+
+    def _conditions(
+        self, class_labels: int | list[int] | None, prompt: str | list[str] | None, num_images: int | None
+    ) -> tuple[list[int] | None, list[str] | None, int]:
+        if class_labels is not None and prompt is not None:
+            raise ValueError("give class_labels or prompt, not both")
+        if class_labels is None and prompt is None:
+            raise ValueError("give class_labels (class-conditional models) or prompt (text-to-image models)")
+        conditions: list = [class_labels] if isinstance(class_labels, int) else list(class_labels or [])
+        if prompt is not None:
+            conditions = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not conditions:
+            raise ValueError("class_labels / prompt must not be empty")
+        if num_images is not None:
+            if num_images < 1:
+                raise ValueError(f"num_images must be >= 1, got {num_images}")
+            if len(conditions) == 1:
+                conditions = conditions * num_images
+            elif len(conditions) != num_images:
+                raise ValueError(
+                    f"num_images ({num_images}) differs from the number of conditions ({len(conditions)})"
+                )
+        if prompt is not None:
+            return None, conditions, len(conditions)
+        return conditions, None, len(conditions)
 
     @torch.no_grad()
     def __call__(
         self,
-        class_labels: int | list[int],
+        class_labels: int | list[int] | None = None,
         method: str = "ar",
         num_images: int | None = None,
         guidance_scale: float = 1.0,
@@ -184,31 +207,29 @@ class ImageARPipeline:
         top_p: float | None = None,
         seed: int = 0,
         progress: bool = True,
+        prompt: str | list[str] | None = None,
         **method_params: Any,
     ) -> ImagePipelineOutput:
-        """Generate ``num_images`` images (default: one per label; a single label is repeated).
+        """Generate ``num_images`` images (default: one per class label or prompt; a single one is repeated).
 
-        Image ``i`` uses seed ``seed + i``, so an image is the same whatever batch it is generated in.
+        Class-conditional families take ``class_labels``, text-to-image families ``prompt``. Image ``i`` uses
+        seed ``seed + i``, so an image is the same whatever batch it is generated in.
         """
-        labels = [class_labels] if isinstance(class_labels, int) else list(class_labels)
-        if num_images is not None:
-            if num_images < 1:
-                raise ValueError(f"num_images must be >= 1, got {num_images}")
-            if len(labels) == 1:
-                labels = labels * num_images
-            elif len(labels) != num_images:
-                raise ValueError(f"num_images ({num_images}) differs from the number of class_labels ({len(labels)})")
-        prompt = self.model.class_prompt(labels)
+        labels, prompts, count = self._conditions(class_labels, prompt, num_images)
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        conditioned = self.family.prompt(class_labels=labels, prompts=prompts)
         sampling = SamplingConfig(temperature, top_k, top_p)
         decoder = self.build_decoder(method, sampling, guidance_scale, **method_params)
-        seeds = [seed + i for i in range(len(labels))]
-        out = decoder.generate(prompt, self.model.num_tokens, seeds=seeds, progress=progress)
-        n = self.model.num_tokens
+        seeds = [seed + i for i in range(count)]
+        n = self.num_tokens
+        out = decoder.generate(conditioned, n, seeds=seeds, progress=progress)
         stats = []
         for i, steps in enumerate(out.stats.steps_per_sample.tolist()):
+            condition = {"class": labels[i]} if labels is not None else {"prompt": prompts[i]}
             stats.append(
                 {
-                    "class": labels[i],
+                    **condition,
                     "seed": seeds[i],
                     "method": method,
                     "tokens": n,
@@ -220,5 +241,6 @@ class ImageARPipeline:
                     "batch_wall_s": out.stats.wall_s,
                 }
             )
-        maps = [acceptance_map(a, self.grid, max_step=n) for a in out.stats.accept_step]
+        steps_grid = self.family.layout.to_grid(out.stats.accept_step)
+        maps = [acceptance_map(a.flatten(), self.grid, max_step=n) for a in steps_grid]
         return ImagePipelineOutput(self.decode(out.tokens), maps, out.tokens.cpu(), stats)

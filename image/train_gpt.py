@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from safetensors.torch import save_file
 
 from mmaccel.checkpoint import load_checked, read_state_dict
 from mmaccel.data.scenes import CLASS_NAMES, NUM_CLASSES, make_dataset
+from mmaccel.image.defaults import GPT_STYLE
 from mmaccel.image.llamagen import GPTConfig, LlamaGenGPT, LlamaGenModel, gpt_config, load_llamagen
 from mmaccel.image.train_tokenizer import to_tensor, to_uint8
 from mmaccel.image.vq import VQModel
@@ -44,6 +46,7 @@ TRAIN_SEED = 3000
 VAL_SEED = 3999
 SHARD_SIZE = 2000
 CLASS_DROPOUT = 0.1
+STYLE = GPT_STYLE
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -65,7 +68,7 @@ def encoded_dataset(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens int16 [n, 256] and labels int64 [n] of ``n_images`` class images, in shards of SHARD_SIZE.
 
-    Shard ``i`` is ``make_dataset(SHARD_SIZE, seed + i)``; each is cached under ``cache_dir/<vq digest>``,
+    Shard ``i`` is ``make_dataset(SHARD_SIZE, seed + i, style=STYLE)``; each is cached under ``cache_dir/<vq digest>``,
     so a new tokenizer never reuses stale tokens.
     """
     folder = cache_dir / _file_digest(vq_path)
@@ -73,11 +76,11 @@ def encoded_dataset(
     tokens, labels = [], []
     for shard in range(math.ceil(n_images / SHARD_SIZE)):
         size = min(SHARD_SIZE, n_images - shard * SHARD_SIZE)
-        path = folder / f"seed{seed + shard}_n{size}.pt"
+        path = folder / f"{STYLE}_seed{seed + shard}_n{size}.pt"
         if path.is_file():
             data = torch.load(path, weights_only=True)
         else:
-            images, shard_labels = make_dataset(size, seed=seed + shard, size=64)
+            images, shard_labels = make_dataset(size, seed=seed + shard, size=64, style=STYLE)
             data = {"tokens": encode_images(vq, images), "labels": torch.from_numpy(shard_labels)}
             torch.save(data, path)
         tokens.append(data["tokens"])
@@ -152,11 +155,13 @@ def train(
     warmup: int = 50,
     eval_every_s: float | None = None,
     seed: int = 0,
+    checkpoint: Callable[[LlamaGenGPT], object] | None = None,
 ) -> dict[str, float]:
     """Train for ``seconds`` of wall time (cosine learning rate over that time); returns the last figures.
 
     With a ``teacher`` the loss is distillation onto the teacher's logits, else next-token cross-entropy.
-    Progress is printed every ``eval_every_s`` seconds (default: eight times per run).
+    Progress is printed every ``eval_every_s`` seconds (default: eight times per run), and ``checkpoint``,
+    if given, is called with the model then, so a long run can be looked at before it ends.
     """
     eval_every_s = eval_every_s or max(30.0, seconds / 8)
     decay = [p for p in gpt.parameters() if p.dim() >= 2]
@@ -207,6 +212,8 @@ def train(
                 f"train {running:.4f}  " + "  ".join(f"val_{k} {v:.4f}" for k, v in figures.items()),
                 flush=True,
             )
+            if checkpoint is not None:
+                checkpoint(gpt)
             last_eval = time.perf_counter()
     gpt.eval()
     return {"steps": step, "sequences": seen, "train_loss": running or float("nan"), "train_s": seconds}
@@ -309,8 +316,8 @@ def main(argv: list[str] | None = None) -> None:
         tokens, labels = encoded_dataset(vq, vq_path, args.images, TRAIN_SEED, Path(args.cache))
         val = encoded_dataset(vq, vq_path, args.val_images, VAL_SEED, Path(args.cache))
         source = (
-            f"{args.images} train / {args.val_images} val images of mmaccel.data.scenes.make_dataset (64x64, "
-            f"seeds {TRAIN_SEED}+shard / {VAL_SEED}), tokens of {vq_path.name} ({_file_digest(vq_path)})"
+            f"{args.images} train / {args.val_images} val {STYLE!r} images of mmaccel.data.scenes.make_dataset "
+            f"(64x64, seeds {TRAIN_SEED}+shard / {VAL_SEED}), tokens of {vq_path.name} ({_file_digest(vq_path)})"
         )
     print(f"data: {source}; ready after {time.perf_counter() - start:.0f}s", flush=True)
 
@@ -334,7 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     if train_s < 30:
         raise SystemExit(f"--minutes {args.minutes} leaves {train_s:.0f}s for training; give more time")
     result = train(
-        gpt, tokens, labels, val, train_s, teacher=teacher, batch_size=args.batch_size, lr=lr, seed=args.seed
+        gpt, tokens, labels, val, train_s, teacher=teacher, batch_size=args.batch_size, lr=lr, seed=args.seed,
+        checkpoint=lambda model: save_model(model, Path(args.cache).parent, f"{name}_latest"),
     )
     figures = evaluate(gpt, *val, teacher=teacher)
     ar_line = "  ".join(f"val_{k} {v:.4f}" for k, v in figures.items())
