@@ -79,7 +79,10 @@ class LlamaGenC2IFamily:
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         gpt_path, vq_path, draft_path = cls._files(folder)
-        for label, found, wanted in (("GPT", gpt_path, "gpt.safetensors or c2i_*.pt"), ("VQ", vq_path, "vq.safetensors or " + _OFFICIAL_VQ)):
+        for label, found, wanted in (
+            ("GPT", gpt_path, "gpt.safetensors or c2i_*.pt"),
+            ("VQ", vq_path, "vq.safetensors or " + _OFFICIAL_VQ),
+        ):
             if found is None:
                 raise FileNotFoundError(f"model folder {folder} has no {label} checkpoint ({wanted})")
         config = gpt_path.with_name(f"{gpt_path.stem}_config.json")

@@ -188,9 +188,7 @@ class ImageARPipeline:
             if len(conditions) == 1:
                 conditions = conditions * num_images
             elif len(conditions) != num_images:
-                raise ValueError(
-                    f"num_images ({num_images}) differs from the number of conditions ({len(conditions)})"
-                )
+                raise ValueError(f"num_images ({num_images}) differs from the number of conditions ({len(conditions)})")
         if prompt is not None:
             return None, conditions, len(conditions)
         return conditions, None, len(conditions)

@@ -341,7 +341,15 @@ def main(argv: list[str] | None = None) -> None:
     if train_s < 30:
         raise SystemExit(f"--minutes {args.minutes} leaves {train_s:.0f}s for training; give more time")
     result = train(
-        gpt, tokens, labels, val, train_s, teacher=teacher, batch_size=args.batch_size, lr=lr, seed=args.seed,
+        gpt,
+        tokens,
+        labels,
+        val,
+        train_s,
+        teacher=teacher,
+        batch_size=args.batch_size,
+        lr=lr,
+        seed=args.seed,
         checkpoint=lambda model: save_model(model, Path(args.cache).parent, f"{name}_latest"),
     )
     figures = evaluate(gpt, *val, teacher=teacher)

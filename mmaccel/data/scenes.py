@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 KINDS: tuple[str, ...] = (
-    "circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon", "crescent", "heart",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "diamond",
+    "hexagon",
+    "crescent",
+    "heart",
 )
 """Every shape kind, in class order: class ``i`` of the class-conditional images is ``KINDS[i]``."""
 
@@ -103,8 +112,7 @@ class Scene:
     def __post_init__(self) -> None:
         if self.background_texture not in BACKGROUND_TEXTURES:
             raise ValueError(
-                f"Scene background_texture must be one of {BACKGROUND_TEXTURES}, "
-                f"got {self.background_texture!r}"
+                f"Scene background_texture must be one of {BACKGROUND_TEXTURES}, got {self.background_texture!r}"
             )
 
 
@@ -256,7 +264,6 @@ def render(scene: Scene, size: int = 64, supersample: int = 2) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-
 # ----------------------------------------------------------------------------------------------- sampling
 
 
@@ -350,8 +357,7 @@ def random_scene(
         for _ in range(200):
             cand = random_shape(rng, kind=kind, size_range=size_range)
             if allow_overlap or all(
-                np.hypot(cand.center[0] - s.center[0], cand.center[1] - s.center[1])
-                > (cand.size + s.size) / 2 + 0.02
+                np.hypot(cand.center[0] - s.center[0], cand.center[1] - s.center[1]) > (cand.size + s.size) / 2 + 0.02
                 for s in shapes
             ):
                 shapes.append(cand)
