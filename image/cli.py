@@ -41,11 +41,14 @@ def _generate(args: argparse.Namespace) -> int:
     check_writable(out)
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
+    if (args.class_id is None) == (args.prompt is None):
+        raise ValueError("give exactly one of --class (class-conditional models) and --prompt (text-to-image models)")
     params = dict(args.param or [])
     method_parameters(args.method)  # unknown method: fail before loading anything
-    pipe = ImageARPipeline.from_pretrained(args.model)
+    pipe = ImageARPipeline.from_pretrained(args.model, family=args.family)
     result = pipe(
         class_labels=args.class_id,
+        prompt=args.prompt,
         method=args.method,
         num_images=args.num_images,
         guidance_scale=args.guidance_scale,
@@ -99,9 +102,15 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(commands, generate, bench) -> None:
     from .defaults import DEFAULTS
 
-    g = generate.add_parser("image", help="class-conditional image generation")
-    g.add_argument("--class", dest="class_id", type=int, required=True, help="class id")
-    g.add_argument("--method", default="gsd", help="ar, sjd, gsd, lantern, typical, lantern-draft, lantern++, draft")
+    g = generate.add_parser("image", help="AR image generation (class-conditional or text-to-image)")
+    g.add_argument("--class", dest="class_id", type=int, default=None, help="class id (class-conditional models)")
+    g.add_argument("--prompt", default=None, help="text prompt (text-to-image models)")
+    g.add_argument(
+        "--family", default=None, help="llamagen, llamagen-t2i, janus, chameleon or emu3 (default: recognised)"
+    )
+    g.add_argument(
+        "--method", default="gsd", help="ar, sjd, gsd, lantern, typical, greedy, lantern-draft, lantern++, draft"
+    )
     g.add_argument("--num-images", type=int, default=1)
     g.add_argument("--temperature", type=float, default=DEFAULTS["temperature"])
     g.add_argument("--top-k", type=int, default=DEFAULTS["top_k"])

@@ -82,6 +82,9 @@ def test_cli_writes_image_map_and_stats(model_dir, tmp_path, capsys):
         (["--class", "0", "--method", "fast"], "method"),
         (["--class", "0", "--num-images", "0"], "num-images"),
         (["--class", "0", "--param", "bogus=3"], "bogus"),
+        (["--prompt", "a red square"], "class-conditional"),
+        ([], "--class"),
+        (["--class", "0", "--family", "dalle"], "dalle"),
     ],
 )
 def test_cli_bad_input_leaves_no_files(model_dir, tmp_path, capsys, args, match):

@@ -88,3 +88,27 @@ def test_bad_shape_fields():
         Shape("blob", "red", (1, 2, 3), (0.5, 0.5), 0.3)
     with pytest.raises(ValueError, match="texture"):
         Shape("circle", "red", (1, 2, 3), (0.5, 0.5), 0.3, texture="plaid")
+
+
+def test_generation_style_is_a_subset_of_broad():
+    # The GPT's style keeps every factor varying but within the broad style's ranges: solid shapes, flat or
+    # gradient backgrounds, larger sizes, small tilts.
+    from mmaccel.data.scenes import class_scene
+
+    rng = np.random.default_rng(5)
+    scenes = [class_scene(i % NUM_CLASSES, rng, style="generation") for i in range(300)]
+    shapes = [s.shapes[0] for s in scenes]
+    assert {s.texture for s in shapes} == {"solid"}
+    assert {s.background_texture for s in scenes} == {"flat", "gradient"}
+    sizes = np.array([s.size for s in shapes])
+    assert sizes.min() >= 0.6 and sizes.max() <= 0.85 and sizes.std() > 0.05
+    tilts = np.array([s.rotation for s in shapes])
+    assert np.abs(tilts).max() <= 20 and tilts.std() > 5
+    assert len({s.colour for s in shapes}) == len(COLOURS)
+    centres = np.array([s.center for s in shapes])
+    assert centres.std(axis=0).min() > 0.02
+
+
+def test_unknown_style_is_named():
+    with pytest.raises(ValueError, match="style"):
+        make_dataset(2, seed=0, style="fancy")
