@@ -1,11 +1,12 @@
-"""LlamaGen's class-conditional GPT, loading the official c2i checkpoints unchanged.
+"""LlamaGen's GPT, loading the official c2i and t2i checkpoints unchanged.
 
 Sun et al. 2024, "Autoregressive Model Beats Diffusion: Llama for Scalable Image Generation"
 (github.com/FoundationVision/LlamaGen, ``autoregressive/models/gpt.py``). A Llama decoder (RMSNorm,
-SwiGLU, optional grouped-query attention) over ``[class token, image tokens in raster order]`` with a
-2-D rotary embedding over the token grid. The parameter names and shapes are the official ones, so a
-release ``.pt`` (weights under ``"model"`` or ``"ema"``, or a raw state dict for the FSDP-trained
-sizes) loads into :class:`LlamaGenGPT` as is.
+SwiGLU, optional grouped-query attention) over ``[condition, image tokens in raster order]`` with a
+2-D rotary embedding over the token grid. The condition is one class token (``model_type="c2i"``) or
+``cls_token_num`` projected T5 caption features (``"t2i"``, see :class:`CaptionEmbedder`). The parameter
+names and shapes are the official ones, so a release ``.pt`` (weights under ``"model"`` or ``"ema"``, or
+a raw state dict for the FSDP-trained sizes) loads into :class:`LlamaGenGPT` as is.
 
 :class:`LlamaGenModel` adapts the module to the engine's :class:`~mmaccel.models.TokenModel` contract
 over a :class:`~mmaccel.models.SlotCache`; :class:`ClassPrompt` is its prompt.
@@ -39,13 +40,15 @@ def find_multiple(n: int, k: int) -> int:
 
 @dataclass
 class GPTConfig:
-    """Shape of a LlamaGen c2i GPT; field names follow the official ``ModelArgs``.
+    """Shape of a LlamaGen GPT; field names follow the official ``ModelArgs``.
 
     ``vocab_size`` is the image tokenizer's codebook size, ``block_size`` the number of image tokens
     (a square grid, ``grid_size ** 2``), ``num_classes`` the number of real classes (embedding row
     ``num_classes`` is the null class used for guidance) and ``cls_token_num`` the number of
-    positions the class condition occupies before the image tokens. ``dropout`` is the token,
-    residual and feed-forward dropout used in training only.
+    positions the condition occupies before the image tokens: 1 for ``model_type="c2i"``, the caption
+    length (120 in the official t2i models) for ``"t2i"``, whose captions are ``caption_dim``-wide T5
+    features (2048, flan-t5-xl). ``dropout`` is the token, residual and feed-forward dropout used in
+    training only.
     """
 
     dim: int = 768
@@ -61,6 +64,8 @@ class GPTConfig:
     num_classes: int = 1000
     cls_token_num: int = 1
     dropout: float = 0.0
+    model_type: str = "c2i"
+    caption_dim: int = 2048
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_layer", "n_head", "multiple_of", "vocab_size", "block_size", "num_classes"):
@@ -75,12 +80,16 @@ class GPTConfig:
             raise ValueError(f"GPTConfig head dim (dim / n_head = {self.head_dim}) must be divisible by 4")
         if math.isqrt(self.block_size) ** 2 != self.block_size:
             raise ValueError(f"GPTConfig.block_size must be a square grid, got {self.block_size}")
-        if self.cls_token_num != 1:
+        if self.model_type not in ("c2i", "t2i"):
+            raise ValueError(f"GPTConfig.model_type must be 'c2i' or 't2i', got {self.model_type!r}")
+        if self.model_type == "c2i" and self.cls_token_num != 1:
             # Official c2i models embed the class as one token; with more, the official code's
             # positions and rotary table fall out of step, so no checkpoint uses it.
             raise ValueError(
                 f"GPTConfig.cls_token_num must be 1 for class-conditional models, got {self.cls_token_num}"
             )
+        if self.cls_token_num < 1 or self.caption_dim < 1:
+            raise ValueError("GPTConfig.cls_token_num and caption_dim must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -265,20 +274,76 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(labels)
 
 
-class LlamaGenGPT(nn.Module):
-    """LlamaGen's c2i ``Transformer`` (Sun et al. 2024), state-dict compatible with the official one.
+class CaptionEmbedder(nn.Module):
+    """LlamaGen t2i's caption projection: ``cap_proj`` = ``fc2(gelu_tanh(fc1(x)))`` (no biases) from T5
+    features to the model width, and ``uncond_embedding``, the ``[cls_token_num, caption_dim]`` caption
+    that stands for "no text" under guidance (a persistent buffer, as in the official checkpoints)."""
 
-    ``forward(labels, tokens)`` is the training pass: logits ``[B, N + 1, V]`` for image tokens
-    ``0..N`` given the class and ``tokens[:, :N]`` (pass all but the last image token to get the
-    ``block_size`` training predictions). ``run(embeddings, positions, cache)`` is the cached pass the
-    adapter uses. The rotary table is not a state-dict entry (the official model keeps it as a plain
-    attribute), so checkpoints hold parameters only.
+    def __init__(self, caption_dim: int, dim: int, token_num: int):
+        super().__init__()
+        self.cap_proj = nn.Sequential()
+        self.cap_proj.add_module("fc1", nn.Linear(caption_dim, dim, bias=False))
+        self.cap_proj.add_module("act", nn.GELU(approximate="tanh"))
+        self.cap_proj.add_module("fc2", nn.Linear(dim, dim, bias=False))
+        self.register_buffer("uncond_embedding", torch.randn(token_num, caption_dim) / caption_dim**0.5)
+
+    def forward(self, captions: torch.Tensor) -> torch.Tensor:
+        return self.cap_proj(captions)
+
+
+def hide_condition_padding(mask: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Hide padded condition slots in an additive attention ``mask`` ``[B, 1, T, S]``.
+
+    ``valid`` ``[B, n]`` marks the real caption slots among the first ``n`` positions. A padded slot is
+    visible to no query but its own position, as in the official ``generate()``, which multiplies the
+    caption mask into the causal mask's columns and then restores the diagonal so a padding query still
+    has something to attend to.
+    """
+    n = valid.shape[1]
+    slots = torch.arange(n, device=positions.device)
+    hidden = ~valid.to(positions.device)[:, None, :] & (slots != positions[..., None])  # [B, T, n]
+    condition = mask[..., :n].masked_fill(hidden[:, None], torch.finfo(mask.dtype).min)
+    return torch.cat([condition, mask[..., n:]], dim=-1)
+
+
+class ConditionCache(SlotCache):
+    """A :class:`SlotCache` whose first slots hold a padded caption: ``condition_valid`` ``[B, n]`` (set
+    at prefill) hides the padded ones from every later query, see :func:`hide_condition_padding`."""
+
+    def __init__(self, max_length: int):
+        super().__init__(max_length)
+        self.condition_valid: torch.Tensor | None = None
+
+    def attention_mask(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        mask = super().attention_mask(positions, dtype)
+        if self.condition_valid is None:
+            return mask
+        return hide_condition_padding(mask, positions, self.condition_valid)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        super().reorder(index)
+        if self.condition_valid is not None:
+            self.condition_valid = self.condition_valid.index_select(0, index.to(self.condition_valid.device))
+
+
+class LlamaGenGPT(nn.Module):
+    """LlamaGen's ``Transformer`` (Sun et al. 2024), state-dict compatible with the official c2i and t2i ones.
+
+    ``forward(cond, tokens)`` is the training pass: logits ``[B, C + N, V]`` for every position given the
+    condition (class labels ``[B]``, or caption features ``[B, C, caption_dim]`` with ``condition_valid``
+    marking real caption slots) and ``tokens[:, :N]``; the last ``N + 1`` rows predict image tokens
+    ``0..N``. ``run(embeddings, positions, cache)`` is the cached pass the adapter uses. The rotary table is
+    not a state-dict entry (the official model keeps it as a plain attribute), so checkpoints hold
+    parameters and the t2i ``uncond_embedding`` buffer only.
     """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.cls_embedding = LabelEmbedder(config.num_classes, config.dim)
+        if config.model_type == "t2i":
+            self.cls_embedding = CaptionEmbedder(config.caption_dim, config.dim, config.cls_token_num)
+        else:
+            self.cls_embedding = LabelEmbedder(config.num_classes, config.dim)
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.tok_dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
@@ -301,11 +366,13 @@ class LlamaGenGPT(nn.Module):
         embeddings: torch.Tensor,
         positions: torch.Tensor,
         cache: SlotCache | None = None,
+        condition_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final-normed hidden states ``[B, T, D]`` for input embeddings at ``positions`` ``[B, T]``.
 
         Without a cache, ``positions`` must be ``0..T-1`` in every row (causal attention over the
-        inputs); with one, each row's tokens go to the slots named by its positions.
+        inputs); with one, each row's tokens go to the slots named by its positions. ``condition_valid``
+        ``[B, n]`` hides padded caption slots (a :class:`ConditionCache` carries its own).
         """
         if int(positions.min()) < 0:
             raise ValueError(f"positions must be >= 0, got {int(positions.min())}")
@@ -318,16 +385,27 @@ class LlamaGenGPT(nn.Module):
         if cache is not None:
             cache.set_positions(positions)
             mask = cache.attention_mask(positions, embeddings.dtype)
+        elif condition_valid is not None:
+            causal = positions[:, None, :] <= positions[:, :, None]
+            mask = torch.zeros(causal.shape, dtype=embeddings.dtype, device=embeddings.device)
+            mask = mask.masked_fill(~causal, torch.finfo(embeddings.dtype).min)[:, None]
+        if condition_valid is not None:
+            mask = hide_condition_padding(mask, positions, condition_valid)
         h = self.tok_dropout(embeddings)
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, cache, i, mask)
         return self.norm(h)
 
-    def forward(self, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        cond = self.cls_embedding(labels)[:, None]
+    def forward(
+        self, cond: torch.Tensor, tokens: torch.Tensor, condition_valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.config.model_type == "t2i":
+            cond = self.cls_embedding(cond.to(self.output.weight.dtype))
+        else:
+            cond = self.cls_embedding(cond)[:, None]
         x = torch.cat([cond, self.tok_embeddings(tokens)], dim=1)
         positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
-        return self.output(self.run(x, positions)).float()
+        return self.output(self.run(x, positions, condition_valid=condition_valid)).float()
 
 
 def load_llamagen(checkpoint: str | os.PathLike, config: GPTConfig | str | os.PathLike | None = None) -> LlamaGenGPT:

@@ -46,7 +46,6 @@ TRAIN_SEED = 3000
 VAL_SEED = 3999
 SHARD_SIZE = 2000
 CLASS_DROPOUT = 0.1
-STYLE = GPT_STYLE
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -64,11 +63,11 @@ def encode_images(vq: VQModel, images: np.ndarray, batch: int = 250) -> torch.Te
 
 
 def encoded_dataset(
-    vq: VQModel, vq_path: Path, n_images: int, seed: int, cache_dir: Path
+    vq: VQModel, vq_path: Path, n_images: int, seed: int, cache_dir: Path, style: str = GPT_STYLE
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens int16 [n, 256] and labels int64 [n] of ``n_images`` class images, in shards of SHARD_SIZE.
 
-    Shard ``i`` is ``make_dataset(SHARD_SIZE, seed + i, style=STYLE)``; each is cached under ``cache_dir/<vq digest>``,
+    Shard ``i`` is ``make_dataset(SHARD_SIZE, seed + i, style=style)``; each is cached under ``cache_dir/<vq digest>``,
     so a new tokenizer never reuses stale tokens.
     """
     folder = cache_dir / _file_digest(vq_path)
@@ -76,11 +75,11 @@ def encoded_dataset(
     tokens, labels = [], []
     for shard in range(math.ceil(n_images / SHARD_SIZE)):
         size = min(SHARD_SIZE, n_images - shard * SHARD_SIZE)
-        path = folder / f"{STYLE}_seed{seed + shard}_n{size}.pt"
+        path = folder / f"{style}_seed{seed + shard}_n{size}.pt"
         if path.is_file():
             data = torch.load(path, weights_only=True)
         else:
-            images, shard_labels = make_dataset(size, seed=seed + shard, size=64, style=STYLE)
+            images, shard_labels = make_dataset(size, seed=seed + shard, size=64, style=style)
             data = {"tokens": encode_images(vq, images), "labels": torch.from_numpy(shard_labels)}
             torch.save(data, path)
         tokens.append(data["tokens"])
@@ -287,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--init", default=None, help="continue training from these weights (same config)")
+    parser.add_argument(
+        "--style", default=GPT_STYLE, help="class-image style (mmaccel.data.scenes.CLASS_STYLES) to learn"
+    )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -313,10 +315,10 @@ def main(argv: list[str] | None = None) -> None:
         config = gpt_config(
             config_name, vocab_size=vq.config.codebook_size, block_size=grid * grid, num_classes=NUM_CLASSES
         )
-        tokens, labels = encoded_dataset(vq, vq_path, args.images, TRAIN_SEED, Path(args.cache))
-        val = encoded_dataset(vq, vq_path, args.val_images, VAL_SEED, Path(args.cache))
+        tokens, labels = encoded_dataset(vq, vq_path, args.images, TRAIN_SEED, Path(args.cache), args.style)
+        val = encoded_dataset(vq, vq_path, args.val_images, VAL_SEED, Path(args.cache), args.style)
         source = (
-            f"{args.images} train / {args.val_images} val {STYLE!r} images of mmaccel.data.scenes.make_dataset "
+            f"{args.images} train / {args.val_images} val {args.style!r} images of mmaccel.data.scenes.make_dataset "
             f"(64x64, seeds {TRAIN_SEED}+shard / {VAL_SEED}), tokens of {vq_path.name} ({_file_digest(vq_path)})"
         )
     print(f"data: {source}; ready after {time.perf_counter() - start:.0f}s", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -9,6 +10,28 @@ from transformers import PreTrainedModel
 
 from .base import ModelOutput, TokenPrompt, gather_last
 from .cache import SlotCache
+
+
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    # transformers 5 renames `past_key_values` to `cache`; older model classes still take the old name.
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def slot_forward(model: PreTrainedModel, positions: torch.Tensor, cache: SlotCache, **inputs):
+    """Call a ``transformers`` model on ``inputs`` (``input_ids`` or ``inputs_embeds``, ...) whose tokens sit at
+    per-sample ``positions`` ``[B, T]`` of a :class:`SlotCache`; returns the model's own output.
+
+    Shared by :class:`HFCausalLM` and adapters that embed or score tokens themselves (Janus-Pro's image head).
+    """
+    cache.set_positions(positions)
+    return model(
+        position_ids=positions,
+        attention_mask=cache.attention_mask(positions, model.dtype),
+        **{_cache_argument(type(model)): cache},
+        use_cache=True,
+        **inputs,
+    )
 
 
 class HFCausalLM:
@@ -21,9 +44,6 @@ class HFCausalLM:
     def __init__(self, model: PreTrainedModel):
         self.model = model.eval()
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        # transformers 5 renames `past_key_values` to `cache`; older model classes still take the old name.
-        params = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -40,15 +60,7 @@ class HFCausalLM:
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, cache: SlotCache, output_hidden: bool = False
     ) -> ModelOutput:
-        cache.set_positions(positions)
-        out = self.model(
-            input_ids=tokens,
-            position_ids=positions,
-            attention_mask=cache.attention_mask(positions, self.dtype),
-            **{self._cache_arg: cache},
-            use_cache=True,
-            output_hidden_states=output_hidden,
-        )
+        out = slot_forward(self.model, positions, cache, input_ids=tokens, output_hidden_states=output_hidden)
         hidden = out.hidden_states[-1] if output_hidden else None
         return ModelOutput(out.logits.float(), hidden)
 

@@ -108,13 +108,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--init", type=Path, default=None, help="continue from this testbed folder's weights")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     processor = build_processor()
-    model = build_model(processor).train()
+    if args.init is not None:
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(args.init, attn_implementation="sdpa").train()
+        print(f"continuing from {args.init}", flush=True)
+    else:
+        model = build_model(processor).train()
+    previous = json.loads((args.init / "training.json").read_text()) if args.init is not None else None
     heldout = heldout_questions(300)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     budget = args.minutes * 60
@@ -158,14 +166,36 @@ def main(argv: list[str] | None = None) -> None:
                 "parameters": params,
                 "heldout_accuracy": accuracy,
                 "history": history,
+                "continued_from": previous,
             },
             indent=2,
         )
     )
-    write_card(args.out, step, args.batch, minutes, params, accuracy)
+    write_card(args.out, step, args.batch, minutes, params, accuracy, args, previous)
 
 
-def write_card(out: Path, steps: int, batch: int, minutes: float, params: int, accuracy: float) -> None:
+def write_card(
+    out: Path,
+    steps: int,
+    batch: int,
+    minutes: float,
+    params: int,
+    accuracy: float,
+    args: argparse.Namespace | None = None,
+    previous: dict | None = None,
+) -> None:
+    training = (
+        f"`python -m mmaccel.prune.testbed.train --minutes {minutes:.0f}` on one CPU thread:\n"
+        f"  {steps} steps of batch {batch}, AdamW, loss on the answer word and end token, {minutes:.1f} minutes."
+    )
+    if previous is not None and args is not None:
+        training = (
+            f"`python -m mmaccel.prune.testbed.train --minutes {previous['minutes']:.0f}` on one CPU thread "
+            f"({previous['steps']} steps of batch {previous['batch']}, lr {previous['lr']}, seed {previous['seed']}, "
+            f"held-out {previous['heldout_accuracy']:.1%}),\n  then `--init <that folder> --minutes {minutes:.0f} "
+            f"--lr {args.lr} --seed {args.seed} --batch {batch}` ({steps} more steps, {minutes:.1f} minutes). "
+            "AdamW, loss on the answer word and end token."
+        )
     card = f"""# mmaccel pruning testbed (LLaVA architecture, {params / 1e6:.2f} M parameters)
 
 A small `LlavaForConditionalGeneration` that visual-token pruning (`mmaccel.prune`, `mmaccel bench prune`)
@@ -177,8 +207,7 @@ is measured on. Trained from scratch in this repository; no external data or wei
 - **Data**: scenes of 1-3 distinct shapes (circle, square, triangle, star) in six colours from
   `mmaccel.data.scenes` (`random_scene` + `render`), one question each, drawn fresh every step:
   colour of a named shape, number of shapes, whether one shape is left of another. One-word answers.
-- **Training**: `python -m mmaccel.prune.testbed.train --minutes {minutes:.0f}` on one CPU thread:
-  {steps} steps of batch {batch}, AdamW, loss on the answer word and end token, {minutes:.1f} minutes.
+- **Training**: {training}
 - **Held-out accuracy (unpruned)**: {accuracy:.1%} on 300 questions from a seed never used in training
   (`mmaccel.prune.testbed.questions.heldout_questions`).
 - **Prompt**: `<image> what colour is the square ? answer :` (the processor's chat template builds it).
