@@ -18,6 +18,7 @@ import torch
 
 from mmaccel.models import HFCausalLM, ModelOutput, SlotCache, TokenPrompt
 from mmaccel.models.base import gather_last
+from mmaccel.models.hf import slot_forward
 
 from .family import TokenLayout
 
@@ -72,15 +73,8 @@ class Emu3ImageLM(HFCausalLM):
 
     def _run(self, ids: torch.Tensor, positions: torch.Tensor, cache: SlotCache, output_hidden: bool) -> ModelOutput:
         """Forward Emu3 token ``ids``; image-vocabulary logits with the layout forced on them."""
-        cache.set_positions(positions)
-        out = self.model.model(
-            input_ids=ids,
-            position_ids=positions,
-            attention_mask=cache.attention_mask(positions, self.dtype),
-            **{self._cache_arg: cache},
-            use_cache=True,
-        )
-        hidden = out.last_hidden_state
+        # The base model (no lm_head): the full-vocabulary logits are never computed.
+        hidden = slot_forward(self.model.model, positions, cache, input_ids=ids).last_hidden_state
         logits = torch.nn.functional.linear(hidden, self.compact_head()).float()
         # The logits at position t choose generated token t + 1 - prompt_len.
         index = positions + 1 - self._prompt_lengths.to(positions.device)[:, None]

@@ -67,15 +67,18 @@ def encoded_dataset(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens int16 [n, 256] and labels int64 [n] of ``n_images`` class images, in shards of SHARD_SIZE.
 
-    Shard ``i`` is ``make_dataset(SHARD_SIZE, seed + i, style=style)``; each is cached under ``cache_dir/<vq digest>``,
+    Shard ``i`` is ``make_dataset(SHARD_SIZE, seed + i, style=style)``; each is cached under ``cache_dir``
     so a new tokenizer never reuses stale tokens.
     """
-    folder = cache_dir / _file_digest(vq_path)
+    # The key holds the tokenizer's digest and a digest of a few rendered images, so neither a new tokenizer
+    # nor a change to the scene generator can reuse stale tokens.
+    probe = hashlib.sha256(make_dataset(4, seed=0, size=64, style=style)[0].tobytes()).hexdigest()[:8]
+    folder = cache_dir / f"{_file_digest(vq_path)}_{style}{probe}"
     folder.mkdir(parents=True, exist_ok=True)
     tokens, labels = [], []
     for shard in range(math.ceil(n_images / SHARD_SIZE)):
         size = min(SHARD_SIZE, n_images - shard * SHARD_SIZE)
-        path = folder / f"{style}_seed{seed + shard}_n{size}.pt"
+        path = folder / f"seed{seed + shard}_n{size}.pt"
         if path.is_file():
             data = torch.load(path, weights_only=True)
         else:

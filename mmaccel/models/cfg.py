@@ -81,7 +81,9 @@ class CFGModel:
             index = positions + 1 - self._cond_len.to(positions.device)[:, None]
             inside = (index >= self.interval[0]) & (index < self.interval[1])
             scale = torch.where(inside, scale, torch.ones_like(scale))
-        logits = u + scale[..., None] * (c - u)
+        # Where both rows agree (in particular where an adapter masked a token to -inf in both), the guided
+        # logit is that value; the formula would give -inf - -inf = NaN there.
+        logits = torch.where(c == u, c, u + scale[..., None] * (c - u))
         hidden = out.hidden.chunk(2)[0] if out.hidden is not None else None
         return ModelOutput(logits, hidden)
 

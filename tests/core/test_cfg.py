@@ -159,3 +159,24 @@ def test_scale_one_is_the_conditional_model(target):
     guided = SpeculativeDecoder(CFGModel(target, 1.0), JacobiDrafter(3), sampling=greedy).generate(guided_prompt(), 10)
     plain = SpeculativeDecoder(target, sampling=greedy).generate(TokenPrompt.from_lists(COND), 10)
     assert torch.equal(guided.tokens, plain.tokens)
+
+
+class MaskingModel(RecordingModel):
+    """Masks every odd token id to -inf in both rows, as layout-constrained image adapters do."""
+
+    def prefill(self, prompt, cache, output_hidden=False):
+        return self._mask(super().prefill(prompt, cache, output_hidden))
+
+    def forward(self, tokens, positions, cache, output_hidden=False):
+        return self._mask(super().forward(tokens, positions, cache, output_hidden))
+
+    @staticmethod
+    def _mask(out):
+        out.logits[..., 1::2] = float("-inf")
+        return out
+
+
+def test_tokens_masked_in_both_rows_stay_masked_not_nan(target):
+    model = CFGModel(MaskingModel(target), SCALE)
+    out = SpeculativeDecoder(model, JacobiDrafter(3), "sjd").generate(guided_prompt(), 8, seeds=[0, 1, 2])
+    assert (out.tokens % 2 == 0).all()  # sampling never picked a masked id: the guided logits kept -inf
