@@ -12,6 +12,7 @@ from mmaccel.checkpoint import read_state_dict
 
 from .family import TokenLayout
 from .llamagen import GPT_CONFIGS, GPTConfig, LlamaGenModel, gpt_config, load_llamagen
+from .llamagen_t2i import LlamaGenT2IFamily
 from .vq import VQModel
 
 # Official file names: c2i_{B,L,XL,XXL,3B}_{256,384}.pt beside vq_ds16_c2i.pt.
@@ -49,6 +50,11 @@ class LlamaGenC2IFamily:
     def __init__(
         self, model: LlamaGenModel, vq: VQModel, draft: LlamaGenModel | None = None, cache_dir: Path | None = None
     ):
+        if model.config.model_type != "c2i":
+            raise ValueError(
+                f"the llamagen family takes class-conditional (c2i) GPTs; this one is {model.config.model_type!r} "
+                "(use family 'llamagen-t2i')"
+            )
         if vq.codebook().shape[0] != model.vocab_size:
             raise ValueError(
                 f"the VQ codebook has {vq.codebook().shape[0]} codes but the GPT's vocabulary is {model.vocab_size}"
@@ -71,7 +77,9 @@ class LlamaGenC2IFamily:
 
     @classmethod
     def matches(cls, path: Path) -> bool:
-        return path.is_dir() and any(p is not None for p in cls._files(path)[:2])
+        # A t2i GPT's folder holds the same file names (gpt.safetensors, vq.safetensors): leave it to that family.
+        claimed = LlamaGenT2IFamily.matches(path)
+        return path.is_dir() and not claimed and any(p is not None for p in cls._files(path)[:2])
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> LlamaGenC2IFamily:
