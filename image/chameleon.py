@@ -33,7 +33,7 @@ from mmaccel.models.cache import SlotCache
 from mmaccel.models.hf import HFCausalLM, slot_forward
 
 from .chameleon_vq import ChameleonVQConfig, ChameleonVQDecoder
-from .family import TokenLayout
+from .family import TokenLayout, pixels_to_uint8, text_prompts
 
 PROMPT_TEMPLATE = "Generate an image of {width}x{height} according to the following prompt:\n{prompt}"
 IMAGE_START = "<racm3:break>"
@@ -318,15 +318,9 @@ class ChameleonFamily:
         return None
 
     def prompt(self, class_labels: list[int] | None = None, prompts: list[str] | None = None) -> TokenPrompt:
-        if class_labels is not None:
-            raise ValueError("this is a text-to-image model: pass prompt, not class_labels")
-        if not prompts:
-            raise ValueError("prompt is required for a text-to-image model")
         height, width = self.image_size
         rows = []
-        for text in prompts:
-            if not isinstance(text, str):
-                raise ValueError(f"prompt must be a string, got {type(text).__name__}")
+        for text in text_prompts(class_labels, prompts, "Lumina-mGPT"):
             words = PROMPT_TEMPLATE.format(width=width, height=height, prompt=text)
             ids = self.tokenizer.encode(words, add_special_tokens=False)
             rows.append([self.bos_id, *ids, self.token_id(SEPARATOR), *self.model.uncond_ids])
@@ -340,8 +334,7 @@ class ChameleonFamily:
                 f"{self.cache_dir}; the generated tokens themselves do not need it"
             )
         grid = self.layout.to_grid(tokens.to(self.model.device))
-        pixels = self.vq.decode_code(grid)
-        return ((pixels + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
+        return pixels_to_uint8(self.vq.decode_code(grid))
 
     def codebook(self) -> torch.Tensor:
         if self.vq is not None:

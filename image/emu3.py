@@ -20,7 +20,7 @@ from mmaccel.models import HFCausalLM, ModelOutput, SlotCache, TokenPrompt
 from mmaccel.models.base import gather_last
 from mmaccel.models.hf import slot_forward
 
-from .family import TokenLayout
+from .family import TokenLayout, text_prompts
 
 #: The negative prompt of BAAI's image_generation.py (guidance counterpart of every prompt).
 NEGATIVE_PROMPT = (
@@ -247,13 +247,8 @@ class Emu3Family:
         return None
 
     def prompt(self, class_labels: list[int] | None = None, prompts: list[str] | None = None) -> TokenPrompt:
-        if class_labels is not None:
-            raise ValueError("Emu3 is a text-to-image model: pass prompt=[...], not class_labels")
-        if not prompts:
-            raise ValueError("a text prompt is required for Emu3")
-        if not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompts must be strings, got {[type(p).__name__ for p in prompts]}")
-        return TokenPrompt.from_lists(self._encode(list(prompts)), self.model.pad_id)
+        prompts = text_prompts(class_labels, prompts, "Emu3")
+        return TokenPrompt.from_lists(self._encode(prompts), self.model.pad_id)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -133,6 +133,26 @@ class ImageFamily(Protocol):
     def to(self, device: str | torch.device) -> ImageFamily: ...
 
 
+# --------------------------------------------------------------------------------- shared by families
+
+
+def pixels_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    """A VQ decoder's ``[B, 3, H, W]`` output in [-1, 1] -> uint8 ``[B, H, W, 3]`` on the CPU."""
+    return ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
+
+
+def text_prompts(class_labels: Any, prompts: Any, model: str = "this") -> list[str]:
+    """The validated prompts of a call to a text-to-image family (a class label is the wrong condition)."""
+    if class_labels is not None:
+        raise ValueError(f"{model} is a text-to-image model: pass prompt=[...], not class_labels")
+    if prompts is None:
+        raise ValueError(f"a text prompt is required for {model} text-to-image model")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompts!r}")
+    return prompts
+
+
 # ------------------------------------------------------------------------------------- neighbour tables
 
 

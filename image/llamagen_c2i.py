@@ -10,7 +10,7 @@ import torch
 
 from mmaccel.checkpoint import read_state_dict
 
-from .family import TokenLayout
+from .family import TokenLayout, pixels_to_uint8
 from .llamagen import GPT_CONFIGS, GPTConfig, LlamaGenModel, gpt_config, load_llamagen
 from .llamagen_t2i import LlamaGenT2IFamily
 from .vq import VQModel
@@ -121,7 +121,7 @@ class LlamaGenC2IFamily:
         grid = self.layout.to_grid(tokens.to(self.model.device))
         with torch.no_grad():
             pixels = self.vq.decode_code(grid)
-        return ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
+        return pixels_to_uint8(pixels)
 
     def codebook(self) -> torch.Tensor:
         return self.vq.codebook().detach()

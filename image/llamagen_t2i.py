@@ -25,7 +25,7 @@ import torch
 from mmaccel.checkpoint import read_state_dict
 from mmaccel.models.base import ModelOutput
 
-from .family import TokenLayout
+from .family import TokenLayout, pixels_to_uint8, text_prompts
 from .llamagen import GPT_CONFIGS, ConditionCache, GPTConfig, LlamaGenGPT, LlamaGenModel, gpt_config, load_llamagen
 from .vq import VQModel
 
@@ -319,20 +319,13 @@ class LlamaGenT2IFamily:
 
     def prompt(self, class_labels: list[int] | None = None, prompts: list[str] | None = None) -> CaptionPrompt:
         """Caption features for ``prompts`` (each truncated to ``cls_token_num`` = 120 T5 tokens)."""
-        if class_labels is not None:
-            raise ValueError("this is a text-to-image model: pass prompt=[...] (text), not class_labels")
-        if prompts is None:
-            raise ValueError("a text prompt is required for a text-to-image model")
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompt must be a non-empty list of strings, got {prompts!r}")
-        return self.text.encode(prompts)
+        return self.text.encode(text_prompts(class_labels, prompts, "LlamaGen t2i"))
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         grid = self.layout.to_grid(tokens.to(self.model.device))
         with torch.no_grad():
             pixels = self.vq.decode_code(grid)
-        return ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
+        return pixels_to_uint8(pixels)
 
     def codebook(self) -> torch.Tensor:
         return self.vq.codebook().detach()
