@@ -8,6 +8,22 @@ import torch
 from .base import AcceptanceRule, token_probs
 
 
+def calibrated_d_thr(unit_embeddings: torch.Tensor, rank: int, sample: int = 1024) -> float:
+    """Median over tokens of the squared distance to their ``rank``-th nearest other token (unit vectors).
+
+    Estimated on ``sample`` evenly spaced rows against the whole table, so a 16k-entry table costs one
+    ``sample x V`` product; a margin of 1e-6 keeps the ``rank``-th neighbour itself inside the strict ``<`` test.
+    """
+    vocab = unit_embeddings.shape[0]
+    if vocab < 2:
+        return 4.0
+    rows = torch.linspace(0, vocab - 1, min(sample, vocab)).round().long().unique()
+    sq_dist = (2 - 2 * unit_embeddings[rows] @ unit_embeddings.T).clamp_min(0)
+    sq_dist[torch.arange(len(rows)), rows] = float("inf")  # a token is not its own neighbour
+    kth = sq_dist.topk(min(rank, vocab - 1), dim=-1, largest=False).values[:, -1]
+    return float(kth.median()) + 1e-6
+
+
 class GSDRule(AcceptanceRule):
     """Accept a draft on the mass of its dynamic cluster rather than its own probability.
 
@@ -18,22 +34,32 @@ class GSDRule(AcceptanceRule):
 
     The acceptance probability is never below the exact rule's: a cluster member whose ``p/q`` ratio is lower than
     the draft's own would make ``P/Q`` smaller, so the test uses ``max(P/Q, p(x)/q(x))``. Defaults: ``group`` 10
-    (our choice), ``p_thr`` 0.15, ``d_thr`` 0.5.
+    (our choice), ``p_thr`` 0.15.
+
+    ``d_thr`` (squared distance between unit vectors, so in (0, 4]) says how near in embedding space a token must
+    be to count as "the same" for the draft. A fixed value means different things for different tables: in a
+    trained VQ codebook most codes have neighbours at cosine 0.98, in a small GPT's input embeddings the nearest
+    neighbour of a typical token sits at cosine 0.65, and a fixed 0.5 (cosine 0.75) then leaves 95% of tokens
+    alone in their cluster, which makes GSD the exact rule. ``d_thr=None`` (the default) therefore calibrates it
+    to the table: the median, over tokens, of the squared distance to their ``group``-th nearest neighbour, so
+    a typical token has about ``group`` embedding neighbours within reach (the probability filter and the
+    ``group`` nearest in probability then pick among them).
     """
 
     name = "gsd"
     needs_embeddings = True
 
-    def __init__(self, embeddings: torch.Tensor, group: int = 10, p_thr: float = 0.15, d_thr: float = 0.5):
+    def __init__(self, embeddings: torch.Tensor, group: int = 10, p_thr: float = 0.15, d_thr: float | None = None):
         vocab = embeddings.shape[0]
         if not 1 <= group <= vocab:
             raise ValueError(f"group must be in [1, {vocab}], got {group}")
         if not 0 < p_thr <= 1:
             raise ValueError(f"p_thr must be in (0, 1], got {p_thr}")
-        if d_thr <= 0:
-            raise ValueError(f"d_thr must be > 0, got {d_thr}")
-        self.group, self.p_thr, self.d_thr = group, p_thr, d_thr
+        if d_thr is not None and d_thr <= 0:
+            raise ValueError(f"d_thr must be > 0 (or None to calibrate it to the embeddings), got {d_thr}")
         self.embeddings = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)
+        self.group, self.p_thr = group, p_thr
+        self.d_thr = d_thr if d_thr is not None else calibrated_d_thr(self.embeddings, group)
         self.vocab_size = vocab
 
     def cluster(self, p: torch.Tensor, drafts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -262,3 +262,19 @@ def test_typical_ignores_q():
 @pytest.mark.parametrize("name", ["lantern", "gsd", "typical"])
 def test_lossy_rules_are_not_marked_lossless(name):
     assert not make_rule(name, torch.randn(20, 3), **({"k": 5} if name == "lantern" else {})).lossless
+
+
+def test_gsd_calibrates_its_distance_threshold_to_the_embedding_table():
+    """With ``d_thr=None`` a typical token has about ``group`` embedding neighbours within reach, whatever the
+    table's scale of distances: tight codebooks and spread-out token embeddings both get real clusters."""
+    g = torch.Generator().manual_seed(0)
+    for spread in (0.05, 0.6):  # near-duplicate codes / a GPT-like spread (nearest neighbour at cosine ~0.6)
+        centres = torch.randn(64, 16, generator=g)
+        emb = (centres[:, None] + spread * torch.randn(64, 16, 16, generator=g)).reshape(-1, 16)
+        rule = GSDRule(emb, group=10)
+        unit = torch.nn.functional.normalize(emb, dim=-1)
+        sq = (2 - 2 * unit @ unit.T).fill_diagonal_(float("inf"))
+        within = (sq < rule.d_thr).sum(-1).float()
+        assert 6 <= float(within.median()) <= 14, (spread, rule.d_thr, float(within.median()))
+    # An explicit threshold is kept as given.
+    assert GSDRule(emb, d_thr=0.5).d_thr == 0.5
