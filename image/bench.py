@@ -31,12 +31,33 @@ def _to_uint8(images) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
 
 
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"lantern-draft:delta=0.2:k=30"`` -> ``("lantern-draft", {"delta": 0.2, "k": 30})``; unknown names raise."""
+    name, *pairs = spec.strip().split(":")
+    allowed = method_parameters(name)
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in allowed:
+            raise ValueError(f"methods: {spec!r} sets {pair!r}; {name!r} takes name=value for {sorted(allowed)}")
+        for cast in (int, float, str):
+            try:
+                params[key] = cast(text)
+                break
+            except ValueError:
+                continue
+    return name, params
+
+
 def run_method(
     pipe: ImageARPipeline, method: str, labels: list[int], seed: int, batch_size: int, **kwargs: Any
 ) -> dict[str, Any]:
+    """Generate ``labels`` with ``method`` (a name, or ``name:param=value:...``) in batches; raw figures."""
+    name, params = parse_method(method)
     images, steps, wall, batch_nfe, draft_nfe = [], [], 0.0, 0, 0
     for start in range(0, len(labels), batch_size):
-        out = pipe(labels[start : start + batch_size], method=method, seed=seed + start, progress=False, **kwargs)
+        batch = labels[start : start + batch_size]
+        out = pipe(batch, method=name, seed=seed + start, progress=False, **kwargs, **params)
         images += out.images
         steps += [s["steps"] for s in out.stats]
         wall += out.stats[0]["batch_wall_s"]
@@ -71,7 +92,7 @@ def run_bench(
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     for method in methods:
-        method_parameters(method)  # an unknown method fails before any work
+        parse_method(method)  # an unknown method or parameter fails before any work
     pipe = ImageARPipeline.from_pretrained(model)
     classifier_path = Path(model) if model is not None else DEFAULT_WEIGHTS
     classifier = ShapeClassifier.from_pretrained(classifier_path / "classifier.safetensors")

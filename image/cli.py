@@ -121,7 +121,11 @@ def register(commands, generate, bench) -> None:
     g.set_defaults(func=_generate, guidance_scale=DEFAULTS["guidance_scale"])
 
     b = bench.add_parser("image", help="every method side by side: speed, FID and class accuracy")
-    b.add_argument("--methods", default="ar,sjd,gsd,lantern,lantern-draft,lantern++,draft")
+    b.add_argument(
+        "--methods",
+        default="ar,sjd,gsd,lantern,lantern-draft,lantern++,draft",
+        help="comma-separated; a method may carry parameters, e.g. lantern-draft:delta=0.2:k=30",
+    )
     b.add_argument("--num-images", type=int, default=100)
     b.add_argument("--num-real", type=int, default=5000, help="real images for the FID reference")
     b.add_argument("--batch-size", type=int, default=50)
