@@ -49,6 +49,13 @@ class GPTConfig:
     length (120 in the official t2i models) for ``"t2i"``, whose captions are ``caption_dim``-wide T5
     features (2048, flan-t5-xl). ``dropout`` is the token, residual and feed-forward dropout used in
     training only.
+
+    ``condition_rope`` is how the rotary table treats the condition positions: ``"zero"`` (official, what
+    every released checkpoint was trained with) zeroes their rows, which zeroes the condition's queries and
+    keys, so every attention score to the condition is fixed at 0 and only its value can carry it;
+    ``"identity"`` leaves them unrotated, so attention to the condition is learnable. The default image
+    model uses ``"identity"``: with ``"zero"`` a 3M-parameter GPT trained for two CPU hours had learned nothing
+    from its class (val loss with the true class 1.719, with a wrong class 1.722).
     """
 
     dim: int = 768
@@ -66,6 +73,7 @@ class GPTConfig:
     dropout: float = 0.0
     model_type: str = "c2i"
     caption_dim: int = 2048
+    condition_rope: str = "zero"
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_layer", "n_head", "multiple_of", "vocab_size", "block_size", "num_classes"):
@@ -88,6 +96,8 @@ class GPTConfig:
             raise ValueError(
                 f"GPTConfig.cls_token_num must be 1 for class-conditional models, got {self.cls_token_num}"
             )
+        if self.condition_rope not in ("zero", "identity"):
+            raise ValueError(f"GPTConfig.condition_rope must be 'zero' or 'identity', got {self.condition_rope!r}")
         if self.cls_token_num < 1 or self.caption_dim < 1:
             raise ValueError("GPTConfig.cls_token_num and caption_dim must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -149,8 +159,8 @@ GPT_CONFIGS: dict[str, dict] = {
     "GPT-XL": dict(n_layer=36, n_head=20, dim=1280),
     "GPT-XXL": dict(n_layer=48, n_head=24, dim=1536),
     "GPT-3B": dict(n_layer=24, n_head=32, dim=3200),
-    "GPT-Mini": dict(n_layer=6, n_head=3, dim=192, vocab_size=1024, num_classes=10),
-    "GPT-Draft": dict(n_layer=2, n_head=2, dim=128, vocab_size=1024, num_classes=10),
+    "GPT-Mini": dict(n_layer=6, n_head=3, dim=192, vocab_size=1024, num_classes=10, condition_rope="identity"),
+    "GPT-Draft": dict(n_layer=2, n_head=2, dim=128, vocab_size=1024, num_classes=10, condition_rope="identity"),
     "GPT-Tiny": dict(n_layer=2, n_head=2, dim=32, multiple_of=16, vocab_size=64, block_size=16, num_classes=5),
 }
 
@@ -171,7 +181,8 @@ def rope_table_2d(config: GPTConfig) -> torch.Tensor:
 
     As in LlamaGen's ``precompute_freqs_cis_2d``: the first half of a head's pairs rotate with the
     token's grid row, the second half with its column, and the condition positions get all-zero rows,
-    which zeroes their queries and keys (so attention reads the class token through its value only).
+    which zeroes their queries and keys (so attention reads the class token through its value only), or
+    with ``condition_rope="identity"`` no rotation (cos 1, sin 0).
     """
     half = config.head_dim // 2
     freqs = 1.0 / (config.rope_base ** (torch.arange(0, half, 2)[: half // 2].float() / half))
@@ -179,7 +190,10 @@ def rope_table_2d(config: GPTConfig) -> torch.Tensor:
     angles = torch.outer(torch.arange(g, dtype=torch.float32), freqs)  # [g, head_dim // 4]
     grid = torch.cat([angles[:, None, :].expand(g, g, -1), angles[None, :, :].expand(g, g, -1)], dim=-1)
     table = torch.stack([grid.cos(), grid.sin()], dim=-1).flatten(0, 1)
-    return torch.cat([torch.zeros(config.cls_token_num, half, 2), table])
+    condition = torch.zeros(config.cls_token_num, half, 2)
+    if config.condition_rope == "identity":
+        condition[..., 0] = 1.0
+    return torch.cat([condition, table])
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:

@@ -216,3 +216,19 @@ def test_window_past_the_last_image_token_is_scratch():
     with torch.no_grad():
         full = gpt(torch.tensor([1, 2]), tokens)
     torch.testing.assert_close(out.logits[:, :n], full[:, 1:], atol=1e-4, rtol=0)
+
+
+def test_condition_rope_zero_is_official_and_identity_makes_the_class_attendable():
+    from mmaccel.image.llamagen import rope_table_2d
+
+    official = gpt_config("GPT-B")
+    assert official.condition_rope == "zero"
+    assert torch.count_nonzero(rope_table_2d(official)[:1]) == 0  # zeroed: scores to the class are fixed at 0
+    mini = gpt_config("GPT-Mini")
+    table = rope_table_2d(mini)
+    assert mini.condition_rope == "identity"
+    assert torch.equal(table[0, :, 0], torch.ones(mini.head_dim // 2))  # cos 1, sin 0: unrotated
+    assert torch.equal(table[0, :, 1], torch.zeros(mini.head_dim // 2))
+    assert torch.equal(table[1:], rope_table_2d(official.__class__(**{**mini.to_dict(), "condition_rope": "zero"}))[1:])
+    with pytest.raises(ValueError, match="condition_rope"):
+        gpt_config("GPT-Mini", condition_rope="half")
