@@ -1,4 +1,4 @@
-"""``mmaccel generate image`` and ``mmaccel bench image``."""
+"""``mmaccel generate image``, ``mmaccel bench image`` and ``mmaccel bench families``."""
 
 from __future__ import annotations
 
@@ -93,6 +93,86 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str, flag: str, cast: type = str) -> tuple:
+    """The comma-separated values of ``flag``; a value ``cast`` rejects raises ValueError naming the flag."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return tuple(cast(t) for t in items)
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated {cast.__name__} values, got {text!r}") from None
+
+
+def _bench_families(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench_families import FamiliesBenchConfig, format_table, run_families
+
+    config = FamiliesBenchConfig(
+        families=_csv(args.families, "--families"),
+        size=args.size,
+        batch_sizes=_csv(args.batch_sizes, "--batch-sizes", int),
+        methods=_csv(args.methods, "--methods"),
+        max_tokens=args.max_tokens,
+        device=args.device,
+        dtype=args.dtype,
+        guidance_scale=args.guidance_scale,
+        window=args.window,
+        warmup_tokens=args.warmup_tokens,
+        build=args.build,
+        seed=args.seed,
+    ).validate()
+    if args.json:
+        check_writable(Path(args.json))
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    # Saving and loading random checkpoints would otherwise print progress bars and load reports between rows.
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        records = run_families(config, json_path=args.json)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    print(format_table(records))
+    if args.json:
+        write_json_atomic(args.json, records)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _register_families(bench) -> None:
+    # Registration stays import-free (see mmaccel.cli._extensions): these names mirror random_models' own lists,
+    # which validate the values when the command runs.
+    families = "llamagen,llamagen-t2i,janus,chameleon,emu3"
+    f = bench.add_parser(
+        "families",
+        help="engine overhead on every image family at its real size, random weights: AR vs SJD/GSD per batch",
+    )
+    f.add_argument("--families", default=families, help=f"comma-separated, from {families}")
+    f.add_argument(
+        "--size", default="small", help="tiny | small | real: tests' size, CPU-sized, released architectures"
+    )
+    f.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes")
+    f.add_argument("--methods", default="ar,sjd,gsd", help="comma-separated: ar, sjd, gsd, lantern, typical, greedy")
+    f.add_argument("--max-tokens", type=int, default=None, help="generate at most this many tokens per image")
+    f.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    f.add_argument("--dtype", default="float32", help="float32 or bfloat16 (the transformer's weights)")
+    f.add_argument("--guidance-scale", type=float, default=2.0, help="classifier-free guidance scale")
+    f.add_argument("--window", type=int, default=16, help="Jacobi window of the speculative methods")
+    f.add_argument("--warmup-tokens", type=int, default=16, help="tokens of the untimed run before each timed one")
+    f.add_argument("--build", default="auto", help="auto (disk below real size), disk (save + from_pretrained), direct")
+    f.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--json", help="write the records here")
+    f.set_defaults(func=_bench_families)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
     p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
@@ -132,6 +212,8 @@ def register(commands, generate, bench) -> None:
     b.add_argument("--json", help="write the records here")
     _common(b)
     b.set_defaults(func=_bench, guidance_scale=DEFAULTS["guidance_scale"])
+
+    _register_families(bench)
 
 
 __all__ = ["register"]
