@@ -62,9 +62,9 @@ Data: `mmaccel.data.scenes.make_dataset(n, seed, style=...)`; each part trains o
 seeds no other part uses. The tokenizer and the classifier learn the `"broad"` style (shapes of 0.3-0.7 of the
 image side, free rotation, solid / striped / dotted, flat / gradient / noise backgrounds), so both cover more
 than the GPT is asked to draw. The GPT's last stage, the draft and the bench's FID reference use the
-`"generation"` style: a subset of `"broad"` (shapes of 0.6-0.85 of the side, rotation within +-20 degrees, solid,
-flat or gradient background; colour, size, position, rotation and background still vary) that a 3M-parameter
-GPT can learn in about two CPU hours.
+`"generation"` style: large solid shapes (0.55-0.8 of the side) near the centre (offsets up to 0.06 of the
+side), rotation within +-15 degrees, flat or gradient background; colour, size, position, rotation and
+background still vary, in narrower ranges, so that a 3M-parameter GPT can learn it in CPU hours.
 
 ## GPT history
 
