@@ -33,7 +33,7 @@ from mmaccel.models.cache import SlotCache
 from mmaccel.models.hf import HFCausalLM, slot_forward
 
 from .chameleon_vq import ChameleonVQConfig, ChameleonVQDecoder
-from .family import TokenLayout, pixels_to_uint8, text_prompts
+from .family import TokenLayout, hf_model_type, pixels_to_uint8, text_prompts
 
 PROMPT_TEMPLATE = "Generate an image of {width}x{height} according to the following prompt:\n{prompt}"
 IMAGE_START = "<racm3:break>"
@@ -116,10 +116,7 @@ class ChameleonImageLM(HFCausalLM):
 
 
 def _is_chameleon(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "config.json").read_text()).get("model_type") == "chameleon"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return hf_model_type(folder) == "chameleon"
 
 
 def _checkpoint_tensors(folder: Path, keys: list[str]) -> dict[str, torch.Tensor]:

@@ -9,7 +9,6 @@ vocabulary (VQ codes ``0 .. n_codes - 1``, EOL = ``n_codes``) that the adapter m
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from mmaccel.models import HFCausalLM, ModelOutput, SlotCache, TokenPrompt
 from mmaccel.models.base import gather_last
 from mmaccel.models.hf import slot_forward
 
-from .family import TokenLayout, text_prompts
+from .family import TokenLayout, hf_model_type, read_json, text_prompts
 
 #: The negative prompt of BAAI's image_generation.py (guidance counterpart of every prompt).
 NEGATIVE_PROMPT = (
@@ -143,15 +142,11 @@ class Emu3Family:
 
     @staticmethod
     def _config(folder: Path) -> dict | None:
-        try:
-            return json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            return None
+        return read_json(folder / "config.json")
 
     @classmethod
     def matches(cls, path: Path) -> bool:
-        config = cls._config(Path(path)) if Path(path).is_dir() else None
-        return isinstance(config, dict) and str(config.get("model_type", "")).lower() == "emu3"
+        return (hf_model_type(Path(path)) or "").lower() == "emu3"
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Emu3Family:
@@ -190,10 +185,7 @@ class Emu3Family:
 
     @staticmethod
     def _config_file(folder: Path, name: str) -> dict:
-        try:
-            return json.loads((folder / name).read_text())
-        except (OSError, ValueError):
-            return {}
+        return read_json(folder / name) or {}
 
     def _token_ids(self, model: Any) -> torch.Tensor:
         """Emu3 ids of the compact vocabulary: the visual token of each VQ code, then end-of-line."""

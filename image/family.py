@@ -141,6 +141,23 @@ def pixels_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
 
 
+def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path`` (e.g. a folder's ``config.json``); None if missing, unreadable or not an object."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def hf_model_type(folder: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face checkpoint folder, or None when it has no readable config.json."""
+    config = read_json(Path(folder) / "config.json") if Path(folder).is_dir() else None
+    return None if config is None else str(config.get("model_type", ""))
+
+
 def text_prompts(class_labels: Any, prompts: Any, model: str = "this") -> list[str]:
     """The validated prompts of a call to a text-to-image family (a class label is the wrong condition)."""
     if class_labels is not None:

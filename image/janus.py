@@ -16,7 +16,6 @@ between with the pad token (official ``tokens[1:-1] = pad_id``; transformers' ``
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from mmaccel.models import ModelOutput, SlotCache, TokenPrompt
 from mmaccel.models.base import gather_last
 from mmaccel.models.hf import slot_forward
 
-from .family import TokenLayout, text_prompts
+from .family import TokenLayout, hf_model_type, read_json, text_prompts
 
 #: Janus' SFT format for one user turn followed by the assistant's (empty) turn.
 SFT_TEMPLATE = "<|User|>: {text}\n\n<|Assistant|>:"
@@ -143,16 +142,11 @@ class JanusFamily:
 
     @staticmethod
     def _config(folder: Path) -> dict | None:
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return config if isinstance(config, dict) else None
+        return read_json(folder / "config.json")
 
     @classmethod
     def matches(cls, path: Path) -> bool:
-        config = cls._config(Path(path)) if Path(path).is_dir() else None
-        return config is not None and config.get("model_type") == "janus"
+        return hf_model_type(Path(path)) == "janus"
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> JanusFamily:

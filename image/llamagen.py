@@ -563,3 +563,21 @@ class LlamaGenModel:
 
     def embedding_table(self) -> torch.Tensor:
         return self.codebook if self.codebook is not None else self.gpt.tok_embeddings.weight.detach()
+
+
+class LlamaGenOutputs:
+    """What the c2i and t2i LlamaGen families share: pixels from the VQ decoder, LANTERN's table from its
+    codebook, GSD's from the GPT's token embeddings. Needs ``self.vq``, ``self.model.gpt`` and ``self.layout``."""
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        from .family import pixels_to_uint8
+
+        grid = self.layout.to_grid(tokens.to(self.model.device))
+        with torch.no_grad():
+            return pixels_to_uint8(self.vq.decode_code(grid))
+
+    def codebook(self) -> torch.Tensor:
+        return self.vq.codebook().detach()
+
+    def token_embeddings(self) -> torch.Tensor:
+        return self.model.gpt.tok_embeddings.weight.detach()

@@ -10,8 +10,8 @@ import torch
 
 from mmaccel.checkpoint import read_state_dict
 
-from .family import TokenLayout, pixels_to_uint8
-from .llamagen import GPT_CONFIGS, GPTConfig, LlamaGenModel, gpt_config, load_llamagen
+from .family import TokenLayout
+from .llamagen import GPT_CONFIGS, GPTConfig, LlamaGenModel, LlamaGenOutputs, gpt_config, load_llamagen
 from .llamagen_t2i import LlamaGenT2IFamily
 from .vq import VQModel
 
@@ -38,7 +38,7 @@ def infer_c2i_config(checkpoint: Path) -> GPTConfig:
     )
 
 
-class LlamaGenC2IFamily:
+class LlamaGenC2IFamily(LlamaGenOutputs):
     """LlamaGen class-conditional models (Sun et al. 2024, "Autoregressive Model Beats Diffusion"): a GPT
     over VQ-16 codes conditioned on a class embedding, an optional draft GPT, and the VQ decoder."""
 
@@ -116,18 +116,6 @@ class LlamaGenC2IFamily:
         if class_labels is None:
             raise ValueError("class_labels are required for a class-conditional model")
         return self.model.class_prompt(class_labels)
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        grid = self.layout.to_grid(tokens.to(self.model.device))
-        with torch.no_grad():
-            pixels = self.vq.decode_code(grid)
-        return pixels_to_uint8(pixels)
-
-    def codebook(self) -> torch.Tensor:
-        return self.vq.codebook().detach()
-
-    def token_embeddings(self) -> torch.Tensor:
-        return self.model.gpt.tok_embeddings.weight.detach()
 
 
 __all__ = ["GPT_CONFIGS", "LlamaGenC2IFamily", "infer_c2i_config"]

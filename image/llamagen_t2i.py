@@ -25,8 +25,17 @@ import torch
 from mmaccel.checkpoint import read_state_dict
 from mmaccel.models.base import ModelOutput
 
-from .family import TokenLayout, pixels_to_uint8, text_prompts
-from .llamagen import GPT_CONFIGS, ConditionCache, GPTConfig, LlamaGenGPT, LlamaGenModel, gpt_config, load_llamagen
+from .family import TokenLayout, text_prompts
+from .llamagen import (
+    GPT_CONFIGS,
+    ConditionCache,
+    GPTConfig,
+    LlamaGenGPT,
+    LlamaGenModel,
+    LlamaGenOutputs,
+    gpt_config,
+    load_llamagen,
+)
 from .vq import VQModel
 
 # Official file names: t2i_XL_stage1_256.pt / t2i_XL_stage2_512.pt beside vq_ds16_t2i.pt, and the T5
@@ -215,7 +224,7 @@ class T5CaptionEncoder:
         return CaptionPrompt(features, valid)
 
 
-class LlamaGenT2IFamily:
+class LlamaGenT2IFamily(LlamaGenOutputs):
     """LlamaGen text-to-image models (Sun et al. 2024, "Autoregressive Model Beats Diffusion"): a GPT over
     VQ-16 codes conditioned on 120 left-padded T5 caption features, an optional draft GPT, the T5 encoder
     and the VQ decoder."""
@@ -320,18 +329,6 @@ class LlamaGenT2IFamily:
     def prompt(self, class_labels: list[int] | None = None, prompts: list[str] | None = None) -> CaptionPrompt:
         """Caption features for ``prompts`` (each truncated to ``cls_token_num`` = 120 T5 tokens)."""
         return self.text.encode(text_prompts(class_labels, prompts, "LlamaGen t2i"))
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        grid = self.layout.to_grid(tokens.to(self.model.device))
-        with torch.no_grad():
-            pixels = self.vq.decode_code(grid)
-        return pixels_to_uint8(pixels)
-
-    def codebook(self) -> torch.Tensor:
-        return self.vq.codebook().detach()
-
-    def token_embeddings(self) -> torch.Tensor:
-        return self.model.gpt.tok_embeddings.weight.detach()
 
 
 __all__ = [
