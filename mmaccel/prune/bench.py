@@ -26,6 +26,12 @@ from . import PRUNE_METHODS, prune
 from .flops import prefill_flops
 
 DEFAULT_MODEL = Path(__file__).parent / "weights"
+DEFAULT_VIDEO_MODEL = Path(__file__).parent / "weights_video"
+# Names of the shipped testbeds -> (folder, module whose `heldout_questions` they are measured on).
+DEFAULT_MODELS = {
+    "default": (DEFAULT_MODEL, "questions"),
+    "default-video": (DEFAULT_VIDEO_MODEL, "video_questions"),
+}
 MODEL_CLASSES = {
     "llava": "LlavaForConditionalGeneration",
     "llava_onevision": "LlavaOnevisionForConditionalGeneration",
@@ -37,6 +43,8 @@ MODEL_CLASSES = {
 def load_model(path: str | Path):
     """Load a local LLaVA, LLaVA-OneVision or Qwen2-VL folder (SDPA, fp32) and its processor."""
     import transformers
+
+    from .testbed import video_processor  # noqa: F401  (registers the torchvision-free OneVision processor)
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -133,9 +141,13 @@ def _run(model, processor, questions, inputs, method: str, keep: float, params: 
 
 
 def _visual_count(model, batch: dict) -> int:
+    from .families import detect_family
+
     ids = batch["input_ids"]
     tokens = [model.config.image_token_id, getattr(model.config, "video_token_id", None)]
-    return int(sum((ids == t).sum() for t in tokens if t is not None))
+    count = int(sum((ids == t).sum() for t in tokens if t is not None))
+    # A video's closing newline token is never pruned and not counted by the pruning session either.
+    return count - sum(extra for _, _, extra in detect_family(model).video_layouts(batch))
 
 
 def run_bench(
@@ -151,9 +163,10 @@ def run_bench(
 ) -> list[dict]:
     """Benchmark pruning methods; returns the records (and writes them to ``json_path`` when given).
 
-    ``model_path_or_default``: a local checkpoint folder, or ``"default"`` for the shipped testbed, whose
-    held-out questions are used when ``question_file`` is None. A method that cannot run on the model or
-    the questions (e.g. a video method on images) gets a record with an ``error`` field.
+    ``model_path_or_default``: a local checkpoint folder, or ``"default"`` / ``"default-video"`` for the
+    shipped image / video testbed, whose held-out questions are used when ``question_file`` is None. A method
+    that cannot run on the model or the questions (e.g. a video method on images) gets a record with an
+    ``error`` field.
     """
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     keeps = [float(k) for k in keeps.split(",")] if isinstance(keeps, str) else [float(k) for k in keeps]
@@ -163,12 +176,15 @@ def run_bench(
     for k in keeps:
         if not 0.0 < k <= 1.0:
             raise ValueError(f"keeps: every keep ratio must be in (0, 1], got {k}")
-    if model_path_or_default == "default":
-        model, processor = load_model(DEFAULT_MODEL)
-        if question_file is None:
-            from .testbed.questions import heldout_questions
+    if model_path_or_default in DEFAULT_MODELS:
+        import importlib
 
-            questions = heldout_questions()
+        folder, module = DEFAULT_MODELS[model_path_or_default]
+        model, processor = load_model(folder)
+        if question_file is None:
+            heldout = importlib.import_module(f".testbed.{module}", __package__).heldout_questions
+            # Held-out sets are drawn in sequence from one seed: the first `limit` are a prefix of the whole.
+            questions = heldout(limit) if limit else heldout()
         else:
             questions = read_questions(question_file)
     else:

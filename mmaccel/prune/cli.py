@@ -21,10 +21,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 def register(commands, generate, bench) -> None:
     b = bench.add_parser("prune", help="visual-token pruning: accuracy, FLOPs and TTFT per method and keep ratio")
-    b.add_argument("--model", default="default", help="a LLaVA / LLaVA-OneVision / Qwen2-VL folder, or 'default'")
+    b.add_argument(
+        "--model",
+        default="default",
+        help="a LLaVA / LLaVA-OneVision / Qwen2-VL folder, or 'default' (the image testbed) or 'default-video'",
+    )
     b.add_argument("--methods", default="none,fastv,visionzip,divprune,dart,tome,holitom")
     b.add_argument("--keep", default="0.5,0.25,0.1", help="comma-separated keep ratios in (0, 1]")
-    b.add_argument("--questions", default=None, help="JSON-lines question file (default: the testbed's)")
+    b.add_argument("--questions", default=None, help="JSON-lines question file (default: the testbed's held-out)")
     b.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     b.add_argument("--json", help="write the records here")
     b.set_defaults(func=_bench)

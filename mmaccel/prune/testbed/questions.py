@@ -87,23 +87,33 @@ def heldout_questions(count: int = 300, seed: int = HELDOUT_SEED) -> list[dict]:
     return [make_example(rng) for _ in range(count)]
 
 
-def build_processor():
-    """A ``LlavaProcessor``: CLIP-style image preprocessing at 64x64 and the word-level tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
+def build_tokenizer(words: tuple[str, ...], media_tokens: tuple[str, ...] = ("<image>",)):
+    """A word-level ``PreTrainedTokenizerFast`` over ``<pad> <s> </s> <unk>``, ``media_tokens`` and ``words``.
 
-    vocab = {word: i for i, word in enumerate((*SPECIAL, *WORDS))}
+    Text is split on whitespace only, so every word (answers included) is one token; prompts pad on the left.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {word: i for i, word in enumerate(("<pad>", "<s>", "</s>", "<unk>", *media_tokens, *words))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
-        additional_special_tokens=["<image>"],
+        additional_special_tokens=list(media_tokens),
         padding_side="left",
     )
+
+
+def build_processor():
+    """A ``LlavaProcessor``: CLIP-style image preprocessing at 64x64 and the word-level tokenizer."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    tokenizer = build_tokenizer(WORDS)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": IMAGE_SIZE},
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},

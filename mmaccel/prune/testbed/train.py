@@ -62,16 +62,31 @@ def build_model(processor):
 
 
 def make_batch(processor, examples: list[dict]) -> dict:
-    """Prompt + answer + end token, right-padded; labels only on the answer and the end token."""
+    """Prompt + answer + end token, right-padded; labels only on the answer and the end token.
+
+    Examples hold an ``"image"`` or (all of them) a ``"video"``; the pixel tensors the processor makes for them
+    (``pixel_values`` or ``pixel_values_videos``) are passed through. An example's optional ``"followups"``,
+    (question, answer) pairs, are appended as further turns with loss on their answers too: more answers per
+    encoded image or video.
+    """
     tokenizer = processor.tokenizer
-    prompts = [f"<image> {e['question']} answer :" for e in examples]
-    encoded = processor(text=prompts, images=[e["image"] for e in examples], return_tensors="pt", padding=True)
+    kind = "video" if "video" in examples[0] else "image"
+    token = getattr(processor, f"{kind}_token", f"<{kind}>")
+    prompts = [f"{token} {e['question']} answer :" for e in examples]
+    media = {f"{kind}s": [e[kind] for e in examples]}
+    encoded = processor(text=prompts, return_tensors="pt", padding=True, **media)
     rows, labels = [], []
     for ids, keep, e in zip(encoded["input_ids"].tolist(), encoded["attention_mask"].bool().tolist(), examples):
         ids = [i for i, k in zip(ids, keep) if k]
         target = tokenizer(f"{e['answer']} </s>", add_special_tokens=False)["input_ids"]
-        rows.append(list(ids) + target)
-        labels.append([-100] * len(ids) + target)
+        row, label = list(ids) + target, [-100] * len(ids) + target
+        for question, answer in e.get("followups", ()):
+            prompt = tokenizer(f"{question} answer :", add_special_tokens=False)["input_ids"]
+            target = tokenizer(f"{answer} </s>", add_special_tokens=False)["input_ids"]
+            row += prompt + target
+            label += [-100] * len(prompt) + target
+        rows.append(row)
+        labels.append(label)
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id
     input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
@@ -81,7 +96,7 @@ def make_batch(processor, examples: list[dict]) -> dict:
         "input_ids": input_ids,
         "attention_mask": mask,
         "labels": label_ids,
-        "pixel_values": encoded["pixel_values"],
+        **{k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask")},
     }
 
 
