@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--init", type=Path, default=None, help="continue from this testbed folder's weights")
     parser.add_argument("--card", action="store_true", help="only rewrite README.md from training.json (+ bench.json)")
     args = parser.parse_args(argv)
     if args.card:
@@ -116,7 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     processor = build_processor()
-    model = build_model(processor).train()
+    if args.init is not None:
+        from transformers import LlavaOnevisionForConditionalGeneration
+
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(args.init, attn_implementation="sdpa").train()
+    else:
+        model = build_model(processor).train()
+    previous = json.loads((args.init / "training.json").read_text()) if args.init is not None else None
     heldout = heldout_questions(300)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     budget = args.minutes * 60
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         "heldout_accuracy": accuracy,
         "heldout_accuracy_by_question": by_kind,
         "history": history,
+        "continued_from": previous,
     }
     (args.out / "training.json").write_text(json.dumps(summary, indent=2))
     (args.out / "bench.json").unlink(missing_ok=True)  # it measured the weights just replaced
@@ -175,6 +183,15 @@ def _accuracy_by_kind(model, processor, questions: list[dict]) -> tuple[dict[str
     by_kind = {kind: evaluate(model, processor, qs) for kind, qs in sorted(groups.items())}
     overall = sum(by_kind[kind] * len(qs) for kind, qs in groups.items()) / len(questions)
     return by_kind, overall
+
+
+def _continued(previous: dict | None) -> str:
+    if previous is None:
+        return ""
+    return (
+        f"{previous['steps']} steps ({previous['minutes']:.1f} minutes, held-out {previous['heldout_accuracy']:.1%}) "
+        "as below, then `--init <that folder>` "
+    )
 
 
 def question_kind(question: str) -> str:
@@ -197,6 +214,7 @@ def write_card(out: Path, summary: dict) -> None:
     side = IMAGE_SIZE // PATCH_SIZE
     pooled = math.ceil(side / 2) ** 2
     params, minutes, batch = summary["parameters"] / 1e6, summary["minutes"], summary["batch"]
+    continued = _continued(summary.get("continued_from"))
     card = f"""# mmaccel video pruning testbed (LLaVA-OneVision architecture, {params:.2f} M parameters)
 
 A small `LlavaOnevisionForConditionalGeneration` that visual-token pruning of **video** input (`mmaccel.prune`,
@@ -220,8 +238,8 @@ included. Trained from scratch in this repository; no external data or weights.
   appears), `what colour is the moving shape ?`. One-word answers. Shapes are named by colour: with kind-named
   questions (`which shape appears ?` -> a kind) two training runs sat at chance, since a shape is about one
   16x16-pixel token a frame here.
-- **Training**: `python -m mmaccel.prune.testbed.train_video --minutes {minutes:.0f} --batch {batch}
-  --lr {summary["lr"]} --seed {summary["seed"]}` on one CPU thread of a shared machine (at low priority):
+- **Training**: {continued}`python -m mmaccel.prune.testbed.train_video --minutes {minutes:.0f}
+  --batch {batch} --lr {summary["lr"]} --seed {summary["seed"]}` on one CPU thread of a shared machine (low priority):
   {summary["steps"]} steps of batch {summary["batch"]}, each sequence a fresh clip with its three questions
   in random order, AdamW, wall-clock cosine schedule, loss on the answer words and end tokens,
   {summary["minutes"]:.1f} minutes.
