@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,46 @@ def evaluate(model, processor, questions: list[dict], batch_size: int = 50) -> f
     return correct / len(questions)
 
 
+def train_for(
+    model,
+    processor,
+    make_one: Callable[[], dict],
+    heldout: list[dict],
+    minutes: float,
+    batch_size: int,
+    lr: float,
+    eval_every: int,
+    log_every: int = 25,
+) -> tuple[int, list[dict]]:
+    """Train ``model`` on batches of ``make_one()`` examples for ``minutes`` of wall time; (steps, eval history).
+
+    AdamW, loss on the answers only (:func:`make_batch`), held-out accuracy on 100 questions every ``eval_every``
+    steps. The schedule is over wall time because the machine is shared and steps per minute vary: warm up over
+    100 steps, then cosine down to 5% by the end of the budget.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    budget = minutes * 60
+    start = time.perf_counter()
+    step, history = 0, []
+    while (elapsed := time.perf_counter() - start) < budget:
+        scale = min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr * scale
+        loss = model(**make_batch(processor, [make_one() for _ in range(batch_size)])).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % log_every == 0:
+            print(f"step {step} loss {loss.item():.4f} lr {lr * scale:.2e} {elapsed / 60:.1f} min", flush=True)
+        if step % eval_every == 0:
+            accuracy = evaluate(model, processor, heldout[:100])
+            history.append({"step": step, "minutes": round(elapsed / 60, 2), "heldout_accuracy_100": accuracy})
+            print(f"step {step} held-out accuracy (100) {accuracy:.3f}", flush=True)
+    return step, history
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "weights")
@@ -139,29 +180,10 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(processor).train()
     previous = json.loads((args.init / "training.json").read_text()) if args.init is not None else None
     heldout = heldout_questions(300)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    budget = args.minutes * 60
     start = time.perf_counter()
-    step, history = 0, []
-    # The schedule is over wall time: warm up, then cosine down to 5% by the end of the budget.
-    while (elapsed := time.perf_counter() - start) < budget:
-        progress = elapsed / budget
-        scale = min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * scale
-        batch = make_batch(processor, [make_example(rng) for _ in range(args.batch)])
-        loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        if step % 25 == 0:
-            print(f"step {step} loss {loss.item():.4f} lr {args.lr * scale:.2e} {elapsed / 60:.1f} min", flush=True)
-        if step % args.eval_every == 0:
-            accuracy = evaluate(model, processor, heldout[:100])
-            history.append({"step": step, "minutes": round(elapsed / 60, 2), "heldout_accuracy_100": accuracy})
-            print(f"step {step} held-out accuracy (100) {accuracy:.3f}", flush=True)
+    step, history = train_for(
+        model, processor, lambda: make_example(rng), heldout, args.minutes, args.batch, args.lr, args.eval_every
+    )
     minutes = (time.perf_counter() - start) / 60
     model.eval()
     accuracy = evaluate(model, processor, heldout)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .train import evaluate, make_batch
+from .train import evaluate, train_for
 from .video_questions import (
     FRAMES,
     IMAGE_SIZE,
@@ -125,30 +125,18 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(processor).train()
     previous = json.loads((args.init / "training.json").read_text()) if args.init is not None else None
     heldout = heldout_questions(300)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    budget = args.minutes * 60
     start = time.perf_counter()
-    step, history = 0, []
-    # The schedule is over wall time (the machine is shared, so steps per minute vary): warm up, then cosine
-    # down to 5% by the end of the budget.
-    while (elapsed := time.perf_counter() - start) < budget:
-        progress = elapsed / budget
-        scale = min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * scale
-        batch = make_batch(processor, [training_example(rng) for _ in range(args.batch)])
-        loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        if step % 10 == 0:
-            print(f"step {step} loss {loss.item():.4f} lr {args.lr * scale:.2e} {elapsed / 60:.1f} min", flush=True)
-        if step % args.eval_every == 0:
-            accuracy = evaluate(model, processor, heldout[:100])
-            history.append({"step": step, "minutes": round(elapsed / 60, 2), "heldout_accuracy_100": accuracy})
-            print(f"step {step} held-out accuracy (100) {accuracy:.3f}", flush=True)
+    step, history = train_for(
+        model,
+        processor,
+        lambda: training_example(rng),
+        heldout,
+        args.minutes,
+        args.batch,
+        args.lr,
+        args.eval_every,
+        log_every=10,
+    )
     minutes = (time.perf_counter() - start) / 60
     model.eval()
     by_kind, accuracy = _accuracy_by_kind(model, processor, heldout)
