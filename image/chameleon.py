@@ -1,4 +1,4 @@
-"""Lumina-mGPT / Anole text-to-image on the Chameleon architecture, as an image family.
+"""Lumina-mGPT text-to-image on the Chameleon architecture, as an image family (Anole: :mod:`.anole`).
 
 Chameleon (Chameleon Team 2024) is one decoder over a unified vocabulary of text BPE tokens and VQGAN image
 tokens; Lumina-mGPT (Liu et al. 2024) and Anole (Chern et al. 2024) fine-tune it for image generation. The
@@ -56,7 +56,7 @@ class ChameleonImageLM(HFCausalLM):
 
     def __init__(self, model: PreTrainedModel, image_ids: torch.Tensor, layout: TokenLayout, uncond_ids: list[int]):
         super().__init__(model)
-        if layout.row_end != image_ids.numel() - 1:
+        if layout.row_end is not None and layout.row_end != image_ids.numel() - 1:
             raise ValueError(f"layout row_end {layout.row_end} must be the last compact id ({image_ids.numel() - 1})")
         self.vocab_size = int(image_ids.numel())
         self.layout = layout
@@ -71,7 +71,7 @@ class ChameleonImageLM(HFCausalLM):
         return self._image_ids
 
     def unconditional_prompt(self, prompt: TokenPrompt) -> TokenPrompt:
-        """Lumina-mGPT's unconditional context: the image start and size tokens alone."""
+        """The family's unconditional context (Lumina-mGPT: the image start and size tokens alone)."""
         b = prompt.batch_size
         ids = torch.tensor(self.uncond_ids, dtype=torch.long).expand(b, -1).clone()
         return TokenPrompt(ids, torch.full((b,), len(self.uncond_ids), dtype=torch.long))
@@ -109,7 +109,8 @@ class ChameleonImageLM(HFCausalLM):
     def embedding_table(self) -> torch.Tensor:
         """The model's input embeddings of the image tokens, the row-end row placed far from every code."""
         table = self.model.get_input_embeddings().weight.detach()
-        return self.layout.with_row_end(table.index_select(0, self.image_ids()[:-1]))
+        codes = self.image_ids()[:-1] if self.layout.row_end is not None else self.image_ids()
+        return self.layout.with_row_end(table.index_select(0, codes))
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -206,14 +207,15 @@ def _default_image_size(folder: Path, config) -> int:
 
 
 class ChameleonFamily:
-    """Lumina-mGPT (Liu et al. 2024) / Anole (Chern et al. 2024) text-to-image on Chameleon (Chameleon Team
-    2024): the unified-vocabulary decoder restricted to its image tokens, rows closed by an end-of-line token,
+    """Lumina-mGPT (Liu et al. 2024) text-to-image on Chameleon (Chameleon Team 2024): the unified-vocabulary
+    decoder restricted to its image tokens, rows closed by an end-of-line token,
     and the Chameleon VQGAN decoder (from the official ``tokenizer/vqgan.ckpt``, optional for token generation).
     """
 
     name = "chameleon"
     conditioning = "text"
     always_guided = False
+    row_ends = True  # Lumina-mGPT closes every row with an end-of-line token
     expected_files = (
         "config.json with model_type 'chameleon' + model*.safetensors + tokenizer.json "
         "(+ tokenizer/vqgan.ckpt and vqgan.yaml to decode)"
@@ -237,7 +239,9 @@ class ChameleonFamily:
         if n_codes == 0 or sorted(set(mapping.bpe2img.values())) != list(range(n_codes)):
             raise ValueError("config.json vocabulary_map must name image tokens IMGIMG* for codes 0..n-1")
         self.n_codes = n_codes
-        image_ids = torch.cat([mapping.img2bpe_mapping_tensor.long(), torch.tensor([self.token_id(NEW_LINE)])])
+        image_ids = mapping.img2bpe_mapping_tensor.long()
+        if self.row_ends:
+            image_ids = torch.cat([image_ids, torch.tensor([self.token_id(NEW_LINE)])])
         self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else model.config.bos_token_id
         if self.bos_id is None:
             raise ValueError("neither the tokenizer nor config.json gives a BOS token id")
@@ -245,7 +249,8 @@ class ChameleonFamily:
         if vq is not None and vq_cfg.n_embed != n_codes:
             raise ValueError(f"the VQGAN codebook has {vq_cfg.n_embed} codes but vocabulary_map has {n_codes}")
         self.downsample = vq_cfg.downsample
-        self.model = ChameleonImageLM(model, image_ids, TokenLayout(1, 1, row_end=n_codes), [])
+        placeholder = TokenLayout(1, 1, row_end=n_codes if self.row_ends else None)  # set_image_size sets it
+        self.model = ChameleonImageLM(model, image_ids, placeholder, [])
         size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.set_image_size(*size)
 

@@ -45,7 +45,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError("give exactly one of --class (class-conditional models) and --prompt (text-to-image models)")
     params = dict(args.param or [])
     method_parameters(args.method)  # unknown method: fail before loading anything
-    pipe = ImageARPipeline.from_pretrained(args.model, family=args.family)
+    pipe = ImageARPipeline.from_pretrained(args.model, family=args.family, draft=args.draft)
     result = pipe(
         class_labels=args.class_id,
         prompt=args.prompt,
@@ -186,8 +186,9 @@ def register(commands, generate, bench) -> None:
     g.add_argument("--class", dest="class_id", type=int, default=None, help="class id (class-conditional models)")
     g.add_argument("--prompt", default=None, help="text prompt (text-to-image models)")
     g.add_argument(
-        "--family", default=None, help="llamagen, llamagen-t2i, janus, chameleon or emu3 (default: recognised)"
+        "--family", default=None, help="llamagen, llamagen-t2i, janus, anole, chameleon or emu3 (default: recognised)"
     )
+    g.add_argument("--draft", default=None, help="draft checkpoint of the same family (for the draft methods)")
     g.add_argument(
         "--method", default="gsd", help="ar, sjd, gsd, lantern, typical, greedy, lantern-draft, lantern++, draft"
     )

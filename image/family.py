@@ -1,6 +1,6 @@
 """What the image pipeline needs from a model family, and the pieces every family shares.
 
-A *family* (LlamaGen c2i, LlamaGen t2i, Janus-Pro, Lumina-mGPT / Anole on Chameleon, Emu3) bundles:
+A *family* (LlamaGen c2i, LlamaGen t2i, Janus-Pro, Lumina-mGPT and Anole on Chameleon, Emu3) bundles:
 
 * ``model``: a :class:`~mmaccel.models.TokenModel` over the family's **image vocabulary**: ids
   ``0 .. n_codes - 1`` are the VQ codes and, for families whose rows end with an end-of-line token, id
@@ -225,6 +225,7 @@ FAMILIES: dict[str, str] = {
     "llamagen": "mmaccel.image.llamagen_c2i:LlamaGenC2IFamily",
     "llamagen-t2i": "mmaccel.image.llamagen_t2i:LlamaGenT2IFamily",
     "janus": "mmaccel.image.janus:JanusFamily",
+    "anole": "mmaccel.image.anole:AnoleFamily",  # before "chameleon": both read HF Chameleon folders
     "chameleon": "mmaccel.image.chameleon:ChameleonFamily",
     "emu3": "mmaccel.image.emu3:Emu3Family",
 }

@@ -62,6 +62,24 @@ class ImagePipelineOutput(BaseOutput):
     stats: list[dict[str, Any]] = field(default_factory=list)
 
 
+def load_draft(target: ImageFamily, path: str | os.PathLike, device: str | torch.device = "cpu") -> ImageFamily:
+    """The draft checkpoint ``path``, loaded as ``target``'s family and checked against it.
+
+    A draft must score the same image tokens in the same layout, and read the target's prompts (it is fed
+    the prompt the target family builds, so it must share the tokenizer or the class table).
+    """
+    draft = load_family(path, device, target.name)
+    if draft.layout != target.layout:
+        raise ValueError(f"draft {path} generates {draft.layout}, but the target generates {target.layout}")
+    if draft.model.vocab_size != target.model.vocab_size:
+        raise ValueError(
+            f"draft {path} scores {draft.model.vocab_size} image tokens, the target {target.model.vocab_size}"
+        )
+    if draft.conditioning != target.conditioning or draft.num_classes != target.num_classes:
+        raise ValueError(f"draft {path} is conditioned differently from the target ({draft.conditioning})")
+    return draft
+
+
 class ImageARPipeline:
     """An AR image model family (see :mod:`mmaccel.image.family`) that generates with plain AR sampling or
     any speculative method in :data:`METHODS`.
@@ -73,20 +91,34 @@ class ImageARPipeline:
 
     def __init__(self, family: ImageFamily):
         self.family = family
+        self.draft_family: ImageFamily | None = None  # a separately loaded draft checkpoint, moved by .to()
         self._neighbours: dict[int, torch.Tensor] = {}
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike | None = None, device: str | torch.device = "cpu", family: str | None = None
+        cls,
+        path: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        family: str | None = None,
+        draft: str | os.PathLike | None = None,
     ) -> ImageARPipeline:
         """Load a checkpoint folder of any supported family (default: the model shipped with mmaccel).
 
-        ``family`` names the family instead of recognising it from the folder's files.
+        ``family`` names the family instead of recognising it from the folder's files. ``draft`` is a smaller
+        checkpoint of the same family with the same image vocabulary and layout (e.g. Janus-Pro-1B for
+        Janus-Pro-7B); the draft methods (``draft``, ``lantern-draft``, ``lantern++``) draft with it. It
+        replaces any draft the folder ships (the default model ships one).
         """
-        return cls(load_family(path if path is not None else DEFAULT_WEIGHTS, device, family))
+        pipe = cls(load_family(path if path is not None else DEFAULT_WEIGHTS, device, family))
+        if draft is not None:
+            pipe.draft_family = load_draft(pipe.family, draft, device)
+            pipe.draft = pipe.draft_family.model
+        return pipe
 
     def to(self, device: str | torch.device) -> ImageARPipeline:
         self.family.to(device)
+        if self.draft_family is not None:
+            self.draft_family.to(device)
         return self
 
     @property

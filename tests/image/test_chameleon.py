@@ -93,17 +93,16 @@ def _save_vqgan(folder) -> ChameleonVQDecoder:
     return vq
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("tiny_chameleon")
+def _save_tiny_chameleon(root, hidden: int = 32, layers: int = 2, seed: int = 0):
+    """A random ChameleonForConditionalGeneration folder in the HF layout, with tokenizer and taming VQGAN."""
+    torch.manual_seed(seed)
+    root.mkdir(parents=True, exist_ok=True)
     vocab = _vocabulary()
     config = ChameleonConfig(
         vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=256,
@@ -125,8 +124,15 @@ def folder(tmp_path_factory):
     )
     ChameleonForConditionalGeneration(config).save_pretrained(root)
     _save_tokenizer(vocab, root)
+    torch.manual_seed(0)  # every folder gets the same VQGAN, as real checkpoints of one family share it
     _save_vqgan(root)
     return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    torch.set_num_threads(1)
+    return _save_tiny_chameleon(tmp_path_factory.mktemp("tiny_chameleon"))
 
 
 @pytest.fixture(scope="module")
@@ -347,3 +353,81 @@ def test_other_folders_fail_clearly(folder, tmp_path):
 def test_bad_input(pipe, kwargs, match):
     with pytest.raises(ValueError, match=match):
         pipe(progress=False, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------- Anole
+
+
+@pytest.fixture(scope="module")
+def anole(tmp_path_factory):
+    # Anole is told apart from Lumina-mGPT by its name; the weights are the same architecture.
+    folder = _save_tiny_chameleon(tmp_path_factory.mktemp("anole") / "Anole-tiny-hf")
+    return ImageARPipeline.from_pretrained(folder)
+
+
+def test_anole_layout_has_no_row_ends_or_size_tokens(anole, folder):
+    from mmaccel.image.anole import AnoleFamily
+
+    family = anole.family
+    assert isinstance(family, AnoleFamily) and family.layout == TokenLayout(4, 4)  # 8 px / 2 px per code, no row ends
+    assert anole.model.vocab_size == N_CODES
+    vocab = json.loads((folder / "config.json").read_text())["vocabulary_map"]
+    prompt = family.prompt(prompts=["a red cat"])
+    ids = prompt.ids[0, : int(prompt.lengths[0])].tolist()
+    # LANTERN's Anole prompt: <bos> text <reserved08706> <racm3:break>, no template; uncond <bos> <racm3:break>
+    assert ids == [0, vocab["a"], vocab["red"], vocab["cat"], vocab["<reserved08706>"], vocab["<racm3:break>"]]
+    uncond = family.model.unconditional_prompt(prompt)
+    assert uncond.ids.tolist() == [[0, vocab["<racm3:break>"]]]
+    real = _real_ids(anole, torch.arange(N_CODES)).tolist()
+    assert real == [vocab[_image_name(c)] for c in range(N_CODES)]
+    assert family.codebook().shape == (N_CODES, 8) and family.token_embeddings().shape == (N_CODES, 32)
+    # The same folder under another name is Lumina-mGPT's layout unless the family is named.
+    assert load_family(folder).name == "chameleon" and load_family(folder, family="anole").name == "anole"
+
+
+@pytest.mark.parametrize("method", ["ar", "sjd", "gsd", "lantern", "typical"])
+def test_anole_methods_generate_image_tokens_only(anole, method):
+    out = anole(prompt=PROMPTS[:2], method=method, guidance_scale=3.0, seed=1, progress=False)
+    assert out.tokens.shape == (2, 16) and (out.tokens >= 0).all() and (out.tokens < N_CODES).all()
+    assert [img.size for img in out.images] == [(8, 8)] * 2
+
+
+@pytest.mark.parametrize("method", ["sjd", "gsd", "lantern", "greedy"])
+def test_anole_greedy_methods_reproduce_ar_tokens(anole, method):
+    ar = anole(prompt=PROMPTS, method="ar", temperature=0, guidance_scale=2.0, progress=False)
+    fast = anole(prompt=PROMPTS, method=method, temperature=0, guidance_scale=2.0, progress=False, window=6)
+    assert torch.equal(ar.tokens, fast.tokens)
+
+
+# ----------------------------------------------------------------------------------- a user-given draft
+
+
+@pytest.fixture(scope="module")
+def with_draft(folder, tmp_path_factory):
+    draft = _save_tiny_chameleon(tmp_path_factory.mktemp("draft"), hidden=16, layers=1, seed=5)
+    return ImageARPipeline.from_pretrained(folder, draft=draft)
+
+
+@pytest.mark.parametrize("method", ["draft", "lantern-draft", "lantern++"])
+def test_draft_checkpoint_drives_the_draft_methods(with_draft, method):
+    out = with_draft(prompt=PROMPTS[:2], method=method, guidance_scale=2.0, seed=3, progress=False)
+    _check_layout(with_draft, out.tokens)
+    assert all(s["batch_draft_nfe"] > 0 for s in out.stats)
+
+
+def test_greedy_exact_rule_with_a_draft_reproduces_ar_tokens(with_draft):
+    ar = with_draft(prompt=PROMPTS, method="ar", temperature=0, guidance_scale=2.0, progress=False)
+    fast = with_draft(prompt=PROMPTS, method="draft", temperature=0, guidance_scale=2.0, progress=False)
+    assert torch.equal(ar.tokens, fast.tokens)
+    assert with_draft.draft is not with_draft.model and with_draft.draft.model.config.hidden_size == 16
+
+
+def test_draft_of_another_layout_is_refused(folder, tmp_path):
+    from mmaccel.image.pipeline import load_draft
+
+    target = ChameleonFamily.from_pretrained(folder, image_size=(8, 12))  # the draft folder defaults to 8 x 8
+    with pytest.raises(ValueError, match=r"draft .* generates TokenLayout\(height=4, width=4"):
+        load_draft(target, folder)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="'llama'"):  # a draft is loaded as the target's family
+        ImageARPipeline.from_pretrained(folder, draft=tmp_path)
