@@ -1,7 +1,8 @@
 """Engine of ``mmaccel bench prune``: every method x keep ratio on the same questions, in one process.
 
 One record per (method, keep): visual tokens kept, analytic LLM prefill FLOPs (:mod:`mmaccel.prune.flops`),
-time to first token measured here (vision encoder + prefill, batch 1, median over questions), accuracy on
+time to first token measured here (vision encoder + prefill, median over questions; at batch 1, and for
+batches of ``batch_size`` requests prefilled together), accuracy on
 the questions, and agreement with the unpruned model's answers. ``none`` always runs first: it is the
 reference for agreement, FLOPs ratio and TTFT speedup.
 
@@ -83,16 +84,35 @@ def read_questions(path: str | Path) -> list[dict]:
     return out
 
 
-def build_inputs(processor, item: dict) -> dict:
+def _prompt(processor, item: dict) -> str:
     kind = "video" if "video" in item else "image"
     messages = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": item["question"]}]}]
     if getattr(processor, "chat_template", None):
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    else:
-        token = getattr(processor, f"{kind}_token", f"<{kind}>")
-        prompt = f"{token}\n{item['question']}"
-    media = {"videos": [item["video"]]} if kind == "video" else {"images": [item["image"]]}
-    return dict(processor(text=[prompt], return_tensors="pt", **media))
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+    token = getattr(processor, f"{kind}_token", f"<{kind}>")
+    return f"{token}\n{item['question']}"
+
+
+def build_inputs(processor, item: dict) -> dict:
+    return build_batch(processor, [item])
+
+
+def build_batch(processor, items: list[dict]) -> dict:
+    """Model inputs for ``items`` as one batch, prompts left-padded (all images, or all videos)."""
+    kinds = {"video" if "video" in item else "image" for item in items}
+    if len(kinds) != 1:
+        raise ValueError("questions: a batch mixes images and videos")
+    kind = kinds.pop()
+    media = {f"{kind}s": [item[kind] for item in items]}
+    prompts = [_prompt(processor, item) for item in items]
+    if len(items) == 1:
+        return dict(processor(text=prompts, return_tensors="pt", **media))
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        return dict(processor(text=prompts, return_tensors="pt", padding=True, **media))
+    finally:
+        tokenizer.padding_side = side
 
 
 def normalise(text: str) -> list[str]:
@@ -104,12 +124,31 @@ def _answer_matches(prediction: str, answer: str) -> bool:
     return bool(want) and normalise(prediction)[: len(want)] == want
 
 
-def _run(model, processor, questions, inputs, method: str, keep: float, params: dict, max_new_tokens: int) -> dict:
+def _run(
+    model,
+    processor,
+    questions,
+    inputs,
+    method: str,
+    keep: float,
+    params: dict,
+    max_new_tokens: int,
+    batches: list[dict] | None = None,
+) -> dict:
     answers, ttft, flops, visual_kept, visual_full = [], [], [], [], []
     text_config = model.config.get_text_config()
     layers = text_config.num_hidden_layers
+    batch_ttft = []
     with prune(model, method, keep=keep, **params.get(method, {})) as session:
         with torch.inference_mode():
+            for batch in batches or []:
+                # Batched TTFT: the first token of every request in a batch, the serving case; the fixed
+                # per-call cost is shared by the batch, so the share of pruned work is larger than at batch 1.
+                if not batch_ttft:
+                    model(**batch, use_cache=True, logits_to_keep=1)  # warm-up
+                start = time.perf_counter()
+                model(**batch, use_cache=True, logits_to_keep=1)
+                batch_ttft.append(time.perf_counter() - start)
             model(**inputs[0])  # warm-up
             for batch in inputs:
                 start = time.perf_counter()
@@ -137,6 +176,7 @@ def _run(model, processor, questions, inputs, method: str, keep: float, params: 
         "prefill_flops": statistics.mean(flops),
         "visual_tokens": statistics.mean(visual_full),
         "visual_tokens_kept": statistics.mean(visual_kept),
+        "batch_ttft_s": statistics.median(batch_ttft) if batch_ttft else None,
     }
 
 
@@ -160,6 +200,7 @@ def run_bench(
     max_new_tokens: int = 4,
     limit: int | None = None,
     params: dict[str, dict[str, Any]] | None = None,
+    batch_size: int = 8,
 ) -> list[dict]:
     """Benchmark pruning methods; returns the records (and writes them to ``json_path`` when given).
 
@@ -202,6 +243,7 @@ def run_bench(
         max_new_tokens=max_new_tokens,
         limit=limit,
         params=params,
+        batch_size=batch_size,
     )
 
 
@@ -216,31 +258,42 @@ def bench_model(
     max_new_tokens: int = 4,
     limit: int | None = None,
     params: dict[str, dict[str, Any]] | None = None,
+    batch_size: int = 8,
 ) -> list[dict]:
-    """:func:`run_bench` on an already loaded model and question list."""
+    """:func:`run_bench` on an already loaded model and question list.
+
+    Accuracy, FLOPs and ``ttft_s`` come from batch-1 requests; with ``batch_size`` > 1, ``batch_ttft_s`` is
+    also measured: the median time to the first tokens of ``batch_size`` requests prefilled together.
+    """
     questions = questions[:limit] if limit else questions
     if not questions:
         raise ValueError("questions: there are no questions to run")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     params = params or {}
     inputs = [build_inputs(processor, q) for q in questions]
-    reference = _run(model, processor, questions, inputs, "none", 1.0, params, max_new_tokens)
-    records = [_record("none", 1.0, reference, reference, len(questions))]
+    batches = None
+    if batch_size > 1:
+        full = len(questions) // batch_size * batch_size  # equal batches only, so their times compare
+        batches = [build_batch(processor, questions[i : i + batch_size]) for i in range(0, full, batch_size)]
+    reference = _run(model, processor, questions, inputs, "none", 1.0, params, max_new_tokens, batches)
+    records = [_record("none", 1.0, reference, reference, len(questions), batch_size)]
     for method in methods:
         if method == "none":
             continue
         for keep in keeps:
             try:
-                result = _run(model, processor, questions, inputs, method, keep, params, max_new_tokens)
+                result = _run(model, processor, questions, inputs, method, keep, params, max_new_tokens, batches)
             except (ValueError, TypeError) as err:
                 records.append({"method": method, "keep": keep, "error": str(err)})
                 continue
-            records.append(_record(method, keep, result, reference, len(questions)))
+            records.append(_record(method, keep, result, reference, len(questions), batch_size))
     if json_path is not None:
         Path(json_path).write_text(json.dumps(records, indent=2))
     return records
 
 
-def _record(method: str, keep: float, result: dict, reference: dict, count: int) -> dict:
+def _record(method: str, keep: float, result: dict, reference: dict, count: int, batch_size: int = 1) -> dict:
     agree = sum(normalise(a) == normalise(b) for a, b in zip(result["answers"], reference["answers"])) / count
     return {
         "method": method,
@@ -252,6 +305,9 @@ def _record(method: str, keep: float, result: dict, reference: dict, count: int)
         "flops_ratio": result["prefill_flops"] / reference["prefill_flops"],
         "ttft_s": result["ttft_s"],
         "ttft_speedup": reference["ttft_s"] / result["ttft_s"],
+        "batch_size": batch_size,
+        "batch_ttft_s": result["batch_ttft_s"],
+        "batch_ttft_speedup": reference["batch_ttft_s"] / result["batch_ttft_s"] if result["batch_ttft_s"] else None,
         "accuracy": result["accuracy"],
         "relative_accuracy": result["accuracy"] / reference["accuracy"] if reference["accuracy"] else None,
         "agreement": agree,
@@ -261,16 +317,20 @@ def _record(method: str, keep: float, result: dict, reference: dict, count: int)
 def markdown_table(records: list[dict]) -> str:
     """The records as a Markdown table (for model cards and reports)."""
     lines = [
-        "| method | keep | visual tokens kept | prefill FLOPs | TTFT (ms) | TTFT speedup | accuracy | agreement |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | keep | visual tokens kept | prefill FLOPs | TTFT (ms) | TTFT speedup | batched TTFT (ms) "
+        "| batched speedup | accuracy | agreement |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['keep']} | - | - | - | - | not applicable | - |")
+            lines.append(f"| {r['method']} | {r['keep']} | - | - | - | - | - | - | not applicable | - |")
             continue
+        batched = "- | -"
+        if r.get("batch_ttft_s"):
+            batched = f"{r['batch_ttft_s'] * 1e3:.1f} (batch {r['batch_size']}) | {r['batch_ttft_speedup']:.2f}x"
         lines.append(
             f"| {r['method']} | {r['keep']} | {r['visual_tokens_kept']:.1f} of {r['visual_tokens']:.0f} "
-            f"| {r['flops_ratio']:.1%} | {r['ttft_s'] * 1e3:.1f} | {r['ttft_speedup']:.2f}x "
+            f"| {r['flops_ratio']:.1%} | {r['ttft_s'] * 1e3:.1f} | {r['ttft_speedup']:.2f}x | {batched} "
             f"| {r['accuracy']:.1%} | {r['agreement']:.1%} |"
         )
     return "\n".join(lines)

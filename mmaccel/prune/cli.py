@@ -12,7 +12,9 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json)
-    records = run_bench(args.model, args.methods, args.keep, args.questions, None, limit=args.limit)
+    records = run_bench(
+        args.model, args.methods, args.keep, args.questions, None, limit=args.limit, batch_size=args.batch_size
+    )
     print(markdown_table(records))
     if args.json:
         write_json_atomic(args.json, records)
@@ -30,5 +32,6 @@ def register(commands, generate, bench) -> None:
     b.add_argument("--keep", default="0.5,0.25,0.1", help="comma-separated keep ratios in (0, 1]")
     b.add_argument("--questions", default=None, help="JSON-lines question file (default: the testbed's held-out)")
     b.add_argument("--limit", type=int, default=None, help="use only the first N questions")
+    b.add_argument("--batch-size", type=int, default=8, help="requests per batch for the batched TTFT (1: skip it)")
     b.add_argument("--json", help="write the records here")
     b.set_defaults(func=_bench)

@@ -80,6 +80,27 @@ def test_bench_writes_one_record_per_method_and_keep(checkpoint, tmp_path):
     assert "takes no video" in records[-1]["error"]
 
 
+def test_batched_ttft_prefills_the_same_requests(checkpoint):
+    from mmaccel.prune import prune
+    from mmaccel.prune.bench import build_batch, build_inputs, load_model, read_questions
+
+    folder, questions = checkpoint
+    model, processor = load_model(folder)
+    items = read_questions(questions)[:2]
+    batch = build_batch(processor, items)
+    mask = batch["attention_mask"]
+    assert mask.shape[0] == 2 and (mask[:, -1] == 1).all() and (mask == 0).any()  # left-padded, lengths differ
+    with prune(model, "divprune", keep=0.5), torch.inference_mode():
+        together = model(**batch, logits_to_keep=1).logits[:, -1]
+        alone = torch.cat([model(**build_inputs(processor, q), logits_to_keep=1).logits[:, -1] for q in items])
+    assert torch.allclose(together, alone, atol=1e-4)
+    records = run_bench(str(folder), "none,divprune", "0.5", questions, max_new_tokens=1, batch_size=2)
+    assert all(r["batch_size"] == 2 and r["batch_ttft_s"] > 0 for r in records)
+    assert records[0]["batch_ttft_speedup"] == 1.0
+    with pytest.raises(ValueError, match="batch_size"):
+        run_bench(str(folder), "none", "0.5", questions, batch_size=0)
+
+
 def test_bench_rejects_bad_arguments(checkpoint):
     folder, questions = checkpoint
     with pytest.raises(ValueError, match="methods"):
