@@ -105,7 +105,8 @@ class Emu3ImageLM(HFCausalLM):
 
 class Emu3Family:
     """Emu3-Gen text-to-image (Wang et al. 2024): one decoder-only transformer over text and VQ tokens, rows
-    closed by end-of-line tokens, pixels from Emu3's VQ-VAE decoder. No draft model."""
+    closed by end-of-line tokens, pixels from Emu3's VQ-VAE decoder. The folder holds no draft; a smaller Emu3
+    checkpoint can be given as one (``from_pretrained(draft=...)``)."""
 
     name = "emu3"
     conditioning = "text"

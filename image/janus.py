@@ -98,7 +98,7 @@ class JanusImageLM:
 class JanusFamily:
     """Janus-Pro text-to-image (DeepSeek 2025): a Llama language model with a separate image-generation
     embedding and head over VQ-16 codes, classifier-free guidance always on, pixels from Janus' VQ decoder.
-    No draft model."""
+    The folder holds no draft; a smaller Janus checkpoint can be given as one (``from_pretrained(draft=...)``)."""
 
     name = "janus"
     conditioning = "text"

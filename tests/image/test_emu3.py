@@ -60,21 +60,19 @@ def _tokenizer():
     return tokenizer
 
 
-@pytest.fixture(scope="module")
-def emu3_dir(tmp_path_factory):
+def _save_emu3(folder, hidden: int = 32, layers: int = 2, seed: int = 0):
     from transformers import Emu3Config, Emu3ForConditionalGeneration
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_emu3")
+    torch.manual_seed(seed)
     tokenizer = _tokenizer()
     tokenizer.save_pretrained(folder)
     vocab = tokenizer.get_vocab()
     config = Emu3Config(
         text_config=dict(
             vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=2,
             max_position_embeddings=256,
@@ -98,6 +96,11 @@ def emu3_dir(tmp_path_factory):
     )
     Emu3ForConditionalGeneration(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def emu3_dir(tmp_path_factory):
+    return _save_emu3(tmp_path_factory.mktemp("tiny_emu3"))
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +170,16 @@ def test_every_method_runs_with_row_ends_in_place(pipe, method):
 def test_greedy_methods_reproduce_ar_tokens(pipe, ar_tokens, method, scale):
     fast = pipe(prompt=PROMPTS, method=method, temperature=0, guidance_scale=scale, progress=False)
     assert torch.equal(fast.tokens, ar_tokens(scale))
+
+
+def test_a_smaller_emu3_drafts_for_the_draft_methods(emu3_dir, ar_tokens, tmp_path):
+    pipe = ImageARPipeline.from_pretrained(emu3_dir, draft=_save_emu3(tmp_path / "small", hidden=16, layers=1, seed=4))
+    for method in [m for m, (drafter, _) in METHODS.items() if drafter == "draft"]:
+        out = pipe(prompt=PROMPTS, method=method, guidance_scale=2.0, seed=3, progress=False)
+        _check_layout(pipe.family, out.tokens)
+        assert all(s["batch_draft_nfe"] > 0 for s in out.stats)
+    fast = pipe(prompt=PROMPTS, method="draft", temperature=0, guidance_scale=3.0, progress=False)
+    assert torch.equal(fast.tokens, ar_tokens(3.0))
 
 
 def _full_logits(family, prompt_ids: list[int], tokens: torch.Tensor) -> torch.Tensor:

@@ -54,11 +54,11 @@ def _tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _config() -> JanusConfig:
+def _config(hidden: int = 32, layers: int = 2) -> JanusConfig:
     text = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         vocab_size=len(VOCAB),
@@ -73,7 +73,7 @@ def _config() -> JanusConfig:
         num_attention_heads=2,
         image_size=64,
         patch_size=16,
-        projection_dim=32,
+        projection_dim=hidden,
         num_image_tokens=GRID * GRID,
         depth=1,
     )
@@ -84,19 +84,16 @@ def _config() -> JanusConfig:
         base_channels=32,
         channel_multiplier=[1, 1, 2],
         num_res_blocks=1,
-        projection_dim=32,
-        image_token_embed_dim=32,
+        projection_dim=hidden,  # the aligners map into the language model's width
+        image_token_embed_dim=hidden,
     )
     image_token = VOCAB["<image_placeholder>"]
     return JanusConfig(text_config=text, vision_config=vision, vq_config=vq, image_token_id=image_token)
 
 
-@pytest.fixture(scope="module")
-def janus_dir(tmp_path_factory):
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("janus")
-    model = JanusForConditionalGeneration(_config()).eval()
+def _save_janus(folder, hidden: int = 32, layers: int = 2, seed: int = 0):
+    torch.manual_seed(seed)
+    model = JanusForConditionalGeneration(_config(hidden, layers)).eval()
     with torch.no_grad():
         # transformers' 0.02 init makes a 32-wide model emit one token forever; larger weights give varied images.
         for name, p in model.named_parameters():
@@ -108,6 +105,12 @@ def janus_dir(tmp_path_factory):
     model.save_pretrained(folder)
     _tokenizer().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def janus_dir(tmp_path_factory):
+    torch.set_num_threads(1)
+    return _save_janus(tmp_path_factory.mktemp("janus"))
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +165,19 @@ def test_greedy_methods_reproduce_ar_tokens(pipe):
     for method in ("sjd", "gsd", "lantern", "typical", "greedy"):
         fast = pipe(prompt=PROMPTS, method=method, temperature=0, guidance_scale=3.0, progress=False)
         assert torch.equal(ar.tokens, fast.tokens), method
+
+
+def test_a_smaller_janus_drafts_for_the_draft_methods(janus_dir, tmp_path):
+    # As Janus-Pro-1B would for Janus-Pro-7B: same tokenizer and VQ, a smaller language model.
+    draft = _save_janus(tmp_path / "small", hidden=16, layers=1, seed=4)
+    pipe = ImageARPipeline.from_pretrained(janus_dir, draft=draft)
+    assert pipe.draft.hf_model.config.text_config.hidden_size == 16
+    for method in DRAFT_METHODS:
+        out = pipe(prompt=PROMPTS[:2], method=method, guidance_scale=2.0, seed=3, progress=False)
+        assert out.tokens.shape == (2, GRID * GRID) and all(s["batch_draft_nfe"] > 0 for s in out.stats)
+    ar = pipe(prompt=PROMPTS, method="ar", temperature=0, guidance_scale=3.0, progress=False)
+    fast = pipe(prompt=PROMPTS, method="draft", temperature=0, guidance_scale=3.0, progress=False)
+    assert torch.equal(ar.tokens, fast.tokens)
 
 
 def test_greedy_ar_matches_transformers_janus_generate(pipe):
