@@ -165,14 +165,9 @@ class HoliTom(PruneMethod):
         normed = F.normalize(feat, dim=-1)
         similarity = (normed[:-1] * normed[1:]).sum(-1)
         windows = static_windows(similarity, self.tau, self.max_window) if frames > 1 else [(0, 0)]
-        static = []
-        for start, end in windows:
-            if end > start:
-                static.append((similarity[start:end] > self.tau).all(dim=0))
-            else:
-                static.append(torch.zeros(per_frame, dtype=torch.bool))
-        saved = sum(int(s.sum()) * (end - start) for s, (start, end) in zip(static, windows))
         total = frames * per_frame
+        static = self._static_within_budget(similarity, windows, per_frame, total - count_kept(total, keep))
+        saved = sum(int(s.sum()) * (end - start) for s, (start, end) in zip(static, windows))
         ratio = min(keep / ((total - saved) / total), 1.0)
 
         keep_rows, src_rows, dest_rows, weight_rows = [], [], [], []
@@ -206,6 +201,30 @@ class HoliTom(PruneMethod):
             _cat(dest_rows, empty),
             _cat(weight_rows, torch.empty(0)),
         )
+
+    def _static_within_budget(
+        self, similarity: torch.Tensor, windows: list[tuple[int, int]], per_frame: int, budget: int
+    ) -> list[torch.Tensor]:
+        """Per window, which spatial tokens are merged as static: above ``tau`` across the whole window, and,
+        when merging every such token would leave fewer than ``keep`` of the video's tokens, only the most
+        static ones (highest least-similarity over the window) whose savings fit in ``budget`` tokens; the
+        others are treated as dynamic, so the outer stage never keeps less than it is asked to."""
+        lowest = [
+            similarity[start:end].min(dim=0).values if end > start else similarity.new_full((per_frame,), -2.0)
+            for start, end in windows
+        ]
+        static = [low > self.tau for low in lowest]
+        savings = torch.tensor([end - start for start, end in windows], dtype=torch.long)
+        if int(sum(int(m.sum()) * int(v) for m, v in zip(static, savings))) <= budget:
+            return static
+        flat_low = torch.stack(lowest).flatten()
+        flat_static = torch.stack(static).flatten()
+        flat_saving = savings.repeat_interleave(per_frame)
+        order = torch.argsort(torch.where(flat_static, flat_low, -3.0), descending=True, stable=True)
+        fits = (flat_saving[order] * flat_static[order]).cumsum(0) <= budget
+        chosen = torch.zeros_like(flat_static)
+        chosen[order] = fits & flat_static[order]
+        return list(chosen.view(len(windows), per_frame))
 
     def _dynamic(self, feat: torch.Tensor, columns: torch.Tensor, score, ratio: float):
         n = len(columns)

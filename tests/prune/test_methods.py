@@ -74,3 +74,38 @@ def test_visionzip_dominant_plus_contextual():
     for t in targets:
         w = choice.weight[choice.dest == t]
         torch.testing.assert_close(w.sum(), torch.tensor(2.0))
+
+
+def _video_input(frames=4, per_frame=16, dim=16, keep=0.25, still=1.0) -> StageInput:
+    """One video whose first ``still`` share of spatial tokens never change across frames."""
+    torch.manual_seed(0)
+    base = torch.randn(per_frame, dim)
+    video = base.expand(frames, -1, -1).clone()
+    moving = int(per_frame * (1 - still))
+    if moving:
+        video[:, per_frame - moving :] = torch.randn(frames, moving, dim)
+    hidden = torch.cat([torch.randn(2, dim), video.flatten(0, 1), torch.randn(3, dim)])
+    n = frames * per_frame
+    return StageInput(
+        hidden=hidden,
+        visual=torch.arange(2, 2 + n),
+        text=torch.cat([torch.arange(2), torch.arange(2 + n, 5 + n)]),
+        keep=keep,
+        final_norm=lambda x: x,
+        vision_score=torch.rand(n),
+        videos=[torch.arange(2, 2 + n).view(frames, per_frame)],
+    )
+
+
+def test_holitom_static_merge_never_keeps_fewer_than_asked():
+    from mmaccel.prune.holitom import HoliTom
+
+    for keep in (0.5, 0.25, 0.1):
+        # A still video: merging every static token over the 4 frames would leave 16 of 64 at any keep; at
+        # keep 0.5 the budget caps the static merge, below 0.25 clustering the window means goes further.
+        choice = HoliTom(keep).outer(_video_input(keep=keep))
+        assert abs(choice.keep.unique().numel() - round(64 * keep)) <= 1
+    # Half the tokens move: static merging alone saves 24 of 64, pruning the dynamic ones does the rest (each
+    # frame's share is rounded up).
+    choice = HoliTom(0.25).outer(_video_input(keep=0.25, still=0.5))
+    assert 16 <= choice.keep.unique().numel() <= 20
