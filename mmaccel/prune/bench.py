@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import PRUNE_METHODS, prune
+from . import PRUNE_METHODS, make_method, prune
 from .flops import prefill_flops
 
 DEFAULT_MODEL = Path(__file__).parent / "weights"
@@ -217,6 +217,13 @@ def run_bench(
     for k in keeps:
         if not 0.0 < k <= 1.0:
             raise ValueError(f"keeps: every keep ratio must be in (0, 1], got {k}")
+    for m, values in (params or {}).items():
+        if m not in methods or m == "none":
+            raise ValueError(f"params: {m!r} is not one of the benchmarked pruning methods {methods}")
+        try:
+            make_method(m, keeps[0], **values)  # unknown or out-of-range parameters fail here, before any run
+        except TypeError as err:
+            raise ValueError(f"params: {err}") from None
     if model_path_or_default in DEFAULT_MODELS:
         import importlib
 

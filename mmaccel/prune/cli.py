@@ -5,6 +5,20 @@ from __future__ import annotations
 import argparse
 
 
+def _method_param(text: str) -> tuple[str, str, object]:
+    """``METHOD:NAME=VALUE`` -> (method, name, value), the value an int or float where it reads as one."""
+    if ":" not in text or "=" not in text.split(":", 1)[1]:
+        raise argparse.ArgumentTypeError(f"--param looks like method:name=value (holitom:tau=0.9), got {text!r}")
+    method, rest = text.split(":", 1)
+    name, value = rest.split("=", 1)
+    for cast in (int, float):
+        try:
+            return method, name, cast(value)
+        except ValueError:
+            pass
+    return method, name, value
+
+
 def _bench(args: argparse.Namespace) -> int:
     from mmaccel.io import check_writable, write_json_atomic
 
@@ -12,8 +26,18 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(args.json)
+    params: dict[str, dict] = {}
+    for method, name, value in args.param or []:
+        params.setdefault(method, {})[name] = value
     records = run_bench(
-        args.model, args.methods, args.keep, args.questions, None, limit=args.limit, batch_size=args.batch_size
+        args.model,
+        args.methods,
+        args.keep,
+        args.questions,
+        None,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        params=params,
     )
     print(markdown_table(records))
     if args.json:
@@ -33,5 +57,8 @@ def register(commands, generate, bench) -> None:
     b.add_argument("--questions", default=None, help="JSON-lines question file (default: the testbed's held-out)")
     b.add_argument("--limit", type=int, default=None, help="use only the first N questions")
     b.add_argument("--batch-size", type=int, default=8, help="requests per batch for the batched TTFT (1: skip it)")
+    b.add_argument(
+        "--param", type=_method_param, action="append", help="a method's parameter, method:name=value (repeatable)"
+    )
     b.add_argument("--json", help="write the records here")
     b.set_defaults(func=_bench)

@@ -111,6 +111,33 @@ def test_bench_rejects_bad_arguments(checkpoint):
         run_bench(str(folder), "fastv", "0.5", None)
     with pytest.raises(FileNotFoundError, match="model"):
         run_bench(str(folder / "missing"), "fastv", "0.5", questions)
+    with pytest.raises(ValueError, match="unexpected keyword argument 'nope'"):
+        run_bench(str(folder), "fastv", "0.5", questions, params={"fastv": {"nope": 1}})
+    with pytest.raises(ValueError, match="tau must be in"):
+        run_bench(str(folder), "holitom", "0.5", questions, params={"holitom": {"tau": 2.0}})
+    with pytest.raises(ValueError, match="'tome' is not one of the benchmarked"):
+        run_bench(str(folder), "fastv", "0.5", questions, params={"tome": {"layer": 1}})
+
+
+def test_cli_passes_method_parameters(checkpoint, tmp_path, monkeypatch):
+    from mmaccel.cli import main
+
+    folder, questions = checkpoint
+    seen = {}
+    import mmaccel.prune.bench as bench
+
+    real = bench.bench_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs["params"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "bench_model", spy)
+    out = tmp_path / "r.json"
+    argv = ["bench", "prune", "--model", str(folder), "--questions", str(questions), "--methods", "none,fastv"]
+    argv += ["--keep", "0.5", "--param", "fastv:layer=1", "--batch-size", "2", "--json", str(out)]
+    assert main(argv) == 0
+    assert seen == {"fastv": {"layer": 1}} and len(json.loads(out.read_text())) == 2
 
 
 def test_flops_formula_matches_a_hand_count():
