@@ -18,7 +18,7 @@ from mmaccel.data.scenes import make_dataset
 from mmaccel.eval.fid import DomainFID, FeatureExtractor
 
 from .classifier import ShapeClassifier
-from .defaults import GPT_STYLE
+from .defaults import DEFAULTS, GPT_STYLE
 from .pipeline import DEFAULT_WEIGHTS, ImageARPipeline, method_parameters
 
 #: A seed far from every training seed: these real images are used only as the FID reference.
@@ -82,13 +82,14 @@ def run_bench(
     num_images: int = 100,
     num_real: int = 5000,
     batch_size: int = 50,
-    guidance_scale: float = 2.0,
+    guidance_scale: float = DEFAULTS["guidance_scale"],
     seed: int = 0,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    temperature: float = DEFAULTS["temperature"],
+    top_k: int | None = DEFAULTS["top_k"],
+    top_p: float | None = DEFAULTS["top_p"],
 ) -> list[dict[str, Any]]:
-    """One record per method (plus ``ar@seed2``, the noise floor), with the fields of DESIGN.md."""
+    """One record per method (plus ``ar@seed2``, the noise floor), with the fields of DESIGN.md; sampling
+    settings default to the default model's (:data:`mmaccel.image.defaults.DEFAULTS`)."""
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     for method in methods:

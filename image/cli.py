@@ -86,6 +86,9 @@ def _bench(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         guidance_scale=args.guidance_scale,
         seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
     )
     print(format_table(records))
     if args.json:
@@ -179,6 +182,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _sampling(p: argparse.ArgumentParser, defaults: dict) -> None:
+    p.add_argument("--temperature", type=float, default=defaults["temperature"])
+    p.add_argument("--top-k", type=int, default=defaults["top_k"])
+    p.add_argument("--top-p", type=float, default=defaults["top_p"])
+
+
 def register(commands, generate, bench) -> None:
     from .defaults import DEFAULTS
 
@@ -193,9 +202,7 @@ def register(commands, generate, bench) -> None:
         "--method", default="gsd", help="ar, sjd, gsd, lantern, typical, greedy, lantern-draft, lantern++, draft"
     )
     g.add_argument("--num-images", type=int, default=1)
-    g.add_argument("--temperature", type=float, default=DEFAULTS["temperature"])
-    g.add_argument("--top-k", type=int, default=DEFAULTS["top_k"])
-    g.add_argument("--top-p", type=float, default=DEFAULTS["top_p"])
+    _sampling(g, DEFAULTS)
     g.add_argument("--param", type=_param, action="append", help="method parameter name=value (repeatable)")
     g.add_argument("--out", required=True, help="output PNG; the acceptance map and a JSON of stats go beside it")
     _common(g)
@@ -211,6 +218,7 @@ def register(commands, generate, bench) -> None:
     b.add_argument("--num-real", type=int, default=5000, help="real images for the FID reference")
     b.add_argument("--batch-size", type=int, default=50)
     b.add_argument("--json", help="write the records here")
+    _sampling(b, DEFAULTS)
     _common(b)
     b.set_defaults(func=_bench, guidance_scale=DEFAULTS["guidance_scale"])
 
