@@ -96,7 +96,10 @@ def test_batched_ttft_prefills_the_same_requests(checkpoint):
     assert torch.allclose(together, alone, atol=1e-4)
     records = run_bench(str(folder), "none,divprune", "0.5", questions, max_new_tokens=1, batch_size=2)
     assert all(r["batch_size"] == 2 and r["batch_ttft_s"] > 0 for r in records)
-    assert records[0]["batch_ttft_speedup"] == 1.0
+    assert records[0]["batch_ttft_speedup"] == 1.0  # the unpruned run is its own reference
+    # A pruned run is divided by an unpruned time measured right before it, not by the first record's.
+    assert records[1]["reference_batch_ttft_s"] != records[0]["batch_ttft_s"]
+    assert records[1]["batch_ttft_speedup"] == records[1]["reference_batch_ttft_s"] / records[1]["batch_ttft_s"]
     with pytest.raises(ValueError, match="batch_size"):
         run_bench(str(folder), "none", "0.5", questions, batch_size=0)
 
