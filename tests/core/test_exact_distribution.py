@@ -151,3 +151,77 @@ def test_rule_level_first_token_distribution(chi2_pvalue, window):
             assert min(pvalues) > LOSSLESS_ALPHA / pairs, pvalues
         else:
             assert min(pvalues) < CONTROL_ALPHA, pvalues
+
+
+class TrigramModel:
+    """A hand-made :class:`TokenModel` whose next-token logits depend on the position and the *two* tokens before
+    it, so a draft's distribution ``q`` was computed from a context that may since have changed; it keeps the
+    tokens it has seen per row (later writes at a position replace rejected drafts)."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table.float()
+        self.vocab_size = table.shape[-1]
+        self.seen: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def new_cache(self, batch_size: int, max_length: int):
+        from mmaccel.models import SlotCache
+
+        self.seen = torch.zeros(batch_size, self.table.shape[0], dtype=torch.long)
+        return SlotCache(max_length)
+
+    def _logits(self, positions: torch.Tensor):
+        from mmaccel.models import ModelOutput
+
+        before = self.seen.gather(1, (positions - 1).clamp(min=0))
+        return ModelOutput(self.table[positions, before, self.seen.gather(1, positions)], None)
+
+    def forward(self, tokens, positions, cache, output_hidden: bool = False):
+        self.seen.scatter_(1, positions, tokens)
+        return self._logits(positions)
+
+    def prefill(self, prompt, cache, output_hidden: bool = False):
+        self.seen[:, : prompt.ids.shape[1]] = prompt.ids
+        return self._logits((prompt.lengths - 1)[:, None])
+
+
+def test_sjd_under_guidance_with_two_tokens_of_context_follows_the_ar_distribution(chi2_pvalue):
+    """SJD over Jacobi drafts, classifier-free guidance (cond and uncond prompts differ), a model that reads two
+    tokens back: every 3-token window of the output matches the exact guided AR joint."""
+    from mmaccel.models import CFGModel
+    from mmaccel.models.cfg import GuidedPrompt
+
+    n, rows, scale = NEW_TOKENS, 40_000, 2.0
+    table = 1.5 * torch.randn(20, V, V, V, generator=torch.Generator().manual_seed(7))
+    cond, uncond = [1, 3, 2], [0, 0, 4]
+
+    def step(i: int) -> torch.Tensor:
+        """Guided next-token probabilities of generated token ``i``, indexed ``[x_{i-2}, x_{i-1}, next]``."""
+        t = len(cond) - 1 + i
+        grid = torch.arange(V)
+        two_back = lambda ids: grid[:, None].expand(V, V) if i >= 2 else torch.full((V, V), ids[i - 2])  # noqa: E731
+        one_back = lambda ids: grid[None, :].expand(V, V) if i >= 1 else torch.full((V, V), ids[-1])  # noqa: E731
+        c = table[t, two_back(cond), one_back(cond)]
+        u = table[t, two_back(uncond), one_back(uncond)]
+        return torch.softmax((u + scale * (c - u)).double(), -1)
+
+    # The exact joint of the n generated tokens, one factor at a time.
+    joint = step(0)[0, 0]
+    for i in range(1, n):
+        probs = step(i)
+        if i == 1:
+            joint = joint[:, None] * probs[0, :, :]
+        else:
+            joint = joint[..., None] * probs.view(*([1] * (i - 2)), V, V, V)
+
+    def prompt(ids):
+        return TokenPrompt(torch.tensor([ids]).expand(rows, -1).clone(), torch.full((rows,), len(ids)))
+
+    decoder = SpeculativeDecoder(CFGModel(TrigramModel(table), scale), JacobiDrafter(window=4), rule="sjd")
+    out = decoder.generate(GuidedPrompt(prompt(cond), prompt(uncond)), n, seeds=range(rows))
+    assert float(out.stats.mean_accepted_length) > 1.2  # drafts are accepted, so the test exercises them
+    pvalues = window_pvalues(out.tokens, joint, chi2_pvalue)
+    assert min(pvalues.values()) > LOSSLESS_ALPHA, pvalues
