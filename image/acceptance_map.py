@@ -7,9 +7,7 @@ import torch
 from PIL import Image
 
 # Anchors of the viridis colour map, enough for a smooth ramp without matplotlib.
-_ANCHORS = np.array(
-    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32
-)
+_ANCHORS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float32)
 
 
 def colourise(values: np.ndarray) -> np.ndarray:

@@ -87,7 +87,7 @@ def save_grid(originals: torch.Tensor, recons: torch.Tensor, path: str, per_row:
     """Rows alternate originals and reconstructions; written as a PNG."""
     from PIL import Image
 
-    a, b = to_uint8(originals[:per_row * 4]), to_uint8(recons[:per_row * 4])
+    a, b = to_uint8(originals[: per_row * 4]), to_uint8(recons[: per_row * 4])
     n, h, w, _ = a.shape
     rows = []
     for r in range(0, n, per_row):
@@ -206,8 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", default=None, help="continue from these weights (file or directory)")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch threads; use 1 when other jobs share the cores (OpenMP stalls otherwise)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads; use 1 when other jobs share the cores (OpenMP stalls otherwise)",
+    )
     parser.add_argument("--crop", type=int, default=32, help="patch size for the first phase (0 = no patches)")
     parser.add_argument("--crop-fraction", type=float, default=0.6, help="share of the time spent on patches")
     parser.add_argument("--grid", default="runs/vq_recon.png", help="PNG of originals/reconstructions ('' = none)")
@@ -218,9 +222,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.grid:
         os.makedirs(os.path.dirname(args.grid) or ".", exist_ok=True)
     train(
-        args.out, args.minutes, VQConfig.named(args.config), n_images=args.images,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, grid_path=args.grid or None,
-        crop=args.crop, crop_fraction=args.crop_fraction, init=args.init,
+        args.out,
+        args.minutes,
+        VQConfig.named(args.config),
+        n_images=args.images,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        grid_path=args.grid or None,
+        crop=args.crop,
+        crop_fraction=args.crop_fraction,
+        init=args.init,
     )
 
 

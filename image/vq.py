@@ -365,9 +365,7 @@ class VQModel(nn.Module):
             raise ValueError(f"indices must be [B, h, w], got shape {tuple(indices.shape)}")
         k = self.config.codebook_size
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
-            raise ValueError(
-                f"indices must lie in [0, {k}), got range [{int(indices.min())}, {int(indices.max())}]"
-            )
+            raise ValueError(f"indices must lie in [0, {k}), got range [{int(indices.min())}, {int(indices.max())}]")
         quant = self.quantize.codebook()[indices.long()].permute(0, 3, 1, 2)
         return self.decode(quant).clamp(-1, 1)
 

@@ -48,9 +48,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             with torch.serialization.safe_globals([argparse.Namespace]):
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle/zip errors differ by torch version; report them all alike
-            raise CheckpointError(
-                f"cannot read torch checkpoint {path!r} (weights_only=True): {err}"
-            ) from err
+            raise CheckpointError(f"cannot read torch checkpoint {path!r} (weights_only=True): {err}") from err
         state = _unwrap(obj, path)
     if not state:
         raise CheckpointError(f"checkpoint {path!r} holds no tensors")
@@ -67,7 +65,7 @@ def _unwrap(obj: object, path: str) -> dict[str, torch.Tensor]:
             break
     state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -95,8 +93,7 @@ def load_checked(
                 problems.append(f"missing key {key!r} (model shape {tuple(tensor.shape)})")
         elif tuple(state_dict[key].shape) != tuple(tensor.shape):
             problems.append(
-                f"shape mismatch for {key!r}: checkpoint {tuple(state_dict[key].shape)} "
-                f"vs model {tuple(tensor.shape)}"
+                f"shape mismatch for {key!r}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(tensor.shape)}"
             )
     for key in state_dict:
         if key not in expected and not key.startswith(ignore_unexpected):

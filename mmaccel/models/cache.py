@@ -43,9 +43,7 @@ class SlotLayer(CacheLayerMixin):
         b, h, t, d = key_states.shape
         idx = pos.to(key_states.device)[:, None, :, None]
         self.keys.scatter_(2, idx.expand(b, h, t, d), key_states.to(self.keys.dtype))
-        self.values.scatter_(
-            2, idx.expand(b, h, t, value_states.shape[-1]), value_states.to(self.values.dtype)
-        )
+        self.values.scatter_(2, idx.expand(b, h, t, value_states.shape[-1]), value_states.to(self.values.dtype))
         return self.keys, self.values
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:

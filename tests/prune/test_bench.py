@@ -163,8 +163,20 @@ def test_bench_prune_cli(checkpoint, tmp_path, capsys):
 
     folder, questions = checkpoint
     out = tmp_path / "prune.json"
-    args = ["bench", "prune", "--model", str(folder), "--methods", "none,fastv", "--keep", "0.5",
-            "--questions", str(questions), "--json", str(out)]
+    args = [
+        "bench",
+        "prune",
+        "--model",
+        str(folder),
+        "--methods",
+        "none,fastv",
+        "--keep",
+        "0.5",
+        "--questions",
+        str(questions),
+        "--json",
+        str(out),
+    ]
     assert main(args) == 0
     records = json.loads(out.read_text())
     assert {(r["method"], r["keep"]) for r in records} >= {("fastv", 0.5)}

@@ -76,7 +76,6 @@ def tiny_onevision(seed: int = 0) -> LlavaOnevisionForConditionalGeneration:
     return LlavaOnevisionForConditionalGeneration(config).eval()
 
 
-
 def _qwen_text_config() -> dict:
     """The language model shared by the tiny Qwen2-VL and Qwen2.5-VL (3-D M-RoPE sections)."""
     return {
@@ -92,6 +91,7 @@ def _qwen_text_config() -> dict:
         "pad_token_id": 0,
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
     }
+
 
 def tiny_qwen2vl(seed: int = 0) -> Qwen2VLForConditionalGeneration:
     torch.manual_seed(seed)
