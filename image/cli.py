@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmaccel.cli import number_or_text
 from mmaccel.io import check_writable, save_image_atomic, write_json_atomic
 
 
@@ -12,12 +13,7 @@ def _param(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"method parameters look like name=value, got {text!r}")
     name, value = text.split("=", 1)
-    for cast in (int, float):
-        try:
-            return name, cast(value)
-        except ValueError:
-            pass
-    return name, value
+    return name, number_or_text(value)
 
 
 def grid(images):

@@ -8,6 +8,16 @@ import sys
 from .io import check_writable, write_json_atomic
 
 
+def number_or_text(value: str) -> int | float | str:
+    """A command-line parameter value: an int or a float where it reads as one, else the text."""
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
 def _bench_core(args: argparse.Namespace) -> int:
     from .bench import core
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mmaccel.cli import number_or_text
+
 
 def _method_param(text: str) -> tuple[str, str, object]:
     """``METHOD:NAME=VALUE`` -> (method, name, value), the value an int or float where it reads as one."""
@@ -11,12 +13,7 @@ def _method_param(text: str) -> tuple[str, str, object]:
         raise argparse.ArgumentTypeError(f"--param looks like method:name=value (holitom:tau=0.9), got {text!r}")
     method, rest = text.split(":", 1)
     name, value = rest.split("=", 1)
-    for cast in (int, float):
-        try:
-            return method, name, cast(value)
-        except ValueError:
-            pass
-    return method, name, value
+    return method, name, number_or_text(value)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -213,13 +213,11 @@ class HoliTom(PruneMethod):
             similarity[start:end].min(dim=0).values if end > start else similarity.new_full((per_frame,), -2.0)
             for start, end in windows
         ]
-        static = [low > self.tau for low in lowest]
-        savings = torch.tensor([end - start for start, end in windows], dtype=torch.long)
-        if int(sum(int(m.sum()) * int(v) for m, v in zip(static, savings))) <= budget:
-            return static
         flat_low = torch.stack(lowest).flatten()
-        flat_static = torch.stack(static).flatten()
+        flat_static = flat_low > self.tau
+        savings = torch.tensor([end - start for start, end in windows], dtype=torch.long)
         flat_saving = savings.repeat_interleave(per_frame)
+        # Most static first; when every static token fits in the budget this keeps them all.
         order = torch.argsort(torch.where(flat_static, flat_low, -3.0), descending=True, stable=True)
         fits = (flat_saving[order] * flat_static[order]).cumsum(0) <= budget
         chosen = torch.zeros_like(flat_static)
