@@ -63,8 +63,12 @@ def make_scene(rng: np.random.Generator) -> Scene:
 
 def ask(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
     """One question about ``scene`` and its one-word answer; the three kinds are equally likely."""
+    return question_of_kind(scene, int(rng.integers(3)), rng)
+
+
+def question_of_kind(scene: Scene, kind: int, rng: np.random.Generator) -> tuple[str, str]:
+    """Kind 0: a named shape's colour; 1: the number of shapes; 2: left-of (the count when fewer than two shapes)."""
     shapes = scene.shapes
-    kind = int(rng.integers(3))
     if kind == 1 or (kind == 2 and len(shapes) < 2):
         return "how many shapes ?", NUMBERS[len(shapes) - 1]
     if kind == 0:

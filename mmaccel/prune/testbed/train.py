@@ -20,7 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .questions import IMAGE_SIZE, PATCH_SIZE, build_processor, heldout_questions, make_example
+from mmaccel.data.scenes import render
+
+from .questions import (
+    IMAGE_SIZE,
+    PATCH_SIZE,
+    build_processor,
+    heldout_questions,
+    make_example,
+    make_scene,
+    question_of_kind,
+)
 
 
 def build_model(processor):
@@ -101,6 +111,14 @@ def make_batch(processor, examples: list[dict]) -> dict:
     }
 
 
+def example_with_followups(rng: np.random.Generator) -> dict:
+    """A fresh scene asked every question kind, in random order: three answers per encoded image instead of one."""
+    scene = make_scene(rng)
+    pairs = list(dict.fromkeys(question_of_kind(scene, int(k), rng) for k in rng.permutation(3)))
+    (question, answer), *followups = pairs
+    return {"image": render(scene, IMAGE_SIZE), "question": question, "answer": answer, "followups": followups}
+
+
 @torch.no_grad()
 def evaluate(model, processor, questions: list[dict], batch_size: int = 50) -> float:
     from ..bench import build_inputs, normalise
@@ -165,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--init", type=Path, default=None, help="continue from this testbed folder's weights")
+    parser.add_argument(
+        "--followups", action="store_true", help="ask every question kind of each training scene, not just one"
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -182,7 +203,14 @@ def main(argv: list[str] | None = None) -> None:
     heldout = heldout_questions(300)
     start = time.perf_counter()
     step, history = train_for(
-        model, processor, lambda: make_example(rng), heldout, args.minutes, args.batch, args.lr, args.eval_every
+        model,
+        processor,
+        (lambda: example_with_followups(rng)) if args.followups else (lambda: make_example(rng)),
+        heldout,
+        args.minutes,
+        args.batch,
+        args.lr,
+        args.eval_every,
     )
     minutes = (time.perf_counter() - start) / 60
     model.eval()
@@ -226,12 +254,13 @@ def write_card(
         f"  {steps} steps of batch {batch}, AdamW, loss on the answer word and end token, {minutes:.1f} minutes."
     )
     if previous is not None and args is not None:
+        followups = ", every question kind asked of each scene" if args.followups else ""
         training = (
             f"`python -m mmaccel.prune.testbed.train --minutes {previous['minutes']:.0f}` on one CPU thread "
             f"({previous['steps']} steps of batch {previous['batch']}, lr {previous['lr']}, seed {previous['seed']}, "
             f"held-out {previous['heldout_accuracy']:.1%}),\n  then `--init <that folder> --minutes {minutes:.0f} "
-            f"--lr {args.lr} --seed {args.seed} --batch {batch}` ({steps} more steps, {minutes:.1f} minutes). "
-            "AdamW, loss on the answer word and end token."
+            f"--lr {args.lr} --seed {args.seed} --batch {batch}{' --followups' if args.followups else ''}` "
+            f"({steps} more steps, {minutes:.1f} minutes{followups}). AdamW, loss on the answer word and end token."
         )
     card = f"""# mmaccel pruning testbed (LLaVA architecture, {params / 1e6:.2f} M parameters)
 
