@@ -258,7 +258,7 @@ def write_card(
         training = (
             f"`python -m mmaccel.prune.testbed.train --minutes {previous['minutes']:.0f}` on one CPU thread "
             f"({previous['steps']} steps of batch {previous['batch']}, lr {previous['lr']}, seed {previous['seed']}, "
-            f"held-out {previous['heldout_accuracy']:.1%}),\n  then `--init <that folder> --minutes {minutes:.0f} "
+            f"held-out {previous['heldout_accuracy']:.1%}),\n  then `--init <that folder> --minutes {args.minutes:g} "
             f"--lr {args.lr} --seed {args.seed} --batch {batch}{' --followups' if args.followups else ''}` "
             f"({steps} more steps, {minutes:.1f} minutes{followups}). AdamW, loss on the answer word and end token."
         )

@@ -177,8 +177,10 @@ def _continued(previous: dict | None) -> str:
     if previous is None:
         return ""
     return (
-        f"{previous['steps']} steps ({previous['minutes']:.1f} minutes, held-out {previous['heldout_accuracy']:.1%}) "
-        "as below, then `--init <that folder>` "
+        f"`python -m mmaccel.prune.testbed.train_video --minutes {previous['minutes']:.0f} --batch {previous['batch']} "
+        f"--lr {previous['lr']} --seed {previous['seed']}` ({previous['steps']} steps, "
+        f"{previous['minutes']:.1f} minutes, held-out {previous['heldout_accuracy']:.1%}), "
+        "then with `--init <that folder>` "
     )
 
 
