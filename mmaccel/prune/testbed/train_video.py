@@ -193,7 +193,7 @@ def question_kind(question: str) -> str:
 
 BENCH_COMMAND = (
     "mmaccel bench prune --model default-video --methods none,fastv,visionzip,divprune,dart,tome,holitom "
-    "--keep 0.5,0.25,0.1 --json mmaccel/prune/weights_video/bench.json"
+    "--keep 0.5,0.25,0.1 --batch-size 8 --json mmaccel/prune/weights_video/bench.json"
 )
 
 
@@ -245,13 +245,14 @@ Limitations: toy domain; the model knows only the vocabulary above and has never
 
         records = json.loads(bench.read_text())
         card += f"""
-## Pruning bench ({records[0]["questions"]} held-out questions, batch 1)
+## Pruning bench ({records[0]["questions"]} held-out questions, one process, shared 2-core CPU)
 
-Command: `OMP_NUM_THREADS=1 {BENCH_COMMAND}`. Prefill FLOPs are the language model's, analytic
-(`mmaccel/prune/flops.py`), relative to unpruned; TTFT is vision encoder + prefill, median, measured in the same
-process on a shared 2-core machine at low priority (noisy); agreement is with the unpruned model's answers.
-Visual tokens are the {records[0]["visual_tokens"]:.0f} frame tokens of a clip (its closing newline token is
-never pruned).
+Command: `{BENCH_COMMAND}`.
+Prefill FLOPs are the language model's, computed analytically (`mmaccel/prune/flops.py`) and given relative to
+unpruned. TTFT is vision encoder + prefill, the median over clips, at batch 1 and for batches of 8. Each speed-up
+divides an unpruned time measured right before the method's own. Agreement is with the unpruned model's answers.
+Visual tokens are the {records[0]["visual_tokens"]:.0f} frame tokens of a clip; its closing newline token is never
+pruned. HoliTom's count is after its inner merge, which halves the tokens again.
 
 {markdown_table(records)}
 """
