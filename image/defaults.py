@@ -1,4 +1,4 @@
-"""Sampling settings the default model is generated and measured with (CLI, bench, demo)."""
+"""Sampling settings the default model is generated and measured with (CLI, bench, model card)."""
 
 # Temperature 0.8, not 1: at 1 the held-out classifier put 78% and 81% of two 1,000-image AR seed sets in the
 # requested class, at 0.8 84% and 85%, with a lower FID (bench/image_ar_t08_1000.json).
