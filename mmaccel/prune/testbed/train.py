@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
                 "batch": args.batch,
                 "lr": args.lr,
                 "seed": args.seed,
+                "followups": args.followups,
                 "minutes": minutes,
                 "parameters": params,
                 "heldout_accuracy": accuracy,
@@ -249,17 +250,23 @@ def write_card(
     args: argparse.Namespace | None = None,
     previous: dict | None = None,
 ) -> None:
+    flags = f"--minutes {minutes:.0f}"
+    followups = ""
+    if args is not None:
+        flags = f"--minutes {args.minutes:g} --lr {args.lr} --seed {args.seed} --batch {batch}"
+        if args.followups:
+            flags += " --followups"
+            followups = ", every question kind asked of each scene"
     training = (
-        f"`python -m mmaccel.prune.testbed.train --minutes {minutes:.0f}` on one CPU thread:\n"
-        f"  {steps} steps of batch {batch}, AdamW, loss on the answer word and end token, {minutes:.1f} minutes."
+        f"`python -m mmaccel.prune.testbed.train {flags}` on one CPU thread:\n"
+        f"  {steps} steps of batch {batch}{followups}, AdamW, loss on the answer word and end token, "
+        f"{minutes:.1f} minutes."
     )
     if previous is not None and args is not None:
-        followups = ", every question kind asked of each scene" if args.followups else ""
         training = (
             f"`python -m mmaccel.prune.testbed.train --minutes {previous['minutes']:.0f}` on one CPU thread "
             f"({previous['steps']} steps of batch {previous['batch']}, lr {previous['lr']}, seed {previous['seed']}, "
-            f"held-out {previous['heldout_accuracy']:.1%}),\n  then `--init <that folder> --minutes {args.minutes:g} "
-            f"--lr {args.lr} --seed {args.seed} --batch {batch}{' --followups' if args.followups else ''}` "
+            f"held-out {previous['heldout_accuracy']:.1%}),\n  then `--init <that folder> {flags}` "
             f"({steps} more steps, {minutes:.1f} minutes{followups}). AdamW, loss on the answer word and end token."
         )
     card = f"""# mmaccel pruning testbed (LLaVA architecture, {params / 1e6:.2f} M parameters)
