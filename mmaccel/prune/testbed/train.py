@@ -119,6 +119,28 @@ def example_with_followups(rng: np.random.Generator) -> dict:
     return {"image": render(scene, IMAGE_SIZE), "question": question, "answer": answer, "followups": followups}
 
 
+def example_with_every_question(rng: np.random.Generator) -> dict:
+    """A fresh scene asked every question it has, in random order: each shape's colour, the count, and left-of for
+    every pair of shapes (either way round). Up to seven answers per encoded image; colour and left-of, the
+    questions that need a shape's kind, get most of them."""
+    scene = make_scene(rng)
+    shapes = scene.shapes
+    pairs = [(f"what colour is the {s.kind} ?", s.colour) for s in shapes]
+    pairs.append(question_of_kind(scene, 1, rng))
+    for i in range(len(shapes)):
+        for j in range(i + 1, len(shapes)):
+            a, b = (shapes[i], shapes[j]) if rng.random() < 0.5 else (shapes[j], shapes[i])
+            pairs.append((f"is the {a.kind} left of the {b.kind} ?", "yes" if a.center[0] < b.center[0] else "no"))
+    (question, answer), *followups = [pairs[k] for k in rng.permutation(len(pairs))]
+    return {
+        "image": render(scene, IMAGE_SIZE),
+        "question": question,
+        "answer": answer,
+        "followups": followups,
+        "scene": scene,
+    }
+
+
 @torch.no_grad()
 def evaluate(model, processor, questions: list[dict], batch_size: int = 50) -> float:
     from ..bench import build_inputs, normalise
@@ -186,7 +208,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--followups", action="store_true", help="ask every question kind of each training scene, not just one"
     )
+    parser.add_argument(
+        "--every-question",
+        action="store_true",
+        help="ask each training scene every question it has: each shape's colour, the count, left-of for every pair",
+    )
     args = parser.parse_args(argv)
+    if args.followups and args.every_question:
+        parser.error("--followups and --every-question are alternatives; give one")
 
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -205,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     step, history = train_for(
         model,
         processor,
-        (lambda: example_with_followups(rng)) if args.followups else (lambda: make_example(rng)),
+        _example_maker(args, rng),
         heldout,
         args.minutes,
         args.batch,
@@ -228,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
                 "lr": args.lr,
                 "seed": args.seed,
                 "followups": args.followups,
+                "every_question": args.every_question,
                 "minutes": minutes,
                 "parameters": params,
                 "heldout_accuracy": accuracy,
@@ -238,6 +268,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     write_card(args.out, step, args.batch, minutes, params, accuracy, args, previous)
+
+
+def _example_maker(args: argparse.Namespace, rng: np.random.Generator) -> Callable[[], dict]:
+    if args.every_question:
+        return lambda: example_with_every_question(rng)
+    if args.followups:
+        return lambda: example_with_followups(rng)
+    return lambda: make_example(rng)
 
 
 def write_card(
@@ -257,6 +295,9 @@ def write_card(
         if args.followups:
             flags += " --followups"
             followups = ", every question kind asked of each scene"
+        if getattr(args, "every_question", False):
+            flags += " --every-question"
+            followups = ", every question of each scene (each shape's colour, the count, left-of for every pair)"
     training = (
         f"`python -m mmaccel.prune.testbed.train {flags}` on one CPU thread:\n"
         f"  {steps} steps of batch {batch}{followups}, AdamW, loss on the answer word and end token, "
@@ -278,8 +319,9 @@ is measured on. Trained from scratch in this repository; no external data or wei
   width 96), 2-layer GELU projector, Llama language model (4 layers, width 128, 4 heads, MLP 384), word-level
   vocabulary of {len(build_processor().tokenizer)} tokens. fp32, SDPA attention.
 - **Data**: scenes of 1-3 distinct shapes (circle, square, triangle, star) in six colours from
-  `mmaccel.data.scenes` (`random_scene` + `render`), one question each, drawn fresh every step:
-  colour of a named shape, number of shapes, whether one shape is left of another. One-word answers.
+  `mmaccel.data.scenes` (`random_scene` + `render`), drawn fresh every step; questions: colour of a named
+  shape, number of shapes, whether one shape is left of another. One-word answers. Held-out examples ask
+  one question of each scene.
 - **Training**: {training}
 - **Held-out accuracy (unpruned)**: {accuracy:.1%} on 300 questions from a seed never used in training
   (`mmaccel.prune.testbed.questions.heldout_questions`).
