@@ -264,6 +264,18 @@ def render(scene: Scene, size: int = 64, supersample: int = 2) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def owner_map(scene: Scene, size: int = 64) -> np.ndarray:
+    """Which shape ``render(scene, size)`` draws at each pixel: int64 [size, size], the index into ``scene.shapes``,
+    -1 for background. Later shapes cover earlier ones, as in :func:`render`; pixels are tested at their centres."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    owner = np.full((size, size), -1, dtype=np.int64)
+    for index, shape in enumerate(scene.shapes):
+        window, mask, _ = _shape_layer(shape, size)
+        owner[window][mask] = index  # owner[window] is a view: basic slicing
+    return owner
+
+
 # ----------------------------------------------------------------------------------------------- sampling
 
 

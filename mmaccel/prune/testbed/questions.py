@@ -82,7 +82,7 @@ def question_of_kind(scene: Scene, kind: int, rng: np.random.Generator) -> tuple
 def make_example(rng: np.random.Generator) -> dict:
     scene = make_scene(rng)
     question, answer = ask(scene, rng)
-    return {"image": render(scene, IMAGE_SIZE), "question": question, "answer": answer}
+    return {"image": render(scene, IMAGE_SIZE), "question": question, "answer": answer, "scene": scene}
 
 
 def heldout_questions(count: int = 300, seed: int = HELDOUT_SEED) -> list[dict]:

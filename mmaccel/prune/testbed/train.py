@@ -22,9 +22,12 @@ import torch
 
 from mmaccel.data.scenes import render
 
+from .auxiliary import ImageAuxiliary
 from .questions import (
     IMAGE_SIZE,
     PATCH_SIZE,
+    SHAPE_COLOURS,
+    SHAPE_KINDS,
     build_processor,
     heldout_questions,
     make_example,
@@ -116,7 +119,13 @@ def example_with_followups(rng: np.random.Generator) -> dict:
     scene = make_scene(rng)
     pairs = list(dict.fromkeys(question_of_kind(scene, int(k), rng) for k in rng.permutation(3)))
     (question, answer), *followups = pairs
-    return {"image": render(scene, IMAGE_SIZE), "question": question, "answer": answer, "followups": followups}
+    return {
+        "image": render(scene, IMAGE_SIZE),
+        "question": question,
+        "answer": answer,
+        "followups": followups,
+        "scene": scene,
+    }
 
 
 def example_with_every_question(rng: np.random.Generator) -> dict:
@@ -166,14 +175,17 @@ def train_for(
     lr: float,
     eval_every: int,
     log_every: int = 25,
+    auxiliary: torch.nn.Module | None = None,
 ) -> tuple[int, list[dict]]:
     """Train ``model`` on batches of ``make_one()`` examples for ``minutes`` of wall time; (steps, eval history).
 
-    AdamW, loss on the answers only (:func:`make_batch`), held-out accuracy on 100 questions every ``eval_every``
-    steps. The schedule is over wall time because the machine is shared and steps per minute vary: warm up over
-    100 steps, then cosine down to 5% by the end of the budget.
+    AdamW, loss on the answers only (:func:`make_batch`), plus ``auxiliary.loss(examples, batch)`` when given (the
+    dense heads of :mod:`.auxiliary`, trained alongside and not part of ``model``); held-out accuracy on 100
+    questions every ``eval_every`` steps. The schedule is over wall time because the machine is shared and steps per
+    minute vary: warm up over 100 steps, then cosine down to 5% by the end of the budget.
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    parameters = list(model.parameters()) + (list(auxiliary.parameters()) if auxiliary is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     budget = minutes * 60
     start = time.perf_counter()
     step, history = 0, []
@@ -181,14 +193,21 @@ def train_for(
         scale = min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
-        loss = model(**make_batch(processor, [make_one() for _ in range(batch_size)])).loss
+        examples = [make_one() for _ in range(batch_size)]
+        batch = make_batch(processor, examples)
+        loss = model(**batch).loss
+        extra = auxiliary.loss(examples, batch) if auxiliary is not None else loss.new_zeros(())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        (loss + extra).backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         step += 1
         if step % log_every == 0:
-            print(f"step {step} loss {loss.item():.4f} lr {lr * scale:.2e} {elapsed / 60:.1f} min", flush=True)
+            print(
+                f"step {step} loss {loss.item():.4f} auxiliary {extra.item():.4f} lr {lr * scale:.2e} "
+                f"{elapsed / 60:.1f} min",
+                flush=True,
+            )
         if step % eval_every == 0:
             accuracy = evaluate(model, processor, heldout[:100])
             history.append({"step": step, "minutes": round(elapsed / 60, 2), "heldout_accuracy_100": accuracy})
@@ -213,11 +232,22 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="ask each training scene every question it has: each shape's colour, the count, left-of for every pair",
     )
+    parser.add_argument(
+        "--auxiliary",
+        action="store_true",
+        help="also train patch heads on the vision tower (kind, colour, centre of the shape under each patch)",
+    )
+    parser.add_argument(
+        "--card", action="store_true", help="only rewrite --out's README.md from its weights and records"
+    )
     args = parser.parse_args(argv)
     if args.followups and args.every_question:
         parser.error("--followups and --every-question are alternatives; give one")
-
     torch.set_num_threads(1)
+    if args.card:
+        write_card(args.out)
+        return
+
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     processor = build_processor()
@@ -230,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(processor).train()
     previous = json.loads((args.init / "training.json").read_text()) if args.init is not None else None
     heldout = heldout_questions(300)
+    auxiliary = ImageAuxiliary(model, SHAPE_KINDS, SHAPE_COLOURS, IMAGE_SIZE, PATCH_SIZE) if args.auxiliary else None
     start = time.perf_counter()
     step, history = train_for(
         model,
@@ -240,34 +271,37 @@ def main(argv: list[str] | None = None) -> None:
         args.batch,
         args.lr,
         args.eval_every,
+        auxiliary=auxiliary,
     )
+    if auxiliary is not None:
+        auxiliary.remove()
     minutes = (time.perf_counter() - start) / 60
     model.eval()
-    accuracy = evaluate(model, processor, heldout)
+    by_kind, accuracy = accuracy_by_kind(model, processor, heldout, question_kind)
     print(f"final held-out accuracy (300): {accuracy:.3f} after {step} steps, {minutes:.1f} min", flush=True)
+    print(f"by question: {json.dumps(by_kind)}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
     processor.save_pretrained(args.out)
-    params = sum(p.numel() for p in model.parameters())
-    (args.out / "training.json").write_text(
-        json.dumps(
-            {
-                "steps": step,
-                "batch": args.batch,
-                "lr": args.lr,
-                "seed": args.seed,
-                "followups": args.followups,
-                "every_question": args.every_question,
-                "minutes": minutes,
-                "parameters": params,
-                "heldout_accuracy": accuracy,
-                "history": history,
-                "continued_from": previous,
-            },
-            indent=2,
-        )
-    )
-    write_card(args.out, step, args.batch, minutes, params, accuracy, args, previous)
+    summary = {
+        "steps": step,
+        "batch": args.batch,
+        "lr": args.lr,
+        "seed": args.seed,
+        "followups": args.followups,
+        "every_question": args.every_question,
+        "auxiliary": args.auxiliary,
+        "budget_minutes": args.minutes,
+        "minutes": minutes,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "heldout_accuracy": accuracy,
+        "heldout_accuracy_by_question": by_kind,
+        "history": history,
+        "continued_from": previous,
+    }
+    (args.out / "training.json").write_text(json.dumps(summary, indent=2))
+    (args.out / "bench.json").unlink(missing_ok=True)  # it measured the weights just replaced
+    write_card(args.out)
 
 
 def _example_maker(args: argparse.Namespace, rng: np.random.Generator) -> Callable[[], dict]:
@@ -278,56 +312,113 @@ def _example_maker(args: argparse.Namespace, rng: np.random.Generator) -> Callab
     return lambda: make_example(rng)
 
 
-def write_card(
-    out: Path,
-    steps: int,
-    batch: int,
-    minutes: float,
-    params: int,
-    accuracy: float,
-    args: argparse.Namespace | None = None,
-    previous: dict | None = None,
-) -> None:
-    flags = f"--minutes {minutes:.0f}"
-    followups = ""
-    if args is not None:
-        flags = f"--minutes {args.minutes:g} --lr {args.lr} --seed {args.seed} --batch {batch}"
-        if args.followups:
-            flags += " --followups"
-            followups = ", every question kind asked of each scene"
-        if getattr(args, "every_question", False):
-            flags += " --every-question"
-            followups = ", every question of each scene (each shape's colour, the count, left-of for every pair)"
-    training = (
-        f"`python -m mmaccel.prune.testbed.train {flags}` on one CPU thread:\n"
-        f"  {steps} steps of batch {batch}{followups}, AdamW, loss on the answer word and end token, "
-        f"{minutes:.1f} minutes."
-    )
-    if previous is not None and args is not None:
-        training = (
-            f"`python -m mmaccel.prune.testbed.train --minutes {previous['minutes']:.0f}` on one CPU thread "
-            f"({previous['steps']} steps of batch {previous['batch']}, lr {previous['lr']}, seed {previous['seed']}, "
-            f"held-out {previous['heldout_accuracy']:.1%}),\n  then `--init <that folder> {flags}` "
-            f"({steps} more steps, {minutes:.1f} minutes{followups}). AdamW, loss on the answer word and end token."
+def question_kind(question: str) -> str:
+    """``colour``, ``count`` or ``left-of``: which of the three question templates ``question`` is."""
+    return {"what": "colour", "how": "count", "is": "left-of"}[question.split()[0]]
+
+
+def accuracy_by_kind(
+    model, processor, questions: list[dict], kind_of: Callable[[str], str]
+) -> tuple[dict[str, float], float]:
+    """Accuracy per question kind (``kind_of(question)``), and over all ``questions``, from one pass."""
+    groups: dict[str, list[dict]] = {}
+    for q in questions:
+        groups.setdefault(kind_of(q["question"]), []).append(q)
+    by_kind = {kind: evaluate(model, processor, qs) for kind, qs in sorted(groups.items())}
+    overall = sum(by_kind[kind] * len(qs) for kind, qs in groups.items()) / len(questions)
+    return by_kind, overall
+
+
+BENCH_COMMAND = (
+    "mmaccel bench prune --model default --methods none,fastv,visionzip,divprune,dart,tome,holitom "
+    "--keep 0.5,0.25,0.1 --batch-size 8 --json mmaccel/prune/weights/bench.json"
+)
+
+
+def _command(run: dict) -> str:
+    """The command line of one training run, from its training.json record."""
+    minutes = run.get("budget_minutes", round(run["minutes"]))
+    flags = f"--minutes {minutes:g} --lr {run['lr']} --seed {run['seed']} --batch {run['batch']}"
+    for flag in ("followups", "every_question", "auxiliary"):
+        if run.get(flag):
+            flags += " --" + flag.replace("_", "-")
+    return f"python -m mmaccel.prune.testbed.train {flags}"
+
+
+def _what_was_asked(run: dict) -> str:
+    if run.get("every_question"):
+        return "every question of each scene (each shape's colour, the count, left-of for every pair)"
+    if run.get("followups"):
+        return "every question kind asked of each scene"
+    return "one question per scene"
+
+
+def write_card(out: Path) -> None:
+    """Write the model card README.md of the testbed folder ``out``: its training.json record, its held-out accuracy
+    by question (measured here, on the folder's weights) and, when the folder holds a ``bench.json`` from
+    :data:`BENCH_COMMAND`, the bench table."""
+    from transformers import LlavaForConditionalGeneration
+
+    run = json.loads((out / "training.json").read_text())
+    processor = build_processor()
+    model = LlavaForConditionalGeneration.from_pretrained(out, attn_implementation="sdpa").eval()
+    by_kind, accuracy = accuracy_by_kind(model, processor, heldout_questions(300), question_kind)
+    stages = [run]
+    while stages[0].get("continued_from"):
+        stages.insert(0, stages[0]["continued_from"])
+    lines = []
+    for i, stage in enumerate(stages):
+        init = "" if i == 0 else " --init <the previous stage's folder>"
+        lines.append(
+            f"  {i + 1}. `{_command(stage)}{init}`: {stage['steps']} steps of batch {stage['batch']}, "
+            f"{_what_was_asked(stage)}, {stage['minutes']:.1f} minutes, held-out {stage['heldout_accuracy']:.1%}"
         )
-    card = f"""# mmaccel pruning testbed (LLaVA architecture, {params / 1e6:.2f} M parameters)
+    total = sum(stage["minutes"] for stage in stages)
+    auxiliary = ""
+    if any(stage.get("auxiliary") for stage in stages):
+        auxiliary = (
+            "\n  With `--auxiliary`, linear heads on the vision tower's last layer also learn, for every patch, the"
+            "\n  kind, colour and centre of the shape under it (`mmaccel/prune/testbed/auxiliary.py`); they exist"
+            "\n  only during training and are not part of the shipped model."
+        )
+    by_question = ", ".join(f"{kind} {value:.1%}" for kind, value in by_kind.items())
+    card = f"""# mmaccel pruning testbed (LLaVA architecture, {run["parameters"] / 1e6:.2f} M parameters)
 
 A small `LlavaForConditionalGeneration` that visual-token pruning (`mmaccel.prune`, `mmaccel bench prune`)
 is measured on. Trained from scratch in this repository; no external data or weights.
 
-- **Architecture**: CLIP-style vision tower (64x64 input, 4x4 patches -> 256 visual tokens + [CLS], 2 layers,
-  width 96), 2-layer GELU projector, Llama language model (4 layers, width 128, 4 heads, MLP 384), word-level
-  vocabulary of {len(build_processor().tokenizer)} tokens. fp32, SDPA attention.
+- **Architecture**: CLIP-style vision tower ({IMAGE_SIZE}x{IMAGE_SIZE} input, {PATCH_SIZE}x{PATCH_SIZE} patches ->
+  {(IMAGE_SIZE // PATCH_SIZE) ** 2} visual tokens + [CLS], 2 layers, width 96), 2-layer GELU projector, Llama language
+  model (4 layers, width 128, 4 heads, MLP 384), word-level vocabulary of {len(processor.tokenizer)} tokens. fp32,
+  SDPA attention.
 - **Data**: scenes of 1-3 distinct shapes (circle, square, triangle, star) in six colours from
   `mmaccel.data.scenes` (`random_scene` + `render`), drawn fresh every step; questions: colour of a named
   shape, number of shapes, whether one shape is left of another. One-word answers. Held-out examples ask
   one question of each scene.
-- **Training**: {training}
+- **Training** ({total:.1f} minutes on one CPU thread; AdamW, wall-clock cosine schedule, loss on the answer words
+  and end tokens):
+{chr(10).join(lines)}{auxiliary}
 - **Held-out accuracy (unpruned)**: {accuracy:.1%} on 300 questions from a seed never used in training
-  (`mmaccel.prune.testbed.questions.heldout_questions`).
+  (`mmaccel.prune.testbed.questions.heldout_questions`); by question: {by_question}.
 - **Prompt**: `<image> what colour is the square ? answer :` (the processor's chat template builds it).
 
 Limitations: toy domain; the model knows only the vocabulary above.
+"""
+    bench = out / "bench.json"
+    if bench.is_file():
+        from ..bench import markdown_table
+
+        records = json.loads(bench.read_text())
+        card += f"""
+## Pruning bench ({records[0]["questions"]} held-out questions, one process, shared 2-core CPU)
+
+Command: `{BENCH_COMMAND}`.
+Prefill FLOPs are the language model's, computed analytically (`mmaccel/prune/flops.py`) and given relative to
+unpruned. TTFT is vision encoder + prefill, the median over questions, at batch 1 and for batches of 8 requests
+prefilled together. Each speed-up divides an unpruned time measured right before the method's own.
+Agreement is with the unpruned model's answers. HoliTom needs video, which this LLaVA model does not take.
+
+{markdown_table(records)}
 """
     (out / "README.md").write_text(card)
 

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .train import evaluate, train_for
+from .auxiliary import VideoAuxiliary
+from .questions import SHAPE_COLOURS
+from .train import accuracy_by_kind, train_for
 from .video_questions import (
     FRAMES,
     IMAGE_SIZE,
@@ -95,7 +97,7 @@ def training_example(rng: np.random.Generator) -> dict:
         followups = [moving, direction]
     else:
         followups = [new, direction] if rng.random() < 0.5 else [direction, new]
-    return {"video": clip.render(), "question": first[0], "answer": first[1], "followups": followups}
+    return {"video": clip.render(), "question": first[0], "answer": first[1], "followups": followups, "clip": clip}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,6 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--init", type=Path, default=None, help="continue from this testbed folder's weights")
     parser.add_argument("--card", action="store_true", help="only rewrite README.md from training.json (+ bench.json)")
+    parser.add_argument(
+        "--auxiliary",
+        action="store_true",
+        help="also train dense heads: colour and centre under each vision patch, motion at each video token",
+    )
     args = parser.parse_args(argv)
     if args.card:
         write_card(args.out, json.loads((args.out / "training.json").read_text()))
@@ -125,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(processor).train()
     previous = json.loads((args.init / "training.json").read_text()) if args.init is not None else None
     heldout = heldout_questions(300)
+    auxiliary = None
+    if args.auxiliary:
+        auxiliary = VideoAuxiliary(model, SHAPE_COLOURS, IMAGE_SIZE, PATCH_SIZE, processor.video_token_id)
     start = time.perf_counter()
     step, history = train_for(
         model,
@@ -136,10 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         args.lr,
         args.eval_every,
         log_every=10,
+        auxiliary=auxiliary,
     )
+    if auxiliary is not None:
+        auxiliary.remove()
     minutes = (time.perf_counter() - start) / 60
     model.eval()
-    by_kind, accuracy = _accuracy_by_kind(model, processor, heldout)
+    by_kind, accuracy = accuracy_by_kind(model, processor, heldout, question_kind)
     print(f"final held-out accuracy (300): {accuracy:.3f} after {step} steps, {minutes:.1f} min", flush=True)
     print(f"by question: {json.dumps(by_kind)}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         "batch": args.batch,
         "lr": args.lr,
         "seed": args.seed,
+        "auxiliary": args.auxiliary,
         "minutes": minutes,
         "parameters": params,
         "heldout_accuracy": accuracy,
@@ -161,16 +175,6 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "training.json").write_text(json.dumps(summary, indent=2))
     (args.out / "bench.json").unlink(missing_ok=True)  # it measured the weights just replaced
     write_card(args.out, summary)
-
-
-def _accuracy_by_kind(model, processor, questions: list[dict]) -> tuple[dict[str, float], float]:
-    """Accuracy per question kind, and over all ``questions``, from one pass."""
-    groups: dict[str, list[dict]] = {}
-    for q in questions:
-        groups.setdefault(question_kind(q["question"]), []).append(q)
-    by_kind = {kind: evaluate(model, processor, qs) for kind, qs in sorted(groups.items())}
-    overall = sum(by_kind[kind] * len(qs) for kind, qs in groups.items()) / len(questions)
-    return by_kind, overall
 
 
 def _continued(previous: dict | None) -> str:
