@@ -209,6 +209,15 @@ def write_card(out: Path, summary: dict) -> None:
     pooled = math.ceil(side / 2) ** 2
     params, minutes, batch = summary["parameters"] / 1e6, summary["minutes"], summary["batch"]
     continued = _continued(summary.get("continued_from"))
+    auxiliary_flag, auxiliary = "", ""
+    if summary.get("auxiliary"):
+        auxiliary_flag = " --auxiliary"
+        auxiliary = (
+            "\n  With `--auxiliary`, linear heads also learn the colour and centre of the shape under each patch,"
+            "\n  and, on language-model layer 2, whether the shape at each video token is still, new, or moving left,"
+            "\n  right, up or down (`mmaccel/prune/testbed/auxiliary.py`); they exist only during training and are not"
+            "\n  part of the shipped model."
+        )
     card = f"""# mmaccel video pruning testbed (LLaVA-OneVision architecture, {params:.2f} M parameters)
 
 A small `LlavaOnevisionForConditionalGeneration` that visual-token pruning of **video** input (`mmaccel.prune`,
@@ -233,10 +242,10 @@ included. Trained from scratch in this repository; no external data or weights.
   questions (`which shape appears ?` -> a kind) two training runs sat at chance, since a shape is about one
   16x16-pixel token a frame here.
 - **Training**: {continued}`python -m mmaccel.prune.testbed.train_video --minutes {minutes:.0f}
-  --batch {batch} --lr {summary["lr"]} --seed {summary["seed"]}` on one CPU thread of a shared machine (low priority):
+  --batch {batch} --lr {summary["lr"]} --seed {summary["seed"]}{auxiliary_flag}` on one CPU thread of a shared machine:
   {summary["steps"]} steps of batch {summary["batch"]}, each sequence a fresh clip with its three questions
   in random order, AdamW, wall-clock cosine schedule, loss on the answer words and end tokens,
-  {summary["minutes"]:.1f} minutes.
+  {summary["minutes"]:.1f} minutes.{auxiliary}
 - **Held-out accuracy (unpruned)**: {summary["heldout_accuracy"]:.1%} on 300 questions from a seed never used in
   training (`mmaccel.prune.testbed.video_questions.heldout_questions`); by question: {by_kind}.
 - **Prompt**: `<video> what colour is the new shape ? answer :` (the processor's chat template builds it).
