@@ -117,15 +117,7 @@ def make_batch(processor, examples: list[dict]) -> dict:
 def example_with_followups(rng: np.random.Generator) -> dict:
     """A fresh scene asked every question kind, in random order: three answers per encoded image instead of one."""
     scene = make_scene(rng)
-    pairs = list(dict.fromkeys(question_of_kind(scene, int(k), rng) for k in rng.permutation(3)))
-    (question, answer), *followups = pairs
-    return {
-        "image": render(scene, IMAGE_SIZE),
-        "question": question,
-        "answer": answer,
-        "followups": followups,
-        "scene": scene,
-    }
+    return _asked(scene, list(dict.fromkeys(question_of_kind(scene, int(k), rng) for k in rng.permutation(3))))
 
 
 def example_with_every_question(rng: np.random.Generator) -> dict:
@@ -140,7 +132,12 @@ def example_with_every_question(rng: np.random.Generator) -> dict:
         for j in range(i + 1, len(shapes)):
             a, b = (shapes[i], shapes[j]) if rng.random() < 0.5 else (shapes[j], shapes[i])
             pairs.append((f"is the {a.kind} left of the {b.kind} ?", "yes" if a.center[0] < b.center[0] else "no"))
-    (question, answer), *followups = [pairs[k] for k in rng.permutation(len(pairs))]
+    return _asked(scene, [pairs[k] for k in rng.permutation(len(pairs))])
+
+
+def _asked(scene, pairs: list[tuple[str, str]]) -> dict:
+    """A training example of ``scene``: its first (question, answer) pair, the rest as followups."""
+    (question, answer), *followups = pairs
     return {
         "image": render(scene, IMAGE_SIZE),
         "question": question,
@@ -353,6 +350,26 @@ def _what_was_asked(run: dict) -> str:
     return "one question per scene"
 
 
+def bench_section(out: Path, command: str, notes: str) -> str:
+    """A model card's bench section from ``out/bench.json`` (empty when there is none): header, ``command``,
+    what prefill FLOPs are, ``notes`` (formatted with the first record's fields) and the table."""
+    bench = out / "bench.json"
+    if not bench.is_file():
+        return ""
+    from ..bench import markdown_table
+
+    records = json.loads(bench.read_text())
+    return f"""
+## Pruning bench ({records[0]["questions"]} held-out questions, one process, shared 2-core CPU)
+
+Command: `{command}`.
+Prefill FLOPs are the language model's, computed analytically (`mmaccel/prune/flops.py`) and given relative to
+unpruned. {notes.format(**records[0])}
+
+{markdown_table(records)}
+"""
+
+
 def write_card(out: Path) -> None:
     """Write the model card README.md of the testbed folder ``out``: its training.json record, its held-out accuracy
     by question (measured here, on the folder's weights) and, when the folder holds a ``bench.json`` from
@@ -404,22 +421,13 @@ is measured on. Trained from scratch in this repository; no external data or wei
 
 Limitations: toy domain; the model knows only the vocabulary above.
 """
-    bench = out / "bench.json"
-    if bench.is_file():
-        from ..bench import markdown_table
-
-        records = json.loads(bench.read_text())
-        card += f"""
-## Pruning bench ({records[0]["questions"]} held-out questions, one process, shared 2-core CPU)
-
-Command: `{BENCH_COMMAND}`.
-Prefill FLOPs are the language model's, computed analytically (`mmaccel/prune/flops.py`) and given relative to
-unpruned. TTFT is vision encoder + prefill, the median over questions, at batch 1 and for batches of 8 requests
+    card += bench_section(
+        out,
+        BENCH_COMMAND,
+        """TTFT is vision encoder + prefill, the median over questions, at batch 1 and for batches of 8 requests
 prefilled together. Each speed-up divides an unpruned time measured right before the method's own.
-Agreement is with the unpruned model's answers. HoliTom needs video, which this LLaVA model does not take.
-
-{markdown_table(records)}
-"""
+Agreement is with the unpruned model's answers. HoliTom needs video, which this LLaVA model does not take.""",
+    )
     (out / "README.md").write_text(card)
 
 

@@ -24,7 +24,7 @@ import torch
 
 from .auxiliary import VideoAuxiliary
 from .questions import SHAPE_COLOURS
-from .train import accuracy_by_kind, train_for
+from .train import accuracy_by_kind, bench_section, train_for
 from .video_questions import (
     FRAMES,
     IMAGE_SIZE,
@@ -252,23 +252,14 @@ included. Trained from scratch in this repository; no external data or weights.
 
 Limitations: toy domain; the model knows only the vocabulary above and has never seen a still image.
 """
-    bench = out / "bench.json"
-    if bench.is_file():
-        from ..bench import markdown_table
-
-        records = json.loads(bench.read_text())
-        card += f"""
-## Pruning bench ({records[0]["questions"]} held-out questions, one process, shared 2-core CPU)
-
-Command: `{BENCH_COMMAND}`.
-Prefill FLOPs are the language model's, computed analytically (`mmaccel/prune/flops.py`) and given relative to
-unpruned. TTFT is vision encoder + prefill, the median over clips, at batch 1 and for batches of 8. Each speed-up
+    card += bench_section(
+        out,
+        BENCH_COMMAND,
+        """TTFT is vision encoder + prefill, the median over clips, at batch 1 and for batches of 8. Each speed-up
 divides an unpruned time measured right before the method's own. Agreement is with the unpruned model's answers.
-Visual tokens are the {records[0]["visual_tokens"]:.0f} frame tokens of a clip; its closing newline token is never
-pruned. HoliTom's count is after its inner merge, which halves the tokens again.
-
-{markdown_table(records)}
-"""
+Visual tokens are the {visual_tokens:.0f} frame tokens of a clip; its closing newline token is never
+pruned. HoliTom's count is after its inner merge, which halves the tokens again.""",
+    )
     (out / "README.md").write_text(card)
 
 
