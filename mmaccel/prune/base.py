@@ -57,6 +57,15 @@ class Stage:
     wants_keys: bool = False  # needs the post-RoPE keys of layer - 1
     wants_vision: bool = False  # needs vision-encoder attention scores and keys
     wants_video: bool = False  # needs video frame layout
+    # One call for the whole batch (the samples that have visual tokens), for a selection that is sequential
+    # by nature: looping over samples inside it would multiply its per-step overhead by the batch size.
+    # Must return what ``select`` returns for each input.
+    select_batch: Callable[[list[StageInput]], list[Choice]] | None = None
+
+    def choose(self, inputs: list[StageInput]) -> list[Choice]:
+        if self.select_batch is not None and inputs:
+            return self.select_batch(inputs)
+        return [self.select(inp) for inp in inputs]
 
 
 @dataclass

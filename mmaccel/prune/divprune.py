@@ -4,33 +4,46 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, count_kept
 
 
-def max_min_diverse(features: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of ``count`` rows chosen greedily to maximise the minimum cosine distance to those chosen.
+def max_min_diverse_batched(features: torch.Tensor, valid: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    """For each sample ``b``, indices of ``counts[b]`` rows of ``features[b]`` (``(B, n, D)``; rows where
+    ``valid[b]`` is False are padding and never chosen) picked greedily to maximise the minimum cosine
+    distance to those already chosen.
 
     The first pick is the row farthest from its nearest neighbour. Greedy max-min is sequential by nature:
-    one O(n) vector step per kept token, no Python work per candidate.
+    one batched O(n) step per kept token for the whole batch, no Python work per candidate or per sample.
     """
     normed = F.normalize(features.float(), dim=-1)
-    distance = 1.0 - normed @ normed.T
-    n = distance.shape[0]
-    if count >= n:
-        return torch.arange(n, device=features.device)
-    nearest = distance.masked_fill(torch.eye(n, dtype=torch.bool, device=distance.device), float("inf"))
-    first = nearest.min(dim=0).values.argmax()
-    chosen = torch.empty(count, dtype=torch.long, device=features.device)
-    taken = torch.zeros(n, dtype=torch.bool, device=features.device)
-    closest = torch.full((n,), float("inf"), device=features.device)
-    pick = first
-    for i in range(count):
-        chosen[i] = pick
-        taken[pick] = True
-        closest = torch.minimum(closest, distance[pick])
-        pick = closest.masked_fill(taken, float("-inf")).argmax()
-    return chosen
+    distance = 1.0 - normed @ normed.transpose(1, 2)
+    batch, n = valid.shape
+    rows = torch.arange(batch, device=features.device)
+    self_or_padding = torch.eye(n, dtype=torch.bool, device=features.device) | ~valid[:, None, :]
+    nearest = distance.masked_fill(self_or_padding, float("inf")).min(dim=-1).values
+    pick = nearest.masked_fill(~valid, float("-inf")).argmax(dim=-1)
+    # -inf marks a row as unavailable (chosen, or padding); torch.minimum keeps it so.
+    closest = torch.full((batch, n), float("inf"), device=features.device).masked_fill(~valid, float("-inf"))
+    picks = []
+    for _ in range(max(counts)):
+        picks.append(pick)
+        closest = torch.minimum(closest, distance[rows, pick])
+        closest[rows, pick] = float("-inf")
+        pick = closest.argmax(dim=-1)
+    chosen = torch.stack(picks, dim=1)
+    sizes = valid.sum(dim=1).tolist()
+    return [
+        torch.arange(size, device=features.device) if count >= size else chosen[b, :count]
+        for b, (count, size) in enumerate(zip(counts, sizes))
+    ]
+
+
+def max_min_diverse(features: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of ``count`` rows of ``features`` (``(n, D)``) chosen by greedy max-min cosine distance."""
+    valid = torch.ones(1, features.shape[0], dtype=torch.bool, device=features.device)
+    return max_min_diverse_batched(features[None], valid, [count])[0]
 
 
 class DivPrune(PruneMethod):
@@ -38,14 +51,22 @@ class DivPrune(PruneMethod):
     CVPR 2025).
 
     Before the LLM, on the projected visual features: pick the subset that maximises the minimum pairwise
-    cosine distance (a max-min diversity problem), solved greedily. Published default keep ratio: 0.098.
+    cosine distance (a max-min diversity problem), solved greedily, for the whole batch at once.
+    Published default keep ratio: 0.098.
     """
 
     name = "divprune"
 
     def bind(self, info: ModelInfo) -> None:
-        self.stages = [Stage(layer=0, select=self.select)]
+        self.stages = [Stage(layer=0, select=self.select, select_batch=self.select_batch)]
 
     def select(self, inp: StageInput) -> Choice:
-        chosen = max_min_diverse(inp.hidden[inp.visual], count_kept(len(inp.visual), inp.keep))
-        return Choice(keep=inp.visual[chosen])
+        return self.select_batch([inp])[0]
+
+    def select_batch(self, inputs: list[StageInput]) -> list[Choice]:
+        features = pad_sequence([inp.hidden[inp.visual] for inp in inputs], batch_first=True)
+        lengths = torch.tensor([len(inp.visual) for inp in inputs], device=features.device)
+        valid = torch.arange(features.shape[1], device=features.device) < lengths[:, None]
+        counts = [count_kept(len(inp.visual), inp.keep) for inp in inputs]
+        chosen = max_min_diverse_batched(features, valid, counts)
+        return [Choice(keep=inp.visual[c]) for inp, c in zip(inputs, chosen)]

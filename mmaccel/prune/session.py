@@ -407,6 +407,15 @@ class PruneSession:
         reuse = call.reuse[s] if call.reuse is not None else None
         if reuse is None:
             extras = self._stage_extras(stage, hidden, prev_kept, real, call)
+            texts, inputs, empty = [], [], []
+            for b in range(batch):
+                vis = visual[b].nonzero().flatten()
+                texts.append((real[b] & ~visual[b]).nonzero().flatten())
+                empty.append(vis.numel() == 0)
+                if not empty[b]:
+                    inputs.append(self._stage_input(b, hidden[b], vis, texts[b], extras, prev_kept[b], real[b]))
+            chosen = iter(stage.choose(inputs))
+            choices = [Choice(keep=texts[b][:0]) if empty[b] else next(chosen) for b in range(batch)]
         locals_, merges, rows = [], [], []
         for b in range(batch):
             if reuse is not None:
@@ -414,13 +423,8 @@ class PruneSession:
                 local = torch.cat([reuse.local[b], tail])
                 choice = reuse.merges[b]
             else:
-                vis = visual[b].nonzero().flatten()
-                text = (real[b] & ~visual[b]).nonzero().flatten()
-                if vis.numel() == 0:
-                    choice = Choice(keep=vis)
-                else:
-                    choice = stage.select(self._stage_input(b, hidden[b], vis, text, extras, prev_kept[b], real[b]))
-                local = torch.cat([text, choice.keep]).sort().values
+                choice = choices[b]
+                local = torch.cat([texts[b], choice.keep]).sort().values
             row = hidden[b]
             if choice is not None and choice.src is not None:
                 row = _apply_merge(row, choice)

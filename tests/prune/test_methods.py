@@ -19,6 +19,22 @@ def test_divprune_picks_one_token_per_cluster():
     assert sorted((chosen // 5).tolist()) == [0, 1, 2, 3]
 
 
+def test_divprune_batched_selection_equals_each_sample_alone():
+    from mmaccel.prune.divprune import DivPrune
+
+    torch.manual_seed(0)
+    # Different numbers of visual tokens: the shorter samples are padded inside the batched greedy.
+    inputs = [_stage_input(n_visual=n, keep=0.3) for n in (32, 7, 20, 1)]
+    method = DivPrune(0.3)
+    for alone, together in zip([method.select(inp) for inp in inputs], method.select_batch(inputs)):
+        assert torch.equal(alone.keep, together.keep)
+    counts = [c.keep.numel() for c in method.select_batch(inputs)]
+    assert counts == [10, 2, 6, 1]
+    for inp, choice in zip(inputs, method.select_batch(inputs)):
+        assert choice.keep.unique().numel() == choice.keep.numel()
+        assert torch.isin(choice.keep, inp.visual).all()
+
+
 def test_tome_merges_duplicates_first_and_reaches_the_count():
     base = torch.randn(6, 8)
     features = base.repeat_interleave(2, dim=0)  # every token has an exact twin next to it
