@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from mmaccel.io import save_image_atomic, write_atomic
 from mmaccel.sampling import SamplingConfig, target_probs
 
 from .bench import run_bench
@@ -48,8 +47,6 @@ def parameter_count(module: torch.nn.Module) -> int:
 def save_samples(images: list, labels: list[int], path: Path, per_class: int = 6) -> None:
     """The first ``per_class`` images of each class, one row per class in class order, written atomically."""
     from PIL import Image
-
-    from mmaccel.io import save_image_atomic
 
     classes = sorted(set(labels))
     w, h = images[0].size
@@ -181,10 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     save_samples(out.images, labels, folder / "samples.png")
     text = CARD.format(**figures)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".md")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, folder / "README.md")
+    write_atomic(folder / "README.md", lambda tmp: Path(tmp).write_text(text))
     print(text)
     print(json.dumps({k: v for k, v in figures.items() if isinstance(v, (int, float))}, indent=1))
     return 0

@@ -37,3 +37,18 @@ def test_bench_core_measures_every_rule(tmp_path, monkeypatch, capsys):
 def test_json_to_missing_directory_is_an_error(capsys):
     assert main(["bench", "core", "--json", "/nonexistent/dir/x.json", "--vocab", "64", "--k", "8"]) == 2
     assert "/nonexistent/dir" in capsys.readouterr().err
+
+
+def test_atomic_outputs_get_the_mode_a_plain_open_would_give(tmp_path):
+    import os
+
+    from mmaccel.io import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "out.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644
+    assert json.loads((tmp_path / "out.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary file left beside it

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mmaccel.data.scenes import render
+from mmaccel.io import write_atomic
 
 from .auxiliary import ImageAuxiliary
 from .questions import (
@@ -428,7 +429,7 @@ Limitations: toy domain; the model knows only the vocabulary above.
 prefilled together. Each speed-up divides an unpruned time measured right before the method's own.
 Agreement is with the unpruned model's answers. HoliTom needs video, which this LLaVA model does not take.""",
     )
-    (out / "README.md").write_text(card)
+    write_atomic(out / "README.md", lambda tmp: Path(tmp).write_text(card))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmaccel.io import write_atomic
+
 from .auxiliary import VideoAuxiliary
 from .questions import SHAPE_COLOURS
 from .train import accuracy_by_kind, bench_section, train_for
@@ -260,7 +262,7 @@ divides an unpruned time measured right before the method's own. Agreement is wi
 Visual tokens are the {visual_tokens:.0f} frame tokens of a clip; its closing newline token is never
 pruned. HoliTom's count is after its inner merge, which halves the tokens again.""",
     )
-    (out / "README.md").write_text(card)
+    write_atomic(out / "README.md", lambda tmp: Path(tmp).write_text(card))
 
 
 if __name__ == "__main__":
