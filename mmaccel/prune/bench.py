@@ -8,8 +8,10 @@ the questions, and agreement with the unpruned model's answers. ``none`` always 
 reference for agreement, FLOPs ratio and TTFT speedup.
 
 Question files are JSON lines: ``{"image": "a.png" | "video": ["f0.png", ...], "question": ..., "answer": ...}``
-with paths relative to the file. The model folder must hold a processor (``AutoProcessor``) next to the
-weights; prompts use its chat template when it has one.
+with paths relative to the file, and optionally ``"kind"`` (e.g. ``"count"``): when every question has one, each
+record also gives ``accuracy_by_kind``, which shows what a method breaks (the testbeds' questions have kinds).
+The model folder must hold a processor (``AutoProcessor``) next to the weights; prompts use its chat template
+when it has one.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def read_questions(path: str | Path) -> list[dict]:
         if "question" not in record or "answer" not in record or not ({"image", "video"} & record.keys()):
             raise ValueError(f"question_file: line {number} needs 'question', 'answer' and 'image' or 'video'")
         item = {"question": record["question"], "answer": str(record["answer"])}
+        if "kind" in record:
+            item["kind"] = str(record["kind"])
         if "image" in record:
             item["image"] = np.asarray(Image.open(path.parent / record["image"]).convert("RGB"))
         else:
@@ -169,9 +173,16 @@ def _run(
                 flops.append(prefill_flops(text_config, tokens))
     correct = [_answer_matches(a, q["answer"]) for a, q in zip(answers, questions)]
     reference_ttft, reference_batch = reference if reference is not None else (ttft, batch_ttft)
+    by_kind = None
+    if all("kind" in q for q in questions):
+        groups: dict[str, list[bool]] = {}
+        for q, ok in zip(questions, correct):
+            groups.setdefault(q["kind"], []).append(ok)
+        by_kind = {kind: sum(oks) / len(oks) for kind, oks in sorted(groups.items())}
     return {
         "answers": answers,
         "accuracy": sum(correct) / len(correct),
+        "accuracy_by_kind": by_kind,
         "ttft_s": ttft,
         "reference_ttft_s": reference_ttft,
         "prefill_flops": statistics.mean(flops),
@@ -335,6 +346,7 @@ def _record(method: str, keep: float, result: dict, reference: dict, count: int,
             result["reference_batch_ttft_s"] / result["batch_ttft_s"] if result["batch_ttft_s"] else None
         ),
         "accuracy": result["accuracy"],
+        **({"accuracy_by_kind": result["accuracy_by_kind"]} if result["accuracy_by_kind"] is not None else {}),
         "relative_accuracy": result["accuracy"] / reference["accuracy"] if reference["accuracy"] else None,
         "agreement": agree,
     }

@@ -80,6 +80,22 @@ def test_bench_writes_one_record_per_method_and_keep(checkpoint, tmp_path):
     assert "takes no video" in records[-1]["error"]
 
 
+def test_accuracy_by_kind_splits_the_accuracy_when_every_question_has_a_kind(checkpoint, tmp_path):
+    folder, questions = checkpoint
+    lines = [json.loads(line) for line in questions.read_text().splitlines()]
+    # The answer of the first question is made unmatchable, so its kind is known to score 0.
+    lines[0]["answer"] = "nothing-says-this"
+    kinds = ["wrong", "other", "other"]
+    tagged = folder / "tagged.jsonl"
+    tagged.write_text("\n".join(json.dumps({**line, "kind": k}) for line, k in zip(lines, kinds)))
+    record = run_bench(str(folder), "none", "0.5", tagged, max_new_tokens=2, batch_size=1)[0]
+    assert set(record["accuracy_by_kind"]) == {"wrong", "other"}
+    assert record["accuracy_by_kind"]["wrong"] == 0.0
+    assert record["accuracy"] == record["accuracy_by_kind"]["other"] * 2 / 3
+    untagged = run_bench(str(folder), "none", "0.5", questions, max_new_tokens=2, batch_size=1)[0]
+    assert "accuracy_by_kind" not in untagged
+
+
 def test_batched_ttft_prefills_the_same_requests(checkpoint):
     from mmaccel.prune import prune
     from mmaccel.prune.bench import build_batch, build_inputs, load_model, read_questions

@@ -48,3 +48,12 @@ def test_every_question_batches_put_the_loss_on_the_answers_only():
         answers = [e["answer"], *(a for _, a in e["followups"])]
         assert tokenizer.decode(labels[labels != -100]).split() == [w for a in answers for w in (a, "</s>")]
         assert tokenizer.unk_token_id not in row.tolist()
+
+
+def test_heldout_questions_carry_the_kind_of_their_template():
+    from mmaccel.prune.testbed.questions import heldout_questions
+
+    examples = heldout_questions(40)
+    first_word = {"colour": "what", "count": "how", "left-of": "is"}
+    assert {e["kind"] for e in examples} == set(first_word)
+    assert all(e["question"].split()[0] == first_word[e["kind"]] for e in examples)

@@ -10,7 +10,7 @@ import mmaccel.prune as P
 from mmaccel.data.scenes import COLOURS
 from mmaccel.prune.bench import DEFAULT_VIDEO_MODEL, build_inputs, load_model, run_bench
 from mmaccel.prune.testbed import video_questions as V
-from mmaccel.prune.testbed.train_video import question_kind
+from mmaccel.prune.testbed.video_questions import question_kind
 
 SHIPPED = (DEFAULT_VIDEO_MODEL / "model.safetensors").is_file()
 needs_weights = pytest.mark.skipif(not SHIPPED, reason="the video testbed weights are not in this checkout")

@@ -85,10 +85,16 @@ def make_example(rng: np.random.Generator) -> dict:
     return {"image": render(scene, IMAGE_SIZE), "question": question, "answer": answer, "scene": scene}
 
 
+def question_kind(question: str) -> str:
+    """``colour``, ``count`` or ``left-of``: which of the three question templates ``question`` is."""
+    return {"what": "colour", "how": "count", "is": "left-of"}[question.split()[0]]
+
+
 def heldout_questions(count: int = 300, seed: int = HELDOUT_SEED) -> list[dict]:
-    """The held-out questions the bench and the model card use (a seed never used in training)."""
+    """The held-out questions the bench and the model card use (a seed never used in training), each with its
+    ``kind`` (:func:`question_kind`) so the bench reports accuracy by question kind."""
     rng = np.random.default_rng(seed)
-    return [make_example(rng) for _ in range(count)]
+    return [{**e, "kind": question_kind(e["question"])} for e in (make_example(rng) for _ in range(count))]
 
 
 def build_tokenizer(words: tuple[str, ...], media_tokens: tuple[str, ...] = ("<image>",)):

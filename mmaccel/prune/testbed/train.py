@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         auxiliary.remove()
     minutes = (time.perf_counter() - start) / 60
     model.eval()
-    by_kind, accuracy = accuracy_by_kind(model, processor, heldout, question_kind)
+    by_kind, accuracy = accuracy_by_kind(model, processor, heldout)
     print(f"final held-out accuracy (300): {accuracy:.3f} after {step} steps, {minutes:.1f} min", flush=True)
     print(f"by question: {json.dumps(by_kind)}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -310,18 +310,11 @@ def _example_maker(args: argparse.Namespace, rng: np.random.Generator) -> Callab
     return lambda: make_example(rng)
 
 
-def question_kind(question: str) -> str:
-    """``colour``, ``count`` or ``left-of``: which of the three question templates ``question`` is."""
-    return {"what": "colour", "how": "count", "is": "left-of"}[question.split()[0]]
-
-
-def accuracy_by_kind(
-    model, processor, questions: list[dict], kind_of: Callable[[str], str]
-) -> tuple[dict[str, float], float]:
-    """Accuracy per question kind (``kind_of(question)``), and over all ``questions``, from one pass."""
+def accuracy_by_kind(model, processor, questions: list[dict]) -> tuple[dict[str, float], float]:
+    """Accuracy per question ``kind``, and over all ``questions``, from one pass."""
     groups: dict[str, list[dict]] = {}
     for q in questions:
-        groups.setdefault(kind_of(q["question"]), []).append(q)
+        groups.setdefault(q["kind"], []).append(q)
     by_kind = {kind: evaluate(model, processor, qs) for kind, qs in sorted(groups.items())}
     overall = sum(by_kind[kind] * len(qs) for kind, qs in groups.items()) / len(questions)
     return by_kind, overall
@@ -380,7 +373,7 @@ def write_card(out: Path) -> None:
     run = json.loads((out / "training.json").read_text())
     processor = build_processor()
     model = LlavaForConditionalGeneration.from_pretrained(out, attn_implementation="sdpa").eval()
-    by_kind, accuracy = accuracy_by_kind(model, processor, heldout_questions(300), question_kind)
+    by_kind, accuracy = accuracy_by_kind(model, processor, heldout_questions(300))
     stages = [run]
     while stages[0].get("continued_from"):
         stages.insert(0, stages[0]["continued_from"])

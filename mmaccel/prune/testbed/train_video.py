@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         auxiliary.remove()
     minutes = (time.perf_counter() - start) / 60
     model.eval()
-    by_kind, accuracy = accuracy_by_kind(model, processor, heldout, question_kind)
+    by_kind, accuracy = accuracy_by_kind(model, processor, heldout)
     print(f"final held-out accuracy (300): {accuracy:.3f} after {step} steps, {minutes:.1f} min", flush=True)
     print(f"by question: {json.dumps(by_kind)}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -188,13 +188,6 @@ def _continued(previous: dict | None) -> str:
         f"{previous['minutes']:.1f} minutes, held-out {previous['heldout_accuracy']:.1%}), "
         "then with `--init <that folder>` "
     )
-
-
-def question_kind(question: str) -> str:
-    """``direction``, ``appears`` or ``moving``: which of the three question templates ``question`` is."""
-    if question.startswith("which way"):
-        return "direction"
-    return "appears" if "new" in question.split() else "moving"
 
 
 BENCH_COMMAND = (

@@ -181,10 +181,18 @@ def make_example(rng: np.random.Generator) -> dict:
     return {"video": clip.render(), "question": question, "answer": answer, "clip": clip}
 
 
+def question_kind(question: str) -> str:
+    """``direction``, ``appears`` or ``moving``: which of the three question templates ``question`` is."""
+    if question.startswith("which way"):
+        return "direction"
+    return "appears" if "new" in question.split() else "moving"
+
+
 def heldout_questions(count: int = 300, seed: int = HELDOUT_SEED) -> list[dict]:
-    """The held-out questions the bench and the model card use (a seed never used in training)."""
+    """The held-out questions the bench and the model card use (a seed never used in training), each with its
+    ``kind`` (:func:`question_kind`) so the bench reports accuracy by question kind."""
     rng = np.random.default_rng(seed)
-    return [make_example(rng) for _ in range(count)]
+    return [{**e, "kind": question_kind(e["question"])} for e in (make_example(rng) for _ in range(count))]
 
 
 def build_processor():
