@@ -17,6 +17,9 @@ SUPPORTED_CLASSES = {
     "Qwen2VLForConditionalGeneration": "qwen2_vl",
     "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
 }
+# Attention-map elements the vision probe materialises at once (64M floats, 256 MB): SigLIP-so400m's 729-patch
+# maps with 16 heads are 8.5M elements a tile, so a 32-frame video is scored in five steps.
+_MAP_ELEMENTS = 1 << 26
 
 
 @dataclass
@@ -141,11 +144,13 @@ class VisionAttentionProbe:
             score = score.sum(1)[:, 0, 1:]
             metric = k.mean(1)[:, 1:]
         else:
-            # One tile at a time: the full map is only needed to average its columns.
-            score = torch.stack(
+            # The full maps are only needed to average their columns: as many tiles at a time as keep the maps
+            # under _MAP_ELEMENTS, not one at a time (a Python step per frame is most of the cost on small towers).
+            step = max(1, _MAP_ELEMENTS // (heads * q.shape[2] * k.shape[2]))
+            score = torch.cat(
                 [
-                    torch.softmax(qt @ kt.transpose(-1, -2) * self.attention.scale, dim=-1).sum(0).mean(0)
-                    for qt, kt in zip(q, k)
+                    torch.softmax(qt @ kt.transpose(-1, -2) * self.attention.scale, dim=-1).sum(1).mean(1)
+                    for qt, kt in zip(q.split(step), k.split(step))
                 ]
             )
             metric = k.mean(1)

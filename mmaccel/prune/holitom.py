@@ -188,12 +188,13 @@ class HoliTom(PruneMethod):
             moving = (~mask).nonzero().flatten()
             if len(moving) == 0:
                 continue
-            for frame in range(start, end + 1):
-                keep, src, dest, weight = self._dynamic(feat[frame, moving], grid[frame, moving], score, ratio)
-                keep_rows.append(keep)
-                src_rows.append(src)
-                dest_rows.append(dest)
-                weight_rows.append(weight)
+            keep, src, dest, weight = self._dynamic(
+                feat[start : end + 1, moving], grid[start : end + 1, moving], score, ratio
+            )
+            keep_rows.append(keep)
+            src_rows.append(src)
+            dest_rows.append(dest)
+            weight_rows.append(weight)
         empty = grid.new_empty(0)
         return (
             _cat(keep_rows, empty),
@@ -225,22 +226,29 @@ class HoliTom(PruneMethod):
         return list(chosen.view(len(windows), per_frame))
 
     def _dynamic(self, feat: torch.Tensor, columns: torch.Tensor, score, ratio: float):
-        n = len(columns)
+        """The dynamic tokens of one window, every frame at once: ``columns`` (frames, n) are their video
+        columns and ``feat`` (frames, n, D) their features. Each frame keeps its ``ceil(n * ratio)`` share, the
+        dominant part by vision score, and merges the rest into density-peak clusters."""
+        frames, n = columns.shape
         retained = math.ceil(n * ratio)
         dominant = round(retained * (1.0 - self.contextual_ratio))
         contextual = retained - dominant
-        top = score[columns].topk(dominant).indices if dominant > 0 else columns.new_empty(0)
-        rest = torch.ones(n, dtype=torch.bool)
-        rest[top] = False
-        rest = rest.nonzero().flatten()
-        keep, src, dest = [columns[top]], [columns[top]], [columns[top]]
-        weight = [torch.ones(len(top))]
-        if contextual > 0 and len(rest) > 0:
-            owner, w = cluster_merge(feat[rest], min(contextual, len(rest)), self.beta, self.neighbours)
-            keep.append(columns[rest[owner.unique()]])
-            src.append(columns[rest])
-            dest.append(columns[rest[owner]])
-            weight.append(w)
+        top = score[columns].topk(dominant, dim=-1).indices if dominant > 0 else columns.new_empty(frames, 0)
+        kept = columns.gather(1, top).flatten()
+        keep, src, dest, weight = [kept], [kept], [kept], [torch.ones(len(kept))]
+        if contextual > 0 and n > dominant:
+            rest = torch.ones(frames, n, dtype=torch.bool, device=columns.device)
+            rest.scatter_(1, top, False)
+            rest = rest.nonzero()[:, 1].view(frames, n - dominant)
+            for frame in range(frames):  # clustering is per frame: a Python step per frame only in this case
+                others = columns[frame, rest[frame]]
+                owner, w = cluster_merge(
+                    feat[frame, rest[frame]], min(contextual, n - dominant), self.beta, self.neighbours
+                )
+                keep.append(others[owner.unique()])
+                src.append(others)
+                dest.append(others[owner])
+                weight.append(w)
         return torch.cat(keep), torch.cat(src), torch.cat(dest), torch.cat(weight)
 
     # ------------------------------------------------------------------------------------- inner

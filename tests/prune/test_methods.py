@@ -125,3 +125,34 @@ def test_holitom_static_merge_never_keeps_fewer_than_asked():
     # frame's share is rounded up).
     choice = HoliTom(0.25).outer(_video_input(keep=0.25, still=0.5))
     assert 16 <= choice.keep.unique().numel() <= 20
+
+
+def test_siglip_probe_scores_are_the_mean_attention_each_patch_receives():
+    """The probe rebuilds VisionZip's and HoliTom's vision scores from q/k projections, many frames at a time;
+    they must equal what an eager attention layer reports."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_models import tiny_onevision
+
+    from mmaccel.prune import families
+    from mmaccel.prune.families import detect_family, make_probe
+
+    model = tiny_onevision()
+    probe = make_probe(detect_family(model))
+    handles = probe.install()
+    pixels = torch.randn(5, 3, 32, 32)  # five frames
+    tower = model.model.vision_tower
+    tower.set_attn_implementation("eager")
+    old, families._MAP_ELEMENTS = families._MAP_ELEMENTS, 2 * 4 * 16 * 16  # two frames per step: 3 steps
+    try:
+        with torch.no_grad():
+            out = tower(pixels, output_attentions=True)
+        side = probe._patch_side()
+    finally:
+        families._MAP_ELEMENTS = old
+        for h in handles:
+            h.remove()
+    expected = out.attentions[-1].sum(1).mean(1)  # (frames, patches): summed over heads, mean over queries
+    torch.testing.assert_close(side[..., 0], expected)
