@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmaccel.io import write_json_atomic
+
 from . import PRUNE_METHODS, make_method, prune
 from .flops import prefill_flops
 
@@ -322,7 +324,7 @@ def bench_model(
                 continue
             records.append(_record(method, keep, result, reference, len(questions), batch_size))
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(records, indent=2))
+        write_json_atomic(json_path, records)
     return records
 
 

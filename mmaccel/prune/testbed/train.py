@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mmaccel.data.scenes import render
-from mmaccel.io import write_atomic
+from mmaccel.io import write_atomic, write_json_atomic
 
 from .auxiliary import ImageAuxiliary
 from .questions import (
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         "history": history,
         "continued_from": previous,
     }
-    (args.out / "training.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(args.out / "training.json", summary)
     (args.out / "bench.json").unlink(missing_ok=True)  # it measured the weights just replaced
     write_card(args.out)
 

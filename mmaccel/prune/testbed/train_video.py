@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmaccel.io import write_atomic
+from mmaccel.io import write_atomic, write_json_atomic
 
 from .auxiliary import VideoAuxiliary
 from .questions import SHAPE_COLOURS
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         "history": history,
         "continued_from": previous,
     }
-    (args.out / "training.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(args.out / "training.json", summary)
     (args.out / "bench.json").unlink(missing_ok=True)  # it measured the weights just replaced
     write_card(args.out, summary)
 
