@@ -5,7 +5,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import ModelInfo, PruneMethod, Stage, StageInput, count_kept, group_mean
+from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, count_kept, group_mean
+
+
+def bipartite_merge_batched(features: torch.Tensor, count: int) -> torch.Tensor:
+    """:func:`bipartite_merge` for a batch of samples with the same number of tokens: ``features`` (B, n, D) ->
+    (B, n) group ids. Every round is one set of tensor ops for the whole batch."""
+    batch, n, dim = features.shape
+    device = features.device
+    offsets = (torch.arange(batch, device=device) * n)[:, None]  # rows of the flattened (B * n, D) sums
+    owner = torch.arange(n, device=device).repeat(batch, 1)  # original row -> current token (its position row)
+    alive = owner.clone()  # current tokens, as original row ids, in order
+    sums = features.float().reshape(batch * n, dim).clone()
+    sizes = torch.ones(batch * n, device=device)
+    while alive.shape[1] > count:
+        r = min(alive.shape[1] - count, alive.shape[1] // 2)
+        a, b = alive[:, 0::2], alive[:, 1::2]
+        mean = sums / sizes.unsqueeze(-1)
+        score = F.normalize(mean[a + offsets], dim=-1) @ F.normalize(mean[b + offsets], dim=-1).transpose(1, 2)
+        best, target = score.max(dim=-1)
+        merged = best.argsort(dim=-1, descending=True, stable=True)[:, :r]  # ties: the earlier A token first
+        src, dst = a.gather(1, merged), b.gather(1, target.gather(1, merged))
+        sums.index_add_(0, (dst + offsets).flatten(), sums[(src + offsets).flatten()])
+        sizes.index_add_(0, (dst + offsets).flatten(), sizes[(src + offsets).flatten()])
+        redirect = torch.arange(n, device=device).repeat(batch, 1).scatter_(1, src, dst)
+        owner = redirect.gather(1, owner)
+        keep = torch.ones(alive.shape, dtype=torch.bool, device=device)
+        keep[:, 0::2] = keep[:, 0::2].scatter(1, merged, False)
+        alive = alive[keep].view(batch, -1)  # every sample drops the same r tokens
+    return owner
 
 
 def bipartite_merge(features: torch.Tensor, count: int) -> torch.Tensor:
@@ -16,28 +44,7 @@ def bipartite_merge(features: torch.Tensor, count: int) -> torch.Tensor:
     features are size-weighted means, i.e. the mean of all original rows in the group ("proportional" ToMe).
     Returns for every original row the index of its group's destination row (a surviving B token).
     """
-    n = features.shape[0]
-    owner = torch.arange(n, device=features.device)  # original row -> current token (its position row)
-    alive = torch.arange(n, device=features.device)  # current tokens, as original row ids, in order
-    sums = features.float().clone()
-    sizes = torch.ones(n, device=features.device)
-    while len(alive) > count:
-        r = min(len(alive) - count, len(alive) // 2)
-        a, b = alive[0::2], alive[1::2]
-        mean = sums / sizes.unsqueeze(-1)
-        score = F.normalize(mean[a], dim=-1) @ F.normalize(mean[b], dim=-1).T
-        best, target = score.max(dim=-1)
-        merged = best.argsort(descending=True)[:r]
-        src, dst = a[merged], b[target[merged]]
-        sums.index_add_(0, dst, sums[src])
-        sizes.index_add_(0, dst, sizes[src])
-        redirect = torch.arange(n, device=features.device)
-        redirect[src] = dst
-        owner = redirect[owner]
-        keep = torch.ones(len(alive), dtype=torch.bool, device=features.device)
-        keep[0::2][merged] = False
-        alive = alive[keep]
-    return owner
+    return bipartite_merge_batched(features[None], count)[0]
 
 
 class ToMe(PruneMethod):
@@ -46,17 +53,28 @@ class ToMe(PruneMethod):
 
     Bipartite soft matching with proportional (size-weighted) averaging, repeated until ``keep`` of the
     visual tokens remain. Similarity is cosine on the projected visual features (the tokens the LLM reads);
-    a merged token sits at the position of its surviving B token.
+    a merged token sits at the position of its surviving B token. Samples with the same number of visual
+    tokens are merged together, as one batch.
     """
 
     name = "tome"
 
     def bind(self, info: ModelInfo) -> None:
-        self.stages = [Stage(layer=0, select=self.select)]
+        self.stages = [Stage(layer=0, select=self.select, select_batch=self.select_batch)]
 
-    def select(self, inp: StageInput):
-        vis = inp.visual
-        owner = bipartite_merge(inp.hidden[vis], count_kept(len(vis), inp.keep))
-        survivors = owner.unique()
-        moved = owner != torch.arange(len(vis), device=vis.device)
-        return group_mean(vis[survivors], vis[moved], vis[owner[moved]])
+    def select(self, inp: StageInput) -> Choice:
+        return self.select_batch([inp])[0]
+
+    def select_batch(self, inputs: list[StageInput]) -> list[Choice]:
+        by_length: dict[int, list[int]] = {}
+        for i, inp in enumerate(inputs):
+            by_length.setdefault(len(inp.visual), []).append(i)
+        choices: list[Choice | None] = [None] * len(inputs)
+        for length, members in by_length.items():
+            features = torch.stack([inputs[i].hidden[inputs[i].visual] for i in members])
+            owners = bipartite_merge_batched(features, count_kept(length, inputs[members[0]].keep))
+            for i, owner in zip(members, owners):
+                vis = inputs[i].visual
+                moved = owner != torch.arange(length, device=vis.device)
+                choices[i] = group_mean(vis[owner.unique()], vis[moved], vis[owner[moved]])
+        return choices

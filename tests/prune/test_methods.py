@@ -43,6 +43,22 @@ def test_tome_merges_duplicates_first_and_reaches_the_count():
     assert torch.equal(owner[0::2], owner[1::2])
 
 
+def test_tome_batched_selection_equals_each_sample_alone():
+    from mmaccel.prune.tome import ToMe
+
+    torch.manual_seed(0)
+    # Two lengths: samples of the same length are merged as one batch, the others apart.
+    inputs = [_stage_input(n_visual=n, keep=0.25) for n in (32, 20, 32, 32)]
+    inputs[2].hidden[2:10] = inputs[2].hidden[2]  # exact duplicates, as on a flat background: tied scores
+    method = ToMe(0.25)
+    together = method.select_batch(inputs)
+    for inp, joint in zip(inputs, together):
+        alone = method.select(inp)
+        for field in ("keep", "src", "dest", "weight"):
+            assert torch.equal(getattr(alone, field), getattr(joint, field))
+    assert [c.keep.numel() for c in together] == [8, 5, 8, 8]
+
+
 def test_static_windows_group_a_still_segment():
     similarity = torch.tensor([[0.9, 0.95], [0.99, 0.9], [0.1, 0.2], [0.9, 0.9]])  # 5 frames, cut after 2
     assert static_windows(similarity, tau=0.8, max_window=8) == [(0, 2), (3, 4)]
