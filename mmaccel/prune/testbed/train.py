@@ -37,7 +37,9 @@ from .questions import (
 )
 
 
-def build_model(processor):
+def build_model(processor, llm_layers: int = 4):
+    """The untrained testbed: CLIP-style tower (2 layers, width 96), 2-layer projector, Llama (``llm_layers``
+    layers, width 128)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     tokenizer = processor.tokenizer
@@ -54,7 +56,7 @@ def build_model(processor):
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=384,
-        num_hidden_layers=4,
+        num_hidden_layers=llm_layers,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=512,
@@ -235,6 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also train patch heads on the vision tower (kind, colour, centre of the shape under each patch)",
     )
+    parser.add_argument("--llm-layers", type=int, default=4, help="decoder layers of the Llama language model")
     parser.add_argument(
         "--card", action="store_true", help="only rewrite --out's README.md from its weights and records"
     )
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         model = LlavaForConditionalGeneration.from_pretrained(args.init, attn_implementation="sdpa").train()
         print(f"continuing from {args.init}", flush=True)
     else:
-        model = build_model(processor).train()
+        model = build_model(processor, args.llm_layers).train()
     previous = json.loads((args.init / "training.json").read_text()) if args.init is not None else None
     heldout = heldout_questions(300)
     auxiliary = ImageAuxiliary(model, SHAPE_KINDS, SHAPE_COLOURS, IMAGE_SIZE, PATCH_SIZE) if args.auxiliary else None
@@ -289,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         "followups": args.followups,
         "every_question": args.every_question,
         "auxiliary": args.auxiliary,
+        "llm_layers": model.config.text_config.num_hidden_layers,
         "budget_minutes": args.minutes,
         "minutes": minutes,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -333,6 +337,8 @@ def _command(run: dict) -> str:
     for flag in ("followups", "every_question", "auxiliary"):
         if run.get(flag):
             flags += " --" + flag.replace("_", "-")
+    if run.get("llm_layers", 4) != 4:
+        flags += f" --llm-layers {run['llm_layers']}"
     return f"python -m mmaccel.prune.testbed.train {flags}"
 
 
@@ -374,6 +380,7 @@ def write_card(out: Path) -> None:
     processor = build_processor()
     model = LlavaForConditionalGeneration.from_pretrained(out, attn_implementation="sdpa").eval()
     by_kind, accuracy = accuracy_by_kind(model, processor, heldout_questions(300))
+    layers = model.config.text_config.num_hidden_layers
     stages = [run]
     while stages[0].get("continued_from"):
         stages.insert(0, stages[0]["continued_from"])
@@ -400,8 +407,8 @@ is measured on. Trained from scratch in this repository; no external data or wei
 
 - **Architecture**: CLIP-style vision tower ({IMAGE_SIZE}x{IMAGE_SIZE} input, {PATCH_SIZE}x{PATCH_SIZE} patches ->
   {(IMAGE_SIZE // PATCH_SIZE) ** 2} visual tokens + [CLS], 2 layers, width 96), 2-layer GELU projector, Llama language
-  model (4 layers, width 128, 4 heads, MLP 384), word-level vocabulary of {len(processor.tokenizer)} tokens. fp32,
-  SDPA attention.
+  model ({layers} layers, width 128, 4 heads, MLP 384), word-level vocabulary of {len(processor.tokenizer)} tokens.
+  fp32, SDPA attention.
 - **Data**: scenes of 1-3 distinct shapes (circle, square, triangle, star) in six colours from
   `mmaccel.data.scenes` (`random_scene` + `render`), drawn fresh every step; questions: colour of a named
   shape, number of shapes, whether one shape is left of another. One-word answers. Held-out examples ask
