@@ -26,8 +26,9 @@ def bipartite_merge_batched(features: torch.Tensor, count: int) -> torch.Tensor:
         best, target = score.max(dim=-1)
         merged = best.argsort(dim=-1, descending=True, stable=True)[:, :r]  # ties: the earlier A token first
         src, dst = a.gather(1, merged), b.gather(1, target.gather(1, merged))
-        sums.index_add_(0, (dst + offsets).flatten(), sums[(src + offsets).flatten()])
-        sizes.index_add_(0, (dst + offsets).flatten(), sizes[(src + offsets).flatten()])
+        src_rows, dst_rows = (src + offsets).flatten(), (dst + offsets).flatten()
+        sums.index_add_(0, dst_rows, sums[src_rows])
+        sizes.index_add_(0, dst_rows, sizes[src_rows])
         redirect = torch.arange(n, device=device).repeat(batch, 1).scatter_(1, src, dst)
         owner = redirect.gather(1, owner)
         keep = torch.ones(alive.shape, dtype=torch.bool, device=device)
