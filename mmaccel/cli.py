@@ -8,8 +8,11 @@ import sys
 from .io import check_writable, write_json_atomic
 
 
-def number_or_text(value: str) -> int | float | str:
-    """A command-line parameter value: an int or a float where it reads as one, else the text."""
+def number_or_text(value: str) -> bool | int | float | str:
+    """A command-line parameter value: a bool for true/false, an int or a float where it reads as one, else
+    the text."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
     for cast in (int, float):
         try:
             return cast(value)

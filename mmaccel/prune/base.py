@@ -41,12 +41,21 @@ class Choice:
     ``keep`` indexes the current sequence. The merge sets, for every kept token ``d`` that appears in
     ``dest``, ``h[d] = sum(weight[i] * h[src[i]] for i with dest[i] == d)``; a kept token that should
     contribute to its own merged value must be listed as its own source.
+
+    ``absorbed``/``absorber`` (optional, current-sequence indices) turn on proportional attention, as in ToMe
+    (Bolya et al., ICLR 2023): each token has a *size*, the number of original tokens it stands for (1 to
+    start with), a kept token's size grows by the sizes of the dropped tokens it absorbs, and in every later
+    layer, decode steps included, attention to a token gets ``+ log(size)`` on its logit, so a kept token
+    weighs in softmax as much as the tokens it replaced together would have.
     """
 
     keep: torch.Tensor
     src: torch.Tensor | None = None
     dest: torch.Tensor | None = None
     weight: torch.Tensor | None = None
+    # Proportional attention: dropped token ``absorbed[i]`` now counts toward kept token ``absorber[i]``.
+    absorbed: torch.Tensor | None = None
+    absorber: torch.Tensor | None = None
 
 
 @dataclass
@@ -104,6 +113,15 @@ def check_layer(name: str, layer: int, info: ModelInfo, minimum: int = 0) -> int
     return layer
 
 
+def check_flag(name: str, value: object) -> bool:
+    """A boolean method parameter; 0 and 1 are accepted, as the bench CLI reads ``name=1`` as an int."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false (or 1 / 0), got {value!r}")
+
+
 def count_kept(n: int, ratio: float) -> int:
     """Number of tokens a ratio keeps out of ``n``: rounded, at least one when there is any."""
     if n == 0:
@@ -119,3 +137,9 @@ def group_mean(keep: torch.Tensor, assign_src: torch.Tensor, assign_dest: torch.
         0, dest_all, torch.ones_like(dest_all, dtype=torch.float)
     )
     return Choice(keep=keep, src=src_all, dest=dest_all, weight=1.0 / size[dest_all])
+
+
+def nearest_kept(features: torch.Tensor, keep: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+    """For each ``dropped`` row of ``features`` (``(L, D)``), the ``keep`` row most cosine-similar to it."""
+    normed = torch.nn.functional.normalize(features.float(), dim=-1)
+    return keep[(normed[dropped] @ normed[keep].T).argmax(dim=-1)]

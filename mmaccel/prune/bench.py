@@ -5,7 +5,9 @@ time to first token measured here (vision encoder + prefill, median over questio
 batches of ``batch_size`` requests prefilled together; each speed-up divides an unpruned time measured right
 before the method's own by it), accuracy on
 the questions, and agreement with the unpruned model's answers. ``none`` always runs first: it is the
-reference for agreement, FLOPs ratio and TTFT speedup.
+reference for agreement, FLOPs ratio and TTFT speedup. A method may be named with its own parameters
+(``divprune:proportional=true``), so that two settings of one method are measured side by side; its records
+then carry ``params``.
 
 Question files are JSON lines: ``{"image": "a.png" | "video": ["f0.png", ...], "question": ..., "answer": ...}``
 with paths relative to the file, and optionally ``"kind"`` (e.g. ``"count"``): when every question has one, each
@@ -152,7 +154,7 @@ def _run(
         # is a ratio of two measurements taken seconds apart (machine load drifts over a whole bench).
         with torch.inference_mode():
             reference = (_median_prefill(model, inputs), _median_prefill(model, batches))
-    with prune(model, method, keep=keep, **params.get(method, {})) as session:
+    with prune(model, method, keep=keep, **params) as session:
         with torch.inference_mode():
             # Batched TTFT: the first token of every request in a batch, the serving case; the fixed per-call
             # cost is shared by the batch, so the share of pruned work is larger than at batch 1.
@@ -239,17 +241,19 @@ def run_bench(
     """
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     keeps = [float(k) for k in keeps.split(",")] if isinstance(keeps, str) else [float(k) for k in keeps]
-    for m in methods:
-        if m not in PRUNE_METHODS:
-            raise ValueError(f"methods: unknown method {m!r}; choose from {', '.join(PRUNE_METHODS)}")
     for k in keeps:
         if not 0.0 < k <= 1.0:
             raise ValueError(f"keeps: every keep ratio must be in (0, 1], got {k}")
-    for m, values in (params or {}).items():
-        if m not in methods or m == "none":
-            raise ValueError(f"params: {m!r} is not one of the benchmarked pruning methods {methods}")
+    names = [method_variant(m)[0] for m in methods]
+    for m in params or {}:
+        if m not in names or m == "none":
+            raise ValueError(f"params: {m!r} is not one of the benchmarked pruning methods {names}")
+    for m in methods:
+        name, values = _variant_params(m, params)
+        if name == "none":
+            continue
         try:
-            make_method(m, keeps[0], **values)  # unknown or out-of-range parameters fail here, before any run
+            make_method(name, keeps[0], **values)  # unknown or out-of-range parameters fail here, before any run
         except TypeError as err:
             raise ValueError(f"params: {err}") from None
     if model_path_or_default in DEFAULT_MODELS:
@@ -311,27 +315,32 @@ def bench_model(
     if batch_size > 1:
         full = len(questions) // batch_size * batch_size  # equal batches only, so their times compare
         batches = [build_batch(processor, questions[i : i + batch_size]) for i in range(0, full, batch_size)]
-    reference = _run(model, processor, questions, inputs, "none", 1.0, params, max_new_tokens, batches)
+    reference = _run(model, processor, questions, inputs, "none", 1.0, {}, max_new_tokens, batches)
     records = [_record("none", 1.0, reference, reference, len(questions), batch_size)]
-    for method in methods:
+    for variant in methods:
+        method, values = _variant_params(variant, params)
         if method == "none":
             continue
+        named = {"params": values} if values else {}
         for keep in keeps:
             try:
-                result = _run(model, processor, questions, inputs, method, keep, params, max_new_tokens, batches)
+                result = _run(model, processor, questions, inputs, method, keep, values, max_new_tokens, batches)
             except (ValueError, TypeError) as err:
-                records.append({"method": method, "keep": keep, "error": str(err)})
+                records.append({"method": method, **named, "keep": keep, "error": str(err)})
                 continue
-            records.append(_record(method, keep, result, reference, len(questions), batch_size))
+            records.append(_record(method, keep, result, reference, len(questions), batch_size, values))
     if json_path is not None:
         write_json_atomic(json_path, records)
     return records
 
 
-def _record(method: str, keep: float, result: dict, reference: dict, count: int, batch_size: int = 1) -> dict:
+def _record(
+    method: str, keep: float, result: dict, reference: dict, count: int, batch_size: int = 1, params: dict | None = None
+) -> dict:
     agree = sum(normalise(a) == normalise(b) for a, b in zip(result["answers"], reference["answers"])) / count
     return {
         "method": method,
+        **({"params": params} if params else {}),
         "keep": keep,
         "questions": count,
         "visual_tokens": result["visual_tokens"],
@@ -362,15 +371,45 @@ def markdown_table(records: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
+        method = r["method"] + "".join(f" {k}={_show(v)}" for k, v in r.get("params", {}).items())
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['keep']} | - | - | - | - | - | - | not applicable | - |")
+            lines.append(f"| {method} | {r['keep']} | - | - | - | - | - | - | not applicable | - |")
             continue
         batched = "- | -"
         if r.get("batch_ttft_s"):
             batched = f"{r['batch_ttft_s'] * 1e3:.1f} (batch {r['batch_size']}) | {r['batch_ttft_speedup']:.2f}x"
         lines.append(
-            f"| {r['method']} | {r['keep']} | {r['visual_tokens_kept']:.1f} of {r['visual_tokens']:.0f} "
+            f"| {method} | {r['keep']} | {r['visual_tokens_kept']:.1f} of {r['visual_tokens']:.0f} "
             f"| {r['flops_ratio']:.1%} | {r['ttft_s'] * 1e3:.1f} | {r['ttft_speedup']:.2f}x | {batched} "
             f"| {r['accuracy']:.1%} | {r['agreement']:.1%} |"
         )
     return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def method_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"divprune:proportional=true"`` -> ``("divprune", {"proportional": True})``: a method name, optionally
+    followed by ``:name=value`` parameters, so two settings of one method can be benchmarked side by side."""
+    from mmaccel.cli import number_or_text
+
+    name, *parts = spec.strip().split(":")
+    if name not in PRUNE_METHODS:
+        raise ValueError(f"methods: unknown method {name!r} in {spec!r}; choose from {', '.join(PRUNE_METHODS)}")
+    values: dict[str, Any] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ValueError(f"methods: {spec!r} must look like method or method:name=value[:name=value]")
+        values[key] = number_or_text(value)
+    if values and name == "none":
+        raise ValueError(f"methods: 'none' takes no parameters, got {spec!r}")
+    return name, values
+
+
+def _variant_params(spec: str, params: dict[str, dict[str, Any]] | None) -> tuple[str, dict[str, Any]]:
+    """A variant's name and parameters: those of ``params[name]`` (``--param``), overridden by its own."""
+    name, own = method_variant(spec)
+    return name, {**(params or {}).get(name, {}), **own}

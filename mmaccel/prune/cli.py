@@ -49,7 +49,11 @@ def register(commands, generate, bench) -> None:
         default="default",
         help="a LLaVA / LLaVA-OneVision / Qwen2-VL folder, or 'default' (the image testbed) or 'default-video'",
     )
-    b.add_argument("--methods", default="none,fastv,visionzip,divprune,dart,tome,holitom")
+    b.add_argument(
+        "--methods",
+        default="none,fastv,visionzip,divprune,dart,tome,holitom",
+        help="comma-separated; a method may carry its own parameters, e.g. divprune:proportional=true",
+    )
     b.add_argument("--keep", default="0.5,0.25,0.1", help="comma-separated keep ratios in (0, 1]")
     b.add_argument("--questions", default=None, help="JSON-lines question file (default: the testbed's held-out)")
     b.add_argument("--limit", type=int, default=None, help="use only the first N questions")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, count_kept
+from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, check_flag, count_kept, nearest_kept
 
 
 def max_min_diverse_batched(features: torch.Tensor, valid: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
@@ -53,9 +53,19 @@ class DivPrune(PruneMethod):
     Before the LLM, on the projected visual features: pick the subset that maximises the minimum pairwise
     cosine distance (a max-min diversity problem), solved greedily, for the whole batch at once.
     Published default keep ratio: 0.098.
+
+    ``proportional=True`` (an mmaccel option, off by default as in the paper) adds ToMe's proportional
+    attention: every dropped token counts toward its most cosine-similar kept token, and the LLM's attention to
+    a kept token gets ``+ log(count)``. Max-min diversity keeps rare tokens (edges, small objects) and drops
+    most of the repetitive ones (background, object interiors), which skews what the LLM's softmax sees; the
+    counts restore each region's weight. On the shipped testbed this is what keeps "how many shapes" right.
     """
 
     name = "divprune"
+
+    def __init__(self, keep: float, proportional: bool = False):
+        super().__init__(keep)
+        self.proportional = check_flag("proportional", proportional)
 
     def bind(self, info: ModelInfo) -> None:
         self.stages = [Stage(layer=0, select=self.select, select_batch=self.select_batch)]
@@ -69,4 +79,15 @@ class DivPrune(PruneMethod):
         valid = torch.arange(features.shape[1], device=features.device) < lengths[:, None]
         counts = [count_kept(len(inp.visual), inp.keep) for inp in inputs]
         chosen = max_min_diverse_batched(features, valid, counts)
-        return [Choice(keep=inp.visual[c]) for inp, c in zip(inputs, chosen)]
+        choices = []
+        for inp, c in zip(inputs, chosen):
+            keep = inp.visual[c]
+            if not self.proportional:
+                choices.append(Choice(keep=keep))
+                continue
+            dropped = torch.ones(len(inp.visual), dtype=torch.bool, device=keep.device)
+            dropped[c] = False
+            dropped = inp.visual[dropped]
+            absorber = nearest_kept(inp.hidden, keep, dropped)
+            choices.append(Choice(keep=keep, absorbed=dropped, absorber=absorber))
+        return choices

@@ -46,6 +46,7 @@ class _StageResult:
     local: list[torch.Tensor]  # per sample: kept slots as indices into the stage's input sequence
     merges: list[Choice | None]
     input_length: int  # stage input length at the prompt's prefill, for reusing the choice on longer inputs
+    log_size: torch.Tensor | None = None  # (B, Ls) log of the tokens each slot stands for; None: all 1
 
 
 @dataclass
@@ -385,6 +386,12 @@ class PruneSession:
         lonely = ~allowed.any(-1)
         allowed[:, own, own + offset] |= lonely
         allowed = allowed.unsqueeze(1)
+        if result.log_size is not None:
+            # Proportional attention: + log(size) on every logit towards a token that stands for several.
+            bias = result.log_size.to(dtype)
+            if not call.prefill:
+                bias = torch.nn.functional.pad(bias, (0, key_col.shape[1] - bias.shape[1]))
+            return torch.where(allowed, bias[:, None, None, :], torch.finfo(dtype).min)
         if self.family.attn_implementation() == "eager":
             return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
         return allowed
@@ -440,7 +447,17 @@ class PruneSession:
         merged = torch.stack(rows)
         out = merged.gather(1, local_idx.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         kept = prev_kept.gather(1, local_idx)
-        call.results.append(_StageResult(kept, valid & prev_valid.gather(1, local_idx), locals_, merges, length))
+        if reuse is not None:
+            # Generation without a cache: the same slots, plus the new tokens (size 1) at the right end.
+            log_size = reuse.log_size
+            if log_size is not None:
+                log_size = torch.nn.functional.pad(log_size, (0, width - log_size.shape[1]))
+        else:
+            prev_size = call.results[s - 1].log_size if s > 0 else None
+            log_size = _log_sizes(prev_size, choices, local_idx, length)
+        call.results.append(
+            _StageResult(kept, valid & prev_valid.gather(1, local_idx), locals_, merges, length, log_size)
+        )
         if s == len(self.stages) - 1:
             self._record_stats(call)
         return out
@@ -542,6 +559,21 @@ class PruneSession:
             return None
         r = self._prompt["results"][-1]
         return r.kept.masked_fill(~r.valid, -1)
+
+
+def _log_sizes(
+    prev: torch.Tensor | None, choices: list[Choice], local_idx: torch.Tensor, length: int
+) -> torch.Tensor | None:
+    """Log sizes of a stage's output slots (``local_idx`` indexes its input of ``length`` tokens): the input's
+    sizes (``prev``, as logs; all 1 when None), each kept token grown by the sizes of the tokens it absorbs.
+    None while every size is 1."""
+    if prev is None and all(c.absorbed is None for c in choices):
+        return None
+    size = prev.exp() if prev is not None else torch.ones(len(choices), length, device=local_idx.device)
+    for b, choice in enumerate(choices):
+        if choice.absorbed is not None:
+            size[b].index_add_(0, choice.absorber, size[b, choice.absorbed])
+    return size.gather(1, local_idx).log()
 
 
 def _apply_merge(row: torch.Tensor, choice: Choice) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, count_kept, group_mean
+from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, check_flag, count_kept, group_mean
 
 
 def bipartite_merge_batched(features: torch.Tensor, count: int) -> torch.Tensor:
@@ -56,9 +56,17 @@ class ToMe(PruneMethod):
     visual tokens remain. Similarity is cosine on the projected visual features (the tokens the LLM reads);
     a merged token sits at the position of its surviving B token. Samples with the same number of visual
     tokens are merged together, as one batch.
+
+    ``proportional=True`` adds the paper's proportional attention (``softmax(QK^T / sqrt(d) + log s)``, ``s``
+    the merged token's size) in every LLM layer. The official code turns it on inside the ViT it merges; here
+    the merge is in front of an unmodified LLM, so it is off by default.
     """
 
     name = "tome"
+
+    def __init__(self, keep: float, proportional: bool = False):
+        super().__init__(keep)
+        self.proportional = check_flag("proportional", proportional)
 
     def bind(self, info: ModelInfo) -> None:
         self.stages = [Stage(layer=0, select=self.select, select_batch=self.select_batch)]
@@ -77,5 +85,8 @@ class ToMe(PruneMethod):
             for i, owner in zip(members, owners):
                 vis = inputs[i].visual
                 moved = owner != torch.arange(length, device=vis.device)
-                choices[i] = group_mean(vis[owner.unique()], vis[moved], vis[owner[moved]])
+                choice = group_mean(vis[owner.unique()], vis[moved], vis[owner[moved]])
+                if self.proportional:
+                    choice.absorbed, choice.absorber = vis[moved], vis[owner[moved]]
+                choices[i] = choice
         return choices

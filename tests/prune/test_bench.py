@@ -138,6 +138,42 @@ def test_bench_rejects_bad_arguments(checkpoint):
         run_bench(str(folder), "fastv", "0.5", questions, params={"tome": {"layer": 1}})
 
 
+def test_two_settings_of_one_method_are_benchmarked_side_by_side(checkpoint, capsys):
+    from mmaccel.cli import main
+
+    folder, questions = checkpoint
+    methods = "none,divprune,divprune:proportional=true"
+    records = run_bench(str(folder), methods, "0.25", questions, max_new_tokens=2, batch_size=1)
+    assert [(r["method"], r.get("params")) for r in records] == [
+        ("none", None),
+        ("divprune", None),
+        ("divprune", {"proportional": True}),
+    ]
+    # --param applies to every variant of its method; a variant's own value wins.
+    records = run_bench(
+        str(folder),
+        "fastv:layer=1,fastv",
+        "0.25",
+        questions,
+        max_new_tokens=1,
+        batch_size=1,
+        params={"fastv": {"layer": 3}},
+    )
+    assert [r.get("params") for r in records] == [None, {"layer": 1}, {"layer": 3}]
+    argv = ["bench", "prune", "--model", str(folder), "--questions", str(questions), "--keep", "0.5"]
+    assert main([*argv, "--methods", "none,tome:proportional=true", "--batch-size", "1"]) == 0
+    assert "| tome proportional=true | 0.5 |" in capsys.readouterr().out
+    for bad, message in [
+        ("divprune:proportional", "must look like"),
+        ("nope:x=1", "unknown method 'nope'"),
+        ("none:x=1", "'none' takes no parameters"),
+        ("divprune:proportional=maybe", "proportional must be true or false"),
+        ("divprune:nope=1", "unexpected keyword argument 'nope'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run_bench(str(folder), f"none,{bad}", "0.5", questions)
+
+
 def test_cli_passes_method_parameters(checkpoint, tmp_path, monkeypatch):
     from mmaccel.cli import main
 

@@ -128,23 +128,25 @@ def test_kept_tokens_keep_their_original_positions(models, family, method, param
 
 
 @pytest.mark.parametrize(
-    "family,method",
+    "family,method,params",
     [
-        ("llava", "fastv"),
-        ("llava", "visionzip"),
-        ("llava", "divprune"),
-        ("onevision", "tome"),
-        ("qwen2vl", "dart"),
-        ("qwen2vl", "tome"),
-        ("onevision_video", "holitom"),
+        ("llava", "fastv", {}),
+        ("llava", "visionzip", {}),
+        ("llava", "divprune", {}),
+        ("llava", "divprune", {"proportional": True}),
+        ("onevision", "tome", {}),
+        ("qwen2vl", "dart", {}),
+        ("qwen2vl", "tome", {}),
+        ("qwen2vl", "tome", {"proportional": True}),
+        ("onevision_video", "holitom", {}),
     ],
 )
-def test_batch_of_two_equals_each_alone(models, family, method):
+def test_batch_of_two_equals_each_alone(models, family, method, params):
     model = _model(models, family)
     make = FAMILIES[family][1]
     kwargs = {"suffix_lengths": [5, 2]} if family in PADDED else {}
     batch = make(2, **kwargs)
-    with P.prune(model, method, keep=0.25):
+    with P.prune(model, method, keep=0.25, **params):
         together = model.generate(**batch, max_new_tokens=3, **GENERATE)
         for row in range(2):
             alone = _row(batch, row, family)
@@ -178,24 +180,27 @@ def _row(batch: dict, row: int, family: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    "family,method",
+    "family,method,params",
     [
-        ("llava", "fastv"),
-        ("llava", "dart"),
-        ("llava", "visionzip"),
-        ("llava", "divprune"),
-        ("llava", "tome"),
-        ("onevision", "visionzip"),
-        ("onevision_video", "holitom"),
-        ("qwen2vl", "fastv"),
-        ("qwen2vl_video", "divprune"),
+        ("llava", "fastv", {}),
+        ("llava", "dart", {}),
+        ("llava", "visionzip", {}),
+        ("llava", "divprune", {}),
+        ("llava", "divprune", {"proportional": True}),
+        ("llava", "tome", {}),
+        ("llava", "tome", {"proportional": True}),
+        ("onevision", "visionzip", {}),
+        ("onevision_video", "holitom", {}),
+        ("qwen2vl", "fastv", {}),
+        ("qwen2vl_video", "divprune", {}),
+        ("qwen2vl_video", "divprune", {"proportional": True}),
     ],
 )
-def test_generation_with_cache_equals_without(models, family, method):
+def test_generation_with_cache_equals_without(models, family, method, params):
     model = _model(models, family)
     kwargs = {"suffix_lengths": [5, 2]} if family in PADDED else {}
     inputs = FAMILIES[family][1](2, **kwargs)
-    with P.prune(model, method, keep=0.25):
+    with P.prune(model, method, keep=0.25, **params):
         cached = model.generate(**inputs, max_new_tokens=4, **GENERATE)
         uncached = model.generate(**inputs, max_new_tokens=4, use_cache=False, **GENERATE)
     assert torch.equal(cached.sequences, uncached.sequences)
@@ -278,3 +283,95 @@ def test_the_package_itself_is_callable(models):
     with P(model, "fastv", keep=0.25) as session:
         model(**inputs)
     assert session.last_prefill["visual_tokens_per_layer"][-1] == 16
+
+
+def _capture_masks(model, layer_index):
+    seen = []
+    attention = model.model.language_model.layers[layer_index].self_attn
+    handle = attention.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["attention_mask"].detach().clone()), with_kwargs=True
+    )
+    return seen, handle
+
+
+def test_proportional_divprune_weighs_each_kept_token_by_the_tokens_nearest_to_it(models):
+    model, inputs = models["llava"], llava_inputs(2, suffix_lengths=[5, 2])
+    lm = model.model.language_model
+    embeds = []
+    handle = lm.register_forward_pre_hook(lambda m, a, kw: embeds.append(kw["inputs_embeds"]), with_kwargs=True)
+    masks, handle_mask = _capture_masks(model, 3)
+    with P.prune(model, "divprune", keep=0.25, proportional=True) as session:
+        model(**inputs)
+        kept = session.kept_columns
+    handle.remove()
+    handle_mask.remove()
+    mask = masks[0][:, 0]
+    ids = inputs["input_ids"]
+    for b in range(2):
+        visual = (ids[b] == IMAGE).nonzero().flatten()
+        slots = (kept[b] >= 0).nonzero().flatten()
+        columns = kept[b, slots]
+        is_visual = ids[b, columns] == IMAGE
+        kept_visual = columns[is_visual]
+        assert len(kept_visual) == 16
+        # Expected sizes, from the LLM's input embeddings: 1 + the dropped visual tokens nearest to each.
+        normed = torch.nn.functional.normalize(embeds[0][b], dim=-1)
+        dropped = visual[~torch.isin(visual, kept_visual)]
+        nearest = (normed[dropped] @ normed[kept_visual].T).argmax(-1)
+        size = 1 + torch.bincount(nearest, minlength=len(kept_visual)).float()
+        last = mask[b, -1, slots]  # the last query sees every real token of its row
+        torch.testing.assert_close(last[is_visual].exp(), size)
+        assert torch.equal(last[~is_visual], torch.zeros(int((~is_visual).sum())))
+        assert size.sum() == len(visual)
+
+
+class AbsorbTwice(PruneMethod):
+    """Stage 0 folds visual token 1 into 0; stage 2 folds 0 (now of size 2) into 2, and drops 3 outright."""
+
+    name = "absorb_twice"
+
+    def __init__(self):
+        super().__init__(0.5)
+
+    def bind(self, info: ModelInfo) -> None:
+        def first(inp):
+            v = inp.visual
+            return Choice(keep=torch.cat([v[:1], v[2:]]), absorbed=v[1:2], absorber=v[:1])
+
+        def second(inp):
+            v = inp.visual  # visual tokens 0, 2, 3, ... of the original
+            return Choice(keep=torch.cat([v[1:2], v[3:]]), absorbed=v[:1], absorber=v[1:2])
+
+        self.stages = [Stage(layer=0, select=first), Stage(layer=2, select=second)]
+
+
+def test_proportional_sizes_compose_across_stages_and_persist_while_decoding(models):
+    model, inputs = models["llava"], llava_inputs(1)
+    first_visual = int((inputs["input_ids"][0] == IMAGE).nonzero()[0])
+    early, handle_early = _capture_masks(model, 1)
+    late, handle_late = _capture_masks(model, 3)
+    with P.prune(model, AbsorbTwice()) as session:
+        model.generate(**inputs, max_new_tokens=2, **GENERATE)
+        kept = session.kept_columns[0]
+    handle_early.remove()
+    handle_late.remove()
+    sizes = {"early": early[0][0, 0, -1].exp(), "late": late[0][0, 0, -1].exp()}
+    # After stage 0: token 0 stands for 2; after stage 2 token 2 stands for 3 (itself, 0 and 1); 3 is gone.
+    assert sizes["early"][0 + first_visual - 0] == pytest.approx(2.0)
+    late_columns = kept.tolist()
+    assert first_visual + 3 not in late_columns and first_visual not in late_columns
+    assert sizes["late"][late_columns.index(first_visual + 2)] == pytest.approx(3.0)
+    assert sorted(set(sizes["late"].tolist())) == pytest.approx([1.0, 3.0])
+    # A decode step (one query) keeps the prompt's sizes and gives the new token size 1.
+    step = late[1][0, 0, -1].exp()
+    torch.testing.assert_close(step[: len(late_columns)], sizes["late"])
+    assert step[-1] == 1.0
+
+
+def test_no_proportional_attention_leaves_the_boolean_mask(models):
+    model, inputs = models["llava"], llava_inputs(1)
+    masks, handle = _capture_masks(model, 3)
+    with P.prune(model, "divprune", keep=0.25):
+        model(**inputs)
+    handle.remove()
+    assert masks[0].dtype == torch.bool

@@ -43,6 +43,19 @@ def test_tome_merges_duplicates_first_and_reaches_the_count():
     assert torch.equal(owner[0::2], owner[1::2])
 
 
+def test_proportional_tome_counts_every_merged_token_into_its_group():
+    from mmaccel.prune.tome import ToMe
+
+    torch.manual_seed(0)
+    inp = _stage_input(n_visual=32, keep=0.25)
+    plain, choice = ToMe(0.25).select(inp), ToMe(0.25, proportional=True).select(inp)
+    assert plain.absorbed is None and torch.equal(plain.keep, choice.keep)
+    # Sizes from what was absorbed equal the groups the merge averages over (its weights are 1 / size).
+    size = torch.ones(int(inp.hidden.shape[0])).index_add_(0, choice.absorber, torch.ones(len(choice.absorbed)))
+    torch.testing.assert_close(choice.weight, 1.0 / size[choice.dest])
+    assert size[choice.keep].sum() == 32 and not torch.isin(choice.absorbed, choice.keep).any()
+
+
 def test_tome_batched_selection_equals_each_sample_alone():
     from mmaccel.prune.tome import ToMe
 
