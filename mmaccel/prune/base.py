@@ -137,9 +137,3 @@ def group_mean(keep: torch.Tensor, assign_src: torch.Tensor, assign_dest: torch.
         0, dest_all, torch.ones_like(dest_all, dtype=torch.float)
     )
     return Choice(keep=keep, src=src_all, dest=dest_all, weight=1.0 / size[dest_all])
-
-
-def nearest_kept(features: torch.Tensor, keep: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
-    """For each ``dropped`` row of ``features`` (``(L, D)``), the ``keep`` row most cosine-similar to it."""
-    normed = torch.nn.functional.normalize(features.float(), dim=-1)
-    return keep[(normed[dropped] @ normed[keep].T).argmax(dim=-1)]

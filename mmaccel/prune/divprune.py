@@ -6,16 +6,20 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, check_flag, count_kept, nearest_kept
+from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, check_flag, count_kept
 
 
-def max_min_diverse_batched(features: torch.Tensor, valid: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+def max_min_diverse_batched(
+    features: torch.Tensor, valid: torch.Tensor, counts: list[int], *, owners: bool = False
+) -> list[torch.Tensor] | tuple[list[torch.Tensor], list[torch.Tensor]]:
     """For each sample ``b``, indices of ``counts[b]`` rows of ``features[b]`` (``(B, n, D)``; rows where
     ``valid[b]`` is False are padding and never chosen) picked greedily to maximise the minimum cosine
     distance to those already chosen.
 
     The first pick is the row farthest from its nearest neighbour. Greedy max-min is sequential by nature:
     one batched O(n) step per kept token for the whole batch, no Python work per candidate or per sample.
+    With ``owners=True`` also returns, per sample, each row's nearest chosen row (the chosen row itself for
+    a chosen one), from the same distances.
     """
     normed = F.normalize(features.float(), dim=-1)
     distance = 1.0 - normed @ normed.transpose(1, 2)
@@ -34,8 +38,20 @@ def max_min_diverse_batched(features: torch.Tensor, valid: torch.Tensor, counts:
         pick = closest.argmax(dim=-1)
     chosen = torch.stack(picks, dim=1)
     sizes = valid.sum(dim=1).tolist()
-    return [
+    out = [
         torch.arange(size, device=features.device) if count >= size else chosen[b, :count]
+        for b, (count, size) in enumerate(zip(counts, sizes))
+    ]
+    if not owners:
+        return out
+    # Only the first counts[b] picks of a sample are its own; the rest stay out of its argmin.
+    beyond = (
+        torch.arange(chosen.shape[1], device=features.device) >= torch.tensor(counts, device=features.device)[:, None]
+    )
+    to_chosen = distance.gather(2, chosen[:, None, :].expand(-1, n, -1)).masked_fill(beyond[:, None, :], float("inf"))
+    owner = chosen.gather(1, to_chosen.argmin(dim=-1))
+    return out, [
+        owner[b, :size] if count < size else torch.arange(size, device=features.device)
         for b, (count, size) in enumerate(zip(counts, sizes))
     ]
 
@@ -78,16 +94,15 @@ class DivPrune(PruneMethod):
         lengths = torch.tensor([len(inp.visual) for inp in inputs], device=features.device)
         valid = torch.arange(features.shape[1], device=features.device) < lengths[:, None]
         counts = [count_kept(len(inp.visual), inp.keep) for inp in inputs]
-        chosen = max_min_diverse_batched(features, valid, counts)
+        if not self.proportional:
+            chosen = max_min_diverse_batched(features, valid, counts)
+            return [Choice(keep=inp.visual[c]) for inp, c in zip(inputs, chosen)]
+        chosen, owners = max_min_diverse_batched(features, valid, counts, owners=True)
         choices = []
-        for inp, c in zip(inputs, chosen):
-            keep = inp.visual[c]
-            if not self.proportional:
-                choices.append(Choice(keep=keep))
-                continue
-            dropped = torch.ones(len(inp.visual), dtype=torch.bool, device=keep.device)
+        for inp, c, owner in zip(inputs, chosen, owners):
+            dropped = torch.ones(len(owner), dtype=torch.bool, device=owner.device)
             dropped[c] = False
-            dropped = inp.visual[dropped]
-            absorber = nearest_kept(inp.hidden, keep, dropped)
-            choices.append(Choice(keep=keep, absorbed=dropped, absorber=absorber))
+            choices.append(
+                Choice(keep=inp.visual[c], absorbed=inp.visual[dropped], absorber=inp.visual[owner[dropped]])
+            )
         return choices

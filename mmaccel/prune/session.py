@@ -570,9 +570,13 @@ def _log_sizes(
     if prev is None and all(c.absorbed is None for c in choices):
         return None
     size = prev.exp() if prev is not None else torch.ones(len(choices), length, device=local_idx.device)
-    for b, choice in enumerate(choices):
-        if choice.absorbed is not None:
-            size[b].index_add_(0, choice.absorber, size[b, choice.absorbed])
+    moves = [
+        (b * length + c.absorbed, b * length + c.absorber) for b, c in enumerate(choices) if c.absorbed is not None
+    ]
+    if moves:
+        flat = size.view(-1)
+        absorbed, absorber = (torch.cat(x) for x in zip(*moves))
+        flat.index_add_(0, absorber, flat[absorbed])
     return size.gather(1, local_idx).log()
 
 

@@ -30,6 +30,15 @@ def test_divprune_batched_selection_equals_each_sample_alone():
         assert torch.equal(alone.keep, together.keep)
     counts = [c.keep.numel() for c in method.select_batch(inputs)]
     assert counts == [10, 2, 6, 1]
+    proportional = DivPrune(0.3, proportional=True)
+    for inp, alone, together in zip(inputs, map(proportional.select, inputs), proportional.select_batch(inputs)):
+        for field in ("keep", "absorbed", "absorber"):
+            assert torch.equal(getattr(alone, field), getattr(together, field))
+        # Every visual token is kept or absorbed into its most similar kept token, once.
+        assert torch.equal(torch.cat([alone.keep, alone.absorbed]).sort().values, inp.visual)
+        normed = torch.nn.functional.normalize(inp.hidden, dim=-1)
+        nearest = alone.keep[(normed[alone.absorbed] @ normed[alone.keep].T).argmax(-1)]
+        assert torch.equal(alone.absorber, nearest)
     for inp, choice in zip(inputs, method.select_batch(inputs)):
         assert choice.keep.unique().numel() == choice.keep.numel()
         assert torch.isin(choice.keep, inp.visual).all()

@@ -325,7 +325,8 @@ def accuracy_by_kind(model, processor, questions: list[dict]) -> tuple[dict[str,
 
 
 BENCH_COMMAND = (
-    "mmaccel bench prune --model default --methods none,fastv,visionzip,divprune,dart,tome,holitom "
+    "mmaccel bench prune --model default "
+    "--methods none,fastv,visionzip,divprune,divprune:proportional=true,dart,tome,tome:proportional=true,holitom "
     "--keep 0.5,0.25,0.1 --batch-size 8 --json mmaccel/prune/weights/bench.json"
 )
 

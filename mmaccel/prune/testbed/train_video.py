@@ -191,7 +191,8 @@ def _continued(previous: dict | None) -> str:
 
 
 BENCH_COMMAND = (
-    "mmaccel bench prune --model default-video --methods none,fastv,visionzip,divprune,dart,tome,holitom "
+    "mmaccel bench prune --model default-video "
+    "--methods none,fastv,visionzip,divprune,divprune:proportional=true,dart,tome,tome:proportional=true,holitom "
     "--keep 0.5,0.25,0.1 --batch-size 8 --json mmaccel/prune/weights_video/bench.json"
 )
 
