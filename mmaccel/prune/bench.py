@@ -2,8 +2,8 @@
 
 One record per (method, keep): visual tokens kept, analytic LLM prefill FLOPs (:mod:`mmaccel.prune.flops`),
 time to first token measured here (vision encoder + prefill, median over questions; at batch 1, and for
-batches of ``batch_size`` requests prefilled together; each speed-up divides an unpruned time measured right
-before the method's own by it), accuracy on
+batches of ``batch_size`` requests prefilled together; every pruned prefill is timed right after an unpruned
+one of the same requests, and each speed-up divides the two medians), accuracy on
 the questions, and agreement with the unpruned model's answers. ``none`` always runs first: it is the
 reference for agreement, FLOPs ratio and TTFT speedup. A method may be named with its own parameters
 (``divprune:proportional=true``), so that two settings of one method are measured side by side; its records
@@ -149,17 +149,18 @@ def _run(
     layers = text_config.num_hidden_layers
     unpruned = method == "none" or keep == 1.0
     reference = None
-    if not unpruned:
-        # The unpruned prefill is timed again right before the pruned one, on the same inputs, so each speed-up
-        # is a ratio of two measurements taken seconds apart (machine load drifts over a whole bench).
-        with torch.inference_mode():
-            reference = (_median_prefill(model, inputs), _median_prefill(model, batches))
+    if unpruned:
+        ttft, batch_ttft = _median_prefill(model, inputs), _median_prefill(model, batches)
+    else:
+        # Each pruned prefill is timed right after an unpruned one of the same requests, so each speed-up is a
+        # ratio of measurements taken milliseconds apart (this machine's speed drifts by tens of percent).
+        # Batched TTFT: the first token of every request in a batch, the serving case; the fixed per-call cost
+        # is shared by the batch, so the share of pruned work is larger than at batch 1.
+        batch_reference, batch_ttft = _paired_prefill(model, batches, method, keep, params)
+        reference_ttft, ttft = _paired_prefill(model, inputs, method, keep, params)
+        reference = (reference_ttft, batch_reference)
     with prune(model, method, keep=keep, **params) as session:
         with torch.inference_mode():
-            # Batched TTFT: the first token of every request in a batch, the serving case; the fixed per-call
-            # cost is shared by the batch, so the share of pruned work is larger than at batch 1.
-            batch_ttft = _median_prefill(model, batches)
-            ttft = _median_prefill(model, inputs)
             for batch in inputs:
                 out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
                 prompt_length = batch["input_ids"].shape[1]
@@ -197,17 +198,40 @@ def _run(
     }
 
 
-def _median_prefill(model, batches: list[dict] | None) -> float | None:
-    """Median wall time of one prefill forward (first-token logits only) per batch, after a warm-up call."""
-    if not batches:
-        return None
-    model(**batches[0], use_cache=True, logits_to_keep=1)
-    times = []
-    for batch in batches:
+def _prefill_time(model, batch: dict) -> float:
+    """Wall time of one prefill forward, first-token logits only."""
+    with torch.inference_mode():
         start = time.perf_counter()
         model(**batch, use_cache=True, logits_to_keep=1)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+
+
+def _median_prefill(model, batches: list[dict] | None) -> float | None:
+    """Median wall time of one prefill per batch, after a warm-up call."""
+    if not batches:
+        return None
+    _prefill_time(model, batches[0])
+    return statistics.median(_prefill_time(model, batch) for batch in batches)
+
+
+def _paired_prefill(
+    model, batches: list[dict] | None, method: str, keep: float, params: dict
+) -> tuple[float | None, float | None]:
+    """Median prefill times per batch (unpruned, pruned), each batch timed unpruned and right after pruned.
+
+    The pruning context is entered and left around each pruned call; that is outside the timed region.
+    """
+    if not batches:
+        return None, None
+    unpruned, pruned = [], []
+    for i, batch in enumerate([batches[0], *batches]):  # the first pair warms both paths up
+        reference = _prefill_time(model, batch)
+        with prune(model, method, keep=keep, **params):
+            elapsed = _prefill_time(model, batch)
+        if i:
+            unpruned.append(reference)
+            pruned.append(elapsed)
+    return statistics.median(unpruned), statistics.median(pruned)
 
 
 def _visual_count(model, batch: dict) -> int:

@@ -28,13 +28,14 @@ def max_min_diverse_batched(
     self_or_padding = torch.eye(n, dtype=torch.bool, device=features.device) | ~valid[:, None, :]
     nearest = distance.masked_fill(self_or_padding, float("inf")).min(dim=-1).values
     pick = nearest.masked_fill(~valid, float("-inf")).argmax(dim=-1)
-    # -inf marks a row as unavailable (chosen, or padding); torch.minimum keeps it so.
+    # -inf marks a row as unavailable (chosen, or padding); torch.minimum keeps it so. A row's distance to
+    # itself is -inf, so taking the minimum with the chosen row's distances also retires the chosen row.
+    distance.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
     closest = torch.full((batch, n), float("inf"), device=features.device).masked_fill(~valid, float("-inf"))
     picks = []
     for _ in range(max(counts)):
         picks.append(pick)
         closest = torch.minimum(closest, distance[rows, pick])
-        closest[rows, pick] = float("-inf")
         pick = closest.argmax(dim=-1)
     chosen = torch.stack(picks, dim=1)
     sizes = valid.sum(dim=1).tolist()
