@@ -149,7 +149,8 @@ class PruneSession:
             @functools.wraps(original)
             def wrapped(*args, __original=original, __kind=kind, **kwargs):
                 out = __original(*args, **kwargs)
-                self._encoded(__kind, inspect.signature(__original).bind(*args, **kwargs).arguments)
+                if __kind == "video" or self._probe is not None:  # nothing to log otherwise
+                    self._encoded(__kind, inspect.signature(__original).bind(*args, **kwargs).arguments)
                 return out
 
             setattr(inner, attr, wrapped)
