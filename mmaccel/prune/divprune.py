@@ -22,15 +22,21 @@ def max_min_diverse_batched(
     a chosen one), from the same distances.
     """
     normed = F.normalize(features.float(), dim=-1)
-    distance = 1.0 - normed @ normed.transpose(1, 2)
     batch, n = valid.shape
+    # 1 - cosine similarity, in one fused call; the (B, n, n) matrix is the largest tensor here, so it is
+    # edited in place rather than copied.
+    ones = torch.ones(1, device=features.device)
+    distance = torch.baddbmm(ones.expand(batch, n, n), normed, normed.transpose(1, 2), alpha=-1.0)
     rows = torch.arange(batch, device=features.device)
-    self_or_padding = torch.eye(n, dtype=torch.bool, device=features.device) | ~valid[:, None, :]
-    nearest = distance.masked_fill(self_or_padding, float("inf")).min(dim=-1).values
+    if not valid.all():
+        distance.masked_fill_(~valid[:, None, :], float("inf"))  # never anyone's nearest, never a pick's row
+    diagonal = distance.diagonal(dim1=1, dim2=2)
+    diagonal.fill_(float("inf"))
+    nearest = distance.min(dim=-1).values
     pick = nearest.masked_fill(~valid, float("-inf")).argmax(dim=-1)
     # -inf marks a row as unavailable (chosen, or padding); torch.minimum keeps it so. A row's distance to
     # itself is -inf, so taking the minimum with the chosen row's distances also retires the chosen row.
-    distance.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+    diagonal.fill_(float("-inf"))
     closest = torch.full((batch, n), float("inf"), device=features.device).masked_fill(~valid, float("-inf"))
     picks = []
     for _ in range(max(counts)):
