@@ -2,8 +2,8 @@
 
 One record per (method, keep): visual tokens kept, analytic LLM prefill FLOPs (:mod:`mmaccel.prune.flops`),
 time to first token measured here (vision encoder + prefill, median over questions; at batch 1, and for
-batches of ``batch_size`` requests prefilled together; every pruned prefill is timed right after an unpruned
-one of the same requests, and each speed-up divides the two medians), accuracy on
+batches of ``batch_size`` requests prefilled together; unpruned and pruned prefills of the same requests are
+timed warm in alternating blocks of four, and each speed-up divides the two medians), accuracy on
 the questions, and agreement with the unpruned model's answers. ``none`` always runs first: it is the
 reference for agreement, FLOPs ratio and TTFT speedup. A method may be named with its own parameters
 (``divprune:proportional=true``), so that two settings of one method are measured side by side; its records
@@ -152,8 +152,9 @@ def _run(
     if unpruned:
         ttft, batch_ttft = _median_prefill(model, inputs), _median_prefill(model, batches)
     else:
-        # Each pruned prefill is timed right after an unpruned one of the same requests, so each speed-up is a
-        # ratio of measurements taken milliseconds apart (this machine's speed drifts by tens of percent).
+        # Unpruned and pruned prefills of the same requests are timed in alternating short blocks, so each
+        # speed-up is a ratio of measurements taken a few calls apart (this machine's speed drifts by tens of
+        # percent over a bench).
         # Batched TTFT: the first token of every request in a batch, the serving case; the fixed per-call cost
         # is shared by the batch, so the share of pruned work is larger than at batch 1.
         batch_reference, batch_ttft = _paired_prefill(model, batches, method, keep, params)
@@ -215,22 +216,24 @@ def _median_prefill(model, batches: list[dict] | None) -> float | None:
 
 
 def _paired_prefill(
-    model, batches: list[dict] | None, method: str, keep: float, params: dict
+    model, batches: list[dict] | None, method: str, keep: float, params: dict, block: int = 4
 ) -> tuple[float | None, float | None]:
-    """Median prefill times per batch (unpruned, pruned), each batch timed unpruned and right after pruned.
+    """Median prefill times per batch (unpruned, pruned), in alternating blocks of ``block`` batches.
 
-    The pruning context is entered and left around each pruned call; that is outside the timed region.
+    Each block is timed unpruned, then pruned, each after one untimed warm-up call: both paths are measured
+    warm, as in a deployment that prunes every request, and no more than a few calls apart, so the machine's
+    drift cancels out of the ratio. The pruning context is entered and left outside the timed calls.
     """
     if not batches:
         return None, None
     unpruned, pruned = [], []
-    for i, batch in enumerate([batches[0], *batches]):  # the first pair warms both paths up
-        reference = _prefill_time(model, batch)
+    for start in range(0, len(batches), block):
+        chunk = batches[start : start + block]
+        _prefill_time(model, chunk[0])
+        unpruned += [_prefill_time(model, batch) for batch in chunk]
         with prune(model, method, keep=keep, **params):
-            elapsed = _prefill_time(model, batch)
-        if i:
-            unpruned.append(reference)
-            pruned.append(elapsed)
+            _prefill_time(model, chunk[0])
+            pruned += [_prefill_time(model, batch) for batch in chunk]
     return statistics.median(unpruned), statistics.median(pruned)
 
 

@@ -427,10 +427,11 @@ Limitations: toy domain; the model knows only the vocabulary above.
         out,
         BENCH_COMMAND,
         """TTFT is vision encoder + prefill, the median over questions, at batch 1 and for batches of 8 requests
-prefilled together. Every pruned prefill is timed right after an unpruned one of the same requests; each
-speed-up divides the two medians. Agreement is with the unpruned model's answers. HoliTom needs video, which this
-LLaVA model does not take. `divprune proportional=true` adds proportional attention to DivPrune (each kept token
-weighs in attention as much as the tokens nearest to it together); `tome proportional=true` the same for ToMe.""",
+prefilled together. Unpruned and pruned prefills of the same requests are timed warm, in alternating blocks of
+four; each speed-up divides the two medians. Agreement is with the unpruned model's answers. HoliTom needs video,
+which this LLaVA model does not take. `divprune proportional=true` adds proportional attention to DivPrune (each
+kept token weighs in attention as much as the tokens nearest to it together); `tome proportional=true` the same
+for ToMe.""",
     )
     write_atomic(out / "README.md", lambda tmp: Path(tmp).write_text(card))
 

@@ -251,9 +251,10 @@ Limitations: toy domain; the model knows only the vocabulary above and has never
     card += bench_section(
         out,
         BENCH_COMMAND,
-        """TTFT is vision encoder + prefill, the median over clips, at batch 1 and for batches of 8. Every pruned
-prefill is timed right after an unpruned one of the same clips; each speed-up divides the two medians. Agreement
-is with the unpruned model's answers. `proportional=true` adds proportional attention (see `mmaccel/prune/base.py`).
+        """TTFT is vision encoder + prefill, the median over clips, at batch 1 and for batches of 8. Unpruned and
+pruned prefills of the same clips are timed warm, in alternating blocks of four; each speed-up divides the
+medians. Agreement is with the unpruned model's answers. `proportional=true` adds proportional attention (see
+`mmaccel/prune/base.py`).
 Visual tokens are the {visual_tokens:.0f} frame tokens of a clip; its closing newline token is never
 pruned. HoliTom's count is after its inner merge, which halves the tokens again.""",
     )
