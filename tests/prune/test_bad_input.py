@@ -128,14 +128,15 @@ def test_method_parameters_are_checked():
             P.make_method(method, 0.5, proportional="yes")
 
 
-def test_eager_attention_also_works():
+@pytest.mark.parametrize("method,params", [("fastv", {}), ("divprune", {"proportional": True})])
+def test_eager_attention_also_works(method, params):
     model = tiny_llava()
     model.model.language_model.config._attn_implementation = "eager"
     inputs = llava_inputs(2, suffix_lengths=[4, 2])
-    with P.prune(model, "fastv", keep=0.25) as session:
+    with P.prune(model, method, keep=0.25, **params) as session:
         eager = model(**inputs).logits[:, -1]
     model.model.language_model.config._attn_implementation = "sdpa"
-    with P.prune(model, "fastv", keep=0.25) as session:
+    with P.prune(model, method, keep=0.25, **params) as session:
         sdpa = model(**inputs).logits[:, -1]
     assert session.last_prefill["visual_tokens_per_layer"][-1] == 32
     torch.testing.assert_close(eager, sdpa, rtol=1e-5, atol=1e-5)
