@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, count_kept
+from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, check_flag, count_kept
 
 
 class VisionZip(PruneMethod):
@@ -18,16 +18,19 @@ class VisionZip(PruneMethod):
     (cosine on the encoder's keys, mean over heads), and a target becomes ``target + mean(assigned)``.
     The published split is 54 dominant : 10 contextual (``contextual_ratio=10/64``). Unlike the reference
     code, the merge is applied to the projected features (the tokens the LLM reads) and kept tokens stay in
-    their original order and positions.
+    their original order and positions. ``proportional=True`` (an mmaccel option) weighs each contextual
+    token in the LLM's attention by the tokens merged into it (ToMe's proportional attention, see
+    :class:`~mmaccel.prune.base.Choice`).
     """
 
     name = "visionzip"
 
-    def __init__(self, keep: float, contextual_ratio: float = 10 / 64):
+    def __init__(self, keep: float, contextual_ratio: float = 10 / 64, proportional: bool = False):
         super().__init__(keep)
         if not 0.0 <= contextual_ratio < 1.0:
             raise ValueError(f"contextual_ratio must be in [0, 1), got {contextual_ratio!r}")
         self.contextual_ratio = contextual_ratio
+        self.proportional = check_flag("proportional", proportional)
 
     def bind(self, info: ModelInfo) -> None:
         self.stages = [Stage(layer=0, select=self.select, wants_vision=True)]
@@ -54,4 +57,7 @@ class VisionZip(PruneMethod):
         src = torch.cat([vis[targets], vis[others]])
         dest = torch.cat([vis[targets], vis[targets][assign]])
         weight = torch.cat([torch.ones(len(targets), device=vis.device), 1.0 / counts[assign]])
-        return Choice(keep=keep, src=src, dest=dest, weight=weight)
+        choice = Choice(keep=keep, src=src, dest=dest, weight=weight)
+        if self.proportional:
+            choice.absorbed, choice.absorber = vis[others], vis[targets][assign]
+        return choice

@@ -123,7 +123,7 @@ def test_method_parameters_are_checked():
         P.make_method("dart", 0.5, pivot_image_tokens=-1)
     with pytest.raises(ValueError, match="tau"):
         P.make_method("holitom", 0.5, tau=2.0)
-    for method in ("divprune", "tome"):
+    for method in ("divprune", "tome", "visionzip"):
         with pytest.raises(ValueError, match="proportional must be true or false"):
             P.make_method(method, 0.5, proportional="yes")
 

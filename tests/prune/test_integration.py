@@ -190,6 +190,7 @@ def _row(batch: dict, row: int, family: str) -> dict:
         ("llava", "tome", {}),
         ("llava", "tome", {"proportional": True}),
         ("onevision", "visionzip", {}),
+        ("onevision", "visionzip", {"proportional": True}),
         ("onevision_video", "holitom", {}),
         ("qwen2vl", "fastv", {}),
         ("qwen2vl_video", "divprune", {}),

@@ -130,6 +130,16 @@ def test_visionzip_dominant_plus_contextual():
         torch.testing.assert_close(w.sum(), torch.tensor(2.0))
 
 
+def test_proportional_visionzip_counts_each_merged_token_into_its_contextual_target():
+    inp = _stage_input(n_visual=64, keep=1 / 4)
+    plain, choice = VisionZip(0.25).select(inp), VisionZip(0.25, proportional=True).select(inp)
+    assert plain.absorbed is None and torch.equal(plain.keep, choice.keep)
+    # The dropped tokens are exactly the merged ones, each counted toward the target it is averaged into.
+    assert torch.equal(torch.cat([choice.keep, choice.absorbed]).sort().values, inp.visual)
+    merged = ~torch.isin(choice.src, choice.keep)
+    assert torch.equal(choice.absorbed, choice.src[merged]) and torch.equal(choice.absorber, choice.dest[merged])
+
+
 def _video_input(frames=4, per_frame=16, dim=16, keep=0.25, still=1.0) -> StageInput:
     """One video whose first ``still`` share of spatial tokens never change across frames."""
     torch.manual_seed(0)
