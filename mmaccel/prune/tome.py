@@ -85,8 +85,9 @@ class ToMe(PruneMethod):
             for i, owner in zip(members, owners):
                 vis = inputs[i].visual
                 moved = owner != torch.arange(length, device=vis.device)
-                choice = group_mean(vis[owner.unique()], vis[moved], vis[owner[moved]])
+                merged, into = vis[moved], vis[owner[moved]]
+                choice = group_mean(vis[owner.unique()], merged, into)
                 if self.proportional:
-                    choice.absorbed, choice.absorber = vis[moved], vis[owner[moved]]
+                    choice.absorbed, choice.absorber = merged, into
                 choices[i] = choice
         return choices
