@@ -11,9 +11,10 @@ attributes on the one model object, removed on exit; the model classes are never
   passes the shorter sequence on; every layer at or after a stage gets the stage's RoPE cos/sin, position
   ids and a 4-D attention mask rebuilt for the kept tokens, so kept tokens keep their original positions
   (including Qwen2-VL's 3-D M-RoPE positions: cos/sin are gathered, never recomputed) and layers >= K
-  cache only the kept tokens. The mask is built from each token's original column, so it is exact for
-  left padding, for decode steps, and for samples that keep different numbers of tokens (their shorter
-  rows are left-padded with masked slots that attend only to themselves).
+  cache only the kept tokens. The mask is built from each token's original column
+  (:mod:`mmaccel.prune.masks`), so it is exact for left padding, for decode steps, and for samples that keep
+  different numbers of tokens. What a stage keeps and merges is computed in :mod:`mmaccel.prune.stage_run`;
+  this module only hooks it in.
 
 Layers before the first stage see the full sequence and cache it, so the model's own bookkeeping
 (``generate``'s position ids, Qwen2-VL's ``rope_deltas``) stays that of the unpruned prompt.
@@ -28,25 +29,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput
+from .base import ModelInfo, PruneMethod, Stage
 from .families import Family, VisionAttentionProbe, detect_family, make_probe
+from .masks import decode_mask, prefill_mask, real_tokens
+from .stage_run import PromptTokens, StageResult, prefill_stats, run_fresh, run_reused, stage_at, vision_side
 
 _VISUAL_KWARGS = ("pixel_values", "pixel_values_videos", "mm_encoder_outputs")
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-@dataclass
-class _StageResult:
-    kept: torch.Tensor  # (B, Ls) original column of each slot
-    valid: torch.Tensor  # (B, Ls) False for left-padding slots added to even out kept counts
-    local: list[torch.Tensor]  # per sample: kept slots as indices into the stage's input sequence
-    merges: list[Choice | None]
-    input_length: int  # stage input length at the prompt's prefill, for reusing the choice on longer inputs
-    log_size: torch.Tensor | None = None  # (B, Ls) log of the tokens each slot stands for; None: all 1
 
 
 @dataclass
@@ -63,11 +51,11 @@ class _Call:
     video: torch.Tensor | None = None  # (B, length) video placeholder tokens
     side: torch.Tensor | None = None  # (B, length, 1 + c) vision score and metric
     videos: list[list[torch.Tensor]] = field(default_factory=list)  # per sample, (T, N) columns per video
-    results: list[_StageResult] = field(default_factory=list)
+    results: list[StageResult] = field(default_factory=list)
     masks: dict = field(default_factory=dict)
     rope: dict = field(default_factory=dict)
     captured: dict = field(default_factory=dict)
-    reuse: list[_StageResult] | None = None
+    reuse: list[StageResult] | None = None
 
 
 class PruneSession:
@@ -108,7 +96,6 @@ class PruneSession:
         self._call: _Call | None = None
         self._prompt: dict | None = None  # the last pruned prompt: its ids, pixel inputs and stage results
         self.last_prefill: dict | None = None  # stats of the last pruned prefill
-        self._current = 0  # the stage being run
         self._video_layouts: list[tuple[int, int, int]] = []  # logged by the video encoder, used by the prefill
 
     # ----------------------------------------------------------------------------------------- install
@@ -204,7 +191,7 @@ class PruneSession:
                 f"cache: layer {first.layer} holds {cache.get_seq_length(first.layer)} tokens but the pruned "
                 f"prompt left {expected}; a cache edited after pruning (e.g. cropped) cannot be continued"
             )
-        padding = self._padding(attention, batch, past + length, tokens.device)
+        padding = real_tokens(attention, batch, past + length, tokens.device)
         self._call = _Call(prefill=False, length=length, past=past, padding=padding, results=state["results"])
         if kwargs.get("position_ids") is None:
             kwargs["position_ids"] = self._decode_positions(past, length, batch, tokens.device)
@@ -233,12 +220,6 @@ class PruneSession:
                 ids[(embeds == ref).all(-1)] = token
         return ids
 
-    @staticmethod
-    def _padding(attention, batch: int, total: int, device) -> torch.Tensor:
-        if attention is not None and attention.ndim == 2 and attention.shape[1] == total:
-            return attention.bool()
-        return torch.ones(batch, total, dtype=torch.bool, device=device)
-
     def _decode_positions(self, past: int, length: int, batch: int, device) -> torch.Tensor:
         # What the unpruned model would use: positions continue after the full prompt, not the pruned cache.
         positions = torch.arange(past, past + length, device=device).expand(batch, -1)
@@ -259,7 +240,7 @@ class PruneSession:
         image = input_ids == family.image_token_id
         video = input_ids == family.video_token_id if family.video_token_id is not None else torch.zeros_like(image)
         visual = image | video
-        padding = self._padding(attention, batch, length, input_ids.device)
+        padding = real_tokens(attention, batch, length, input_ids.device)
         call = _Call(
             prefill=True,
             length=length,
@@ -305,23 +286,15 @@ class PruneSession:
         self._call = call
 
     # ---------------------------------------------------------------------------------------- layers
-    def _stage_at(self, index: int) -> int:
-        """Index of the last stage whose layer is <= index, or -1."""
-        found = -1
-        for i, stage in enumerate(self.stages):
-            if stage.layer <= index:
-                found = i
-        return found
-
     def _layer_hook(self, index: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict):
             call = self._call
             if call is None:
                 return None
             hidden = args[0] if args else kwargs["hidden_states"]
-            s = self._stage_at(index)
+            s = stage_at(self.stages, index)
             if call.prefill and s >= 0 and self.stages[s].layer == index:
-                hidden = self._run_stage(s, hidden, kwargs)
+                hidden = self._run_stage(s, hidden)
             if s >= 0:
                 self._substitute(s, kwargs, hidden)
             if call.prefill and any(st.layer == index + 1 for st in self.stages):
@@ -361,197 +334,54 @@ class PruneSession:
             if isinstance(position_ids, torch.Tensor) and position_ids.shape[-1] == call.length:
                 kwargs["position_ids"] = position_ids.expand(batch, -1).gather(1, result.kept)
         if s not in call.masks:
-            call.masks[s] = self._mask(result, hidden.dtype)
+            call.masks[s] = self._stage_mask(result, hidden.dtype)
         kwargs["attention_mask"] = call.masks[s]
 
-    def _mask(self, result: _StageResult, dtype: torch.dtype) -> torch.Tensor:
-        """4-D mask over this stage's cache: key j is visible to query i iff its original column is
-        <= the query's, it is a real token, and it is not a padding slot."""
+    def _stage_mask(self, result: StageResult, dtype: torch.dtype) -> torch.Tensor:
         call = self._call
-        batch = result.kept.shape[0]
-        device = result.kept.device
+        eager = self.family.attn_implementation() == "eager"
         if call.prefill:
-            key_col, key_ok = result.kept, result.valid
-            query_col = key_col
-        else:
-            # Columns past the pruned prompt are generated tokens, cached by every layer.
-            tail = torch.arange(self._prompt["length"], call.past + call.length, device=device).expand(batch, -1)
-            key_col = torch.cat([result.kept, tail], dim=1)
-            key_ok = torch.cat([result.valid, torch.ones_like(tail, dtype=torch.bool)], dim=1)
-            query_col = torch.arange(call.past, call.past + call.length, device=device).expand(batch, -1)
-        key_ok = key_ok & call.padding.gather(1, key_col)
-        allowed = (key_col[:, None, :] <= query_col[:, :, None]) & key_ok[:, None, :]
-        # A query with nothing to attend to (a padding slot) attends to its own slot: no NaN rows in SDPA.
-        offset = key_col.shape[1] - query_col.shape[1]
-        own = torch.arange(query_col.shape[1], device=device)
-        lonely = ~allowed.any(-1)
-        allowed[:, own, own + offset] |= lonely
-        allowed = allowed.unsqueeze(1)
-        if result.log_size is not None:
-            # Proportional attention: + log(size) on every logit towards a token that stands for several.
-            bias = result.log_size.to(dtype)
-            if not call.prefill:
-                bias = torch.nn.functional.pad(bias, (0, key_col.shape[1] - bias.shape[1]))
-            return torch.where(allowed, bias[:, None, None, :], torch.finfo(dtype).min)
-        if self.family.attn_implementation() == "eager":
-            return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-        return allowed
+            return prefill_mask(result.kept, result.valid, call.padding, result.log_size, dtype, eager)
+        length = self._prompt["length"]
+        return decode_mask(
+            result.kept, result.valid, call.padding, result.log_size, length, call.past, call.length, dtype, eager
+        )
 
     # ------------------------------------------------------------------------------------ one stage
-    def _run_stage(self, s: int, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+    def _run_stage(self, s: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Stage ``s`` on the prefill's hidden states: its choice computed fresh, or the prompt's reused."""
         call = self._call
         stage = self.stages[s]
-        self._current = s
-        batch, length = hidden.shape[:2]
-        if s == 0:
-            prev_kept = torch.arange(length, device=hidden.device).expand(batch, -1)
-            prev_valid = torch.ones(batch, length, dtype=torch.bool, device=hidden.device)
+        previous = call.results[s - 1] if s > 0 else None
+        if call.reuse is not None:
+            out, result = run_reused(call.reuse[s], hidden, previous)
         else:
-            prev_kept, prev_valid = call.results[s - 1].kept, call.results[s - 1].valid
-        if stage.wants_vision and call.reuse is None:
-            self._side_data(call)  # also drops newline tokens from the prunable set
-        real = prev_valid & call.padding.gather(1, prev_kept)
-        visual = call.visual.gather(1, prev_kept) & real
-        reuse = call.reuse[s] if call.reuse is not None else None
-        if reuse is None:
-            extras = self._stage_extras(stage, hidden, prev_kept, real, call)
-            texts, inputs, empty = [], [], []
-            for b in range(batch):
-                vis = visual[b].nonzero().flatten()
-                texts.append((real[b] & ~visual[b]).nonzero().flatten())
-                empty.append(vis.numel() == 0)
-                if not empty[b]:
-                    inputs.append(self._stage_input(b, hidden[b], vis, texts[b], extras, prev_kept[b], real[b]))
-            chosen = iter(stage.choose(inputs))
-            choices = [Choice(keep=texts[b][:0]) if empty[b] else next(chosen) for b in range(batch)]
-        locals_, merges, rows = [], [], []
-        for b in range(batch):
-            if reuse is not None:
-                tail = torch.arange(reuse.input_length, length, device=hidden.device)
-                local = torch.cat([reuse.local[b], tail])
-                choice = reuse.merges[b]
-            else:
-                choice = choices[b]
-                local = torch.cat([texts[b], choice.keep]).sort().values
-            row = hidden[b]
-            if choice is not None and choice.src is not None:
-                row = _apply_merge(row, choice)
-            locals_.append(local)
-            merges.append(choice if choice is not None and choice.src is not None else None)
-            rows.append(row)
-        width = max(len(x) for x in locals_)
-        local_idx = torch.zeros(batch, width, dtype=torch.long, device=hidden.device)
-        valid = torch.zeros(batch, width, dtype=torch.bool, device=hidden.device)
-        for b, local in enumerate(locals_):
-            local_idx[b, width - len(local) :] = local
-            valid[b, width - len(local) :] = True
-        merged = torch.stack(rows)
-        out = merged.gather(1, local_idx.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
-        kept = prev_kept.gather(1, local_idx)
-        if reuse is not None:
-            # Generation without a cache: the same slots, plus the new tokens (size 1) at the right end.
-            log_size = reuse.log_size
-            if log_size is not None:
-                log_size = torch.nn.functional.pad(log_size, (0, width - log_size.shape[1]))
-        else:
-            prev_size = call.results[s - 1].log_size if s > 0 else None
-            log_size = _log_sizes(prev_size, choices, local_idx, length)
-        call.results.append(
-            _StageResult(kept, valid & prev_valid.gather(1, local_idx), locals_, merges, length, log_size)
-        )
-        if s == len(self.stages) - 1:
-            self._record_stats(call)
-        return out
-
-    def _stage_extras(self, stage: Stage, hidden, prev_kept, real, call: _Call) -> dict:
-        extras: dict = {}
-        if stage.wants_last_query or stage.wants_keys:
-            captured = call.captured[stage.layer]
-            attention = self.family.layers[stage.layer - 1].self_attn
-            dim = attention.head_dim
-            cos, sin = captured["cos"], captured["sin"]
-            cos, sin = cos.expand(hidden.shape[0], *cos.shape[1:]), sin.expand(hidden.shape[0], *sin.shape[1:])
-            k = captured["k_proj"]
-            k = k.view(*k.shape[:2], -1, dim).transpose(1, 2)
-            k = k * cos.unsqueeze(1) + _rotate_half(k) * sin.unsqueeze(1)
-            if stage.wants_keys:
-                extras["keys"] = k.transpose(1, 2).flatten(2)
-            if stage.wants_last_query:
-                q = captured["q_proj"][:, -1:]
-                q = q.view(q.shape[0], 1, -1, dim).transpose(1, 2)
-                q = q * cos[:, -1:].unsqueeze(1) + _rotate_half(q) * sin[:, -1:].unsqueeze(1)
-                k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-                scores = (q @ k.transpose(-1, -2)).squeeze(2) * attention.scaling
-                # The last query row sees every earlier real token (left padding keeps it at the end).
-                scores = scores.masked_fill(~real.unsqueeze(1), float("-inf"))
-                extras["last_attention"] = torch.softmax(scores.float(), dim=-1).mean(1)
-        return extras
-
-    def _side_data(self, call: _Call) -> torch.Tensor:
-        if call.side is not None:
-            return call.side
-        probe = self._probe
-        ids_image, ids_video = call.image, call.video
-        if (ids_image.any() and not probe.image_side) or (ids_video.any() and not probe.video_side):
-            raise ValueError(
-                f"method={self.method.name!r} needs the vision encoder's attention, but the vision features "
-                "were not computed in this call (precomputed mm_encoder_outputs cannot be pruned by it)"
+            if stage.wants_vision and call.side is None:
+                call.side, call.visual = vision_side(
+                    self._probe.image_side,
+                    self._probe.video_side,
+                    call.image,
+                    call.video,
+                    call.visual,
+                    self.method.name,
+                )
+            wants_layer = stage.wants_last_query or stage.wants_keys
+            out, result = run_fresh(
+                stage,
+                hidden,
+                previous,
+                PromptTokens(call.padding, call.visual, call.videos, call.side),
+                keep=self.method.keep,
+                final_norm=self.family.language_model.norm,
+                attention=self.family.layers[stage.layer - 1].self_attn if wants_layer else None,
+                captured=call.captured[stage.layer] if wants_layer else None,
             )
-        width = (probe.image_side or probe.video_side)[0].shape[-1]
-        side = torch.full((*call.visual.shape, width), float("nan"), device=call.visual.device)
-        if probe.image_side:
-            side[ids_image] = torch.cat(probe.image_side).to(side)
-        if probe.video_side:
-            side[ids_video] = torch.cat(probe.video_side).to(side)
-        # Newline tokens (NaN rows) stay, like text.
-        call.visual &= ~side[..., 0].isnan()
-        call.side = side
-        return side
-
-    def _stage_input(self, b: int, hidden, vis, text, extras: dict, kept_row, real_row) -> StageInput:
-        call = self._call
-        inp = StageInput(
-            hidden=hidden,
-            visual=vis,
-            text=text,
-            keep=self.method.keep,
-            final_norm=self.family.language_model.norm,
-        )
-        if "last_attention" in extras:
-            inp.last_attention = extras["last_attention"][b]
-        if "keys" in extras:
-            inp.keys = extras["keys"][b]
-        if call.side is not None and self.stages[self._current].wants_vision:
-            side = call.side[b, kept_row[vis]]
-            inp.vision_score, inp.vision_metric = side[:, 0], side[:, 1:]
-        if call.videos[b]:
-            # Original columns -> positions in the current sequence (tokens dropped earlier map to -1).
-            where = torch.full((call.length,), -1, dtype=torch.long, device=hidden.device)
-            slots = real_row.nonzero().flatten()
-            where[kept_row[slots]] = slots
-            inp.videos = [where[grid] for grid in call.videos[b]]
-        return inp
-
-    def _record_stats(self, call: _Call) -> None:
-        layers = len(self.family.layers)
-        visual_full = int(call.visual.sum())
-        tokens_per_layer, visual_per_layer = [], []
-        for index in range(layers):
-            s = self._stage_at(index)
-            if s < 0:
-                tokens_per_layer.append(int(call.padding.sum()))
-                visual_per_layer.append(visual_full)
-            else:
-                r = call.results[s]
-                real = r.valid & call.padding.gather(1, r.kept)
-                tokens_per_layer.append(int(real.sum()))
-                visual_per_layer.append(int((real & call.visual.gather(1, r.kept)).sum()))
-        self.last_prefill = {
-            "batch": call.padding.shape[0],
-            "visual_tokens": visual_full,
-            "tokens_per_layer": tokens_per_layer,
-            "visual_tokens_per_layer": visual_per_layer,
-        }
+        call.results.append(result)
+        if s == len(self.stages) - 1:
+            self.last_prefill = prefill_stats(
+                self.stages, call.results, call.padding, call.visual, len(self.family.layers)
+            )
+        return out
 
     @property
     def kept_columns(self) -> torch.Tensor | None:
@@ -560,32 +390,6 @@ class PruneSession:
             return None
         r = self._prompt["results"][-1]
         return r.kept.masked_fill(~r.valid, -1)
-
-
-def _log_sizes(
-    prev: torch.Tensor | None, choices: list[Choice], local_idx: torch.Tensor, length: int
-) -> torch.Tensor | None:
-    """Log sizes of a stage's output slots (``local_idx`` indexes its input of ``length`` tokens): the input's
-    sizes (``prev``, as logs; all 1 when None), each kept token grown by the sizes of the tokens it absorbs.
-    None while every size is 1."""
-    if prev is None and all(c.absorbed is None for c in choices):
-        return None
-    size = prev.exp() if prev is not None else torch.ones(len(choices), length, device=local_idx.device)
-    moves = [
-        (b * length + c.absorbed, b * length + c.absorber) for b, c in enumerate(choices) if c.absorbed is not None
-    ]
-    if moves:
-        flat = size.view(-1)
-        absorbed, absorber = (torch.cat(x) for x in zip(*moves))
-        flat.index_add_(0, absorber, flat[absorbed])
-    return size.gather(1, local_idx).log()
-
-
-def _apply_merge(row: torch.Tensor, choice: Choice) -> torch.Tensor:
-    acc = torch.zeros_like(row).index_add_(0, choice.dest, row[choice.src] * choice.weight.to(row).unsqueeze(-1))
-    touched = torch.zeros(row.shape[0], dtype=torch.bool, device=row.device)
-    touched[choice.dest] = True
-    return torch.where(touched.unsqueeze(-1), acc, row)
 
 
 def _extends(prompt: dict, input_ids: torch.Tensor, kwargs: dict) -> bool:
