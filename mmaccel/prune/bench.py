@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import string
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from mmaccel.io import write_json_atomic
 
 from . import PRUNE_METHODS, make_method, prune
 from .flops import prefill_flops
+from .testbed.inputs import build_batch, build_inputs, normalise
 
 DEFAULT_MODEL = Path(__file__).parent / "weights"
 DEFAULT_VIDEO_MODEL = Path(__file__).parent / "weights_video"
@@ -91,41 +91,6 @@ def read_questions(path: str | Path) -> list[dict]:
             item["video"] = np.stack([np.asarray(Image.open(path.parent / f).convert("RGB")) for f in record["video"]])
         out.append(item)
     return out
-
-
-def _prompt(processor, item: dict) -> str:
-    kind = "video" if "video" in item else "image"
-    messages = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": item["question"]}]}]
-    if getattr(processor, "chat_template", None):
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
-    token = getattr(processor, f"{kind}_token", f"<{kind}>")
-    return f"{token}\n{item['question']}"
-
-
-def build_inputs(processor, item: dict) -> dict:
-    return build_batch(processor, [item])
-
-
-def build_batch(processor, items: list[dict]) -> dict:
-    """Model inputs for ``items`` as one batch, prompts left-padded (all images, or all videos)."""
-    kinds = {"video" if "video" in item else "image" for item in items}
-    if len(kinds) != 1:
-        raise ValueError("questions: a batch mixes images and videos")
-    kind = kinds.pop()
-    media = {f"{kind}s": [item[kind] for item in items]}
-    prompts = [_prompt(processor, item) for item in items]
-    if len(items) == 1:
-        return dict(processor(text=prompts, return_tensors="pt", **media))
-    tokenizer = processor.tokenizer
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        return dict(processor(text=prompts, return_tensors="pt", padding=True, **media))
-    finally:
-        tokenizer.padding_side = side
-
-
-def normalise(text: str) -> list[str]:
-    return text.lower().translate(str.maketrans("", "", string.punctuation)).split()
 
 
 def _answer_matches(prediction: str, answer: str) -> bool:
@@ -388,33 +353,6 @@ def _record(
         "relative_accuracy": result["accuracy"] / reference["accuracy"] if reference["accuracy"] else None,
         "agreement": agree,
     }
-
-
-def markdown_table(records: list[dict]) -> str:
-    """The records as a Markdown table (for model cards and reports)."""
-    lines = [
-        "| method | keep | visual tokens kept | prefill FLOPs | TTFT (ms) | TTFT speedup | batched TTFT (ms) "
-        "| batched speedup | accuracy | agreement |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        method = r["method"] + "".join(f" {k}={_show(v)}" for k, v in r.get("params", {}).items())
-        if "error" in r:
-            lines.append(f"| {method} | {r['keep']} | - | - | - | - | - | - | not applicable | - |")
-            continue
-        batched = "- | -"
-        if r.get("batch_ttft_s"):
-            batched = f"{r['batch_ttft_s'] * 1e3:.1f} (batch {r['batch_size']}) | {r['batch_ttft_speedup']:.2f}x"
-        lines.append(
-            f"| {method} | {r['keep']} | {r['visual_tokens_kept']:.1f} of {r['visual_tokens']:.0f} "
-            f"| {r['flops_ratio']:.1%} | {r['ttft_s'] * 1e3:.1f} | {r['ttft_speedup']:.2f}x | {batched} "
-            f"| {r['accuracy']:.1%} | {r['agreement']:.1%} |"
-        )
-    return "\n".join(lines)
-
-
-def _show(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def method_variant(spec: str) -> tuple[str, dict[str, Any]]:

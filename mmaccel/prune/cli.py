@@ -19,7 +19,8 @@ def _method_param(text: str) -> tuple[str, str, object]:
 def _bench(args: argparse.Namespace) -> int:
     from mmaccel.io import check_writable, write_json_atomic
 
-    from .bench import markdown_table, run_bench
+    from .bench import run_bench
+    from .table import markdown_table
 
     if args.json:
         check_writable(args.json)

@@ -98,7 +98,8 @@ def test_accuracy_by_kind_splits_the_accuracy_when_every_question_has_a_kind(che
 
 def test_batched_ttft_prefills_the_same_requests(checkpoint):
     from mmaccel.prune import prune
-    from mmaccel.prune.bench import build_batch, build_inputs, load_model, read_questions
+    from mmaccel.prune.bench import load_model, read_questions
+    from mmaccel.prune.testbed.inputs import build_batch, build_inputs
 
     folder, questions = checkpoint
     model, processor = load_model(folder)

@@ -8,8 +8,9 @@ import torch
 
 import mmaccel.prune as P
 from mmaccel.data.scenes import COLOURS
-from mmaccel.prune.bench import DEFAULT_VIDEO_MODEL, build_inputs, load_model, run_bench
+from mmaccel.prune.bench import DEFAULT_VIDEO_MODEL, load_model, run_bench
 from mmaccel.prune.testbed import video_questions as V
+from mmaccel.prune.testbed.inputs import build_inputs
 from mmaccel.prune.testbed.video_questions import question_kind
 
 SHIPPED = (DEFAULT_VIDEO_MODEL / "model.safetensors").is_file()

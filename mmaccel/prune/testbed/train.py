@@ -152,7 +152,7 @@ def _asked(scene, pairs: list[tuple[str, str]]) -> dict:
 
 @torch.no_grad()
 def evaluate(model, processor, questions: list[dict], batch_size: int = 50) -> float:
-    from ..bench import build_inputs, normalise
+    from .inputs import build_inputs, normalise
 
     model.eval()
     correct = 0
@@ -357,7 +357,7 @@ def bench_section(out: Path, command: str, notes: str) -> str:
     bench = out / "bench.json"
     if not bench.is_file():
         return ""
-    from ..bench import markdown_table
+    from ..table import markdown_table
 
     records = json.loads(bench.read_text())
     return f"""
