@@ -17,7 +17,8 @@ from pathlib import Path
 from mmaccel.models.base import TokenPrompt
 
 from .chameleon import IMAGE_START, SEPARATOR, ChameleonFamily
-from .family import TokenLayout, hf_model_type, read_json, text_prompts
+from .family import TokenLayout, text_prompts
+from .hf_folder import hf_config
 
 
 class AnoleFamily(ChameleonFamily):
@@ -32,11 +33,10 @@ class AnoleFamily(ChameleonFamily):
 
     @classmethod
     def matches(cls, path: Path) -> bool:
-        path = Path(path)
-        if not path.is_dir() or hf_model_type(path) != "chameleon":
+        config = hf_config(path) or {}
+        if config.get("model_type") != "chameleon":
             return False
-        source = str((read_json(path / "config.json") or {}).get("_name_or_path", ""))
-        return "anole" in path.name.lower() or "anole" in source.lower()
+        return "anole" in Path(path).name.lower() or "anole" in str(config.get("_name_or_path", "")).lower()
 
     def set_image_size(self, height: int, width: int) -> None:
         """Generate ``height`` x ``width`` pixel images (Anole was tuned at 512 x 512 only)."""

@@ -34,6 +34,7 @@ from mmaccel.models.hf import HFCausalLM, slot_forward
 
 from .chameleon_vq import ChameleonVQConfig, ChameleonVQDecoder
 from .family import TokenLayout, hf_model_type, pixels_to_uint8, text_prompts
+from .hf_folder import checked_config
 
 PROMPT_TEMPLATE = "Generate an image of {width}x{height} according to the following prompt:\n{prompt}"
 IMAGE_START = "<racm3:break>"
@@ -269,14 +270,7 @@ class ChameleonFamily:
         """Load an HF Chameleon folder (Lumina-mGPT, Anole); ``image_size`` in pixels, default from the folder
         name (``...-768``) or the VQGAN resolution. Without ``vqgan.ckpt`` tokens generate but do not decode."""
         folder = Path(path)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        config = folder / "config.json"
-        if not config.is_file():
-            raise FileNotFoundError(f"{folder} has no config.json (expected model_type 'chameleon')")
-        model_type = json.loads(config.read_text()).get("model_type")
-        if model_type != "chameleon":
-            raise ValueError(f"{config} has model_type {model_type!r}, not 'chameleon'")
+        checked_config(folder, "chameleon", "Chameleon", cls.expected_files)
         tokenizer = load_text_tokenizer(folder)
         model = load_chameleon(folder)
         vq = None

@@ -20,6 +20,7 @@ from mmaccel.models.base import gather_last
 from mmaccel.models.hf import slot_forward
 
 from .family import TokenLayout, hf_model_type, read_json, text_prompts
+from .hf_folder import checked_config, load_complete
 
 #: The negative prompt of BAAI's image_generation.py (guidance counterpart of every prompt).
 NEGATIVE_PROMPT = (
@@ -141,12 +142,9 @@ class Emu3Family:
 
     # ---------------------------------------------------------------------------------------------- loading
 
-    @staticmethod
-    def _config(folder: Path) -> dict | None:
-        return read_json(folder / "config.json")
-
     @classmethod
     def matches(cls, path: Path) -> bool:
+        # "Emu3" (BAAI's original layout) matches too, so that loading it fails with the hint to convert it.
         return (hf_model_type(Path(path)) or "").lower() == "emu3"
 
     @classmethod
@@ -154,27 +152,17 @@ class Emu3Family:
         from transformers import AutoTokenizer, Emu3ForConditionalGeneration
 
         folder = Path(path)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        config = cls._config(folder)
-        if config is None:
-            raise ValueError(f"{folder} has no readable config.json; Emu3 needs {cls.expected_files}")
-        if config.get("model_type") != "emu3":
-            hint = (
-                " (BAAI's original custom-code layout; use the transformers conversion, e.g. BAAI/Emu3-Gen-hf)"
-                if str(config.get("model_type", "")).lower() == "emu3"
-                else ""
-            )
-            raise ValueError(f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, not 'emu3'{hint}")
-        for key in ("vocabulary_map", "vq_config", "text_config"):
-            if not config.get(key):
-                raise ValueError(f"{folder / 'config.json'} has no {key!r}: not a transformers Emu3 checkpoint")
-        model, info = Emu3ForConditionalGeneration.from_pretrained(folder, dtype="auto", output_loading_info=True)
-        if info["missing_keys"]:
-            missing = sorted(info["missing_keys"])
-            raise ValueError(f"{folder} lacks {len(missing)} Emu3 weights the config needs, e.g. {missing[:3]}")
+        config = checked_config(
+            folder,
+            "emu3",
+            "Emu3",
+            cls.expected_files,
+            required=("vocabulary_map", "vq_config", "text_config"),
+            originals={"Emu3": "BAAI/Emu3-Gen-hf"},
+        )
+        model = load_complete(Emu3ForConditionalGeneration, folder, "Emu3")
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        processor = cls._config_file(folder, "preprocessor_config.json")
+        processor = read_json(folder / "preprocessor_config.json") or {}
         return cls(
             model,
             tokenizer,
@@ -183,10 +171,6 @@ class Emu3Family:
             image_std=tuple(processor.get("image_std", (0.5, 0.5, 0.5))),
             cache_dir=folder,
         ).to(device)
-
-    @staticmethod
-    def _config_file(folder: Path, name: str) -> dict:
-        return read_json(folder / name) or {}
 
     def _token_ids(self, model: Any) -> torch.Tensor:
         """Emu3 ids of the compact vocabulary: the visual token of each VQ code, then end-of-line."""

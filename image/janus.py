@@ -26,7 +26,8 @@ from mmaccel.models import ModelOutput, SlotCache, TokenPrompt
 from mmaccel.models.base import gather_last
 from mmaccel.models.hf import slot_forward
 
-from .family import TokenLayout, hf_model_type, read_json, text_prompts
+from .family import TokenLayout, hf_model_type, text_prompts
+from .hf_folder import checked_config, load_complete
 
 #: Janus' SFT format for one user turn followed by the assistant's (empty) turn.
 SFT_TEMPLATE = "<|User|>: {text}\n\n<|Assistant|>:"
@@ -140,10 +141,6 @@ class JanusFamily:
 
     # ---------------------------------------------------------------------------------------------- loading
 
-    @staticmethod
-    def _config(folder: Path) -> dict | None:
-        return read_json(folder / "config.json")
-
     @classmethod
     def matches(cls, path: Path) -> bool:
         return hf_model_type(Path(path)) == "janus"
@@ -153,27 +150,16 @@ class JanusFamily:
         from transformers import AutoTokenizer, JanusForConditionalGeneration
 
         folder = Path(path)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        config = cls._config(folder)
-        if config is None:
-            raise ValueError(f"{folder} has no readable config.json; Janus-Pro needs {cls.expected_files}")
-        if config.get("model_type") != "janus":
-            hint = (
-                " (DeepSeek's original custom-code layout; use the transformers conversion, e.g. "
-                "deepseek-community/Janus-Pro-1B)"
-                if config.get("model_type") == "multi_modality"
-                else ""
-            )
-            raise ValueError(f"{folder / 'config.json'}: model_type is {config.get('model_type')!r}, not 'janus'{hint}")
-        for key in ("vq_config", "text_config"):
-            if not config.get(key):
-                raise ValueError(f"{folder / 'config.json'} has no {key!r}: not a transformers Janus checkpoint")
-        model, info = JanusForConditionalGeneration.from_pretrained(folder, dtype="auto", output_loading_info=True)
+        checked_config(
+            folder,
+            "janus",
+            "Janus-Pro",
+            cls.expected_files,
+            required=("vq_config", "text_config"),
+            originals={"multi_modality": "deepseek-community/Janus-Pro-1B"},
+        )
         # lm_head is tied to the text embedding; every other missing weight would leave part of Janus random.
-        missing = sorted(k for k in info["missing_keys"] if k != "lm_head.weight")
-        if missing:
-            raise ValueError(f"{folder} lacks {len(missing)} Janus weights the config needs, e.g. {missing[:3]}")
+        model = load_complete(JanusForConditionalGeneration, folder, "Janus", may_miss=("lm_head.weight",))
         tokenizer = AutoTokenizer.from_pretrained(folder)
         return cls(model, tokenizer, cache_dir=folder).to(device)
 

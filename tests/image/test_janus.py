@@ -275,5 +275,5 @@ def test_other_folders_are_not_janus(tmp_path):
     (original / "config.json").write_text(json.dumps({"model_type": "multi_modality"}))
     with pytest.raises(ValueError, match="transformers conversion"):
         JanusFamily.from_pretrained(original)
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="config.json"):
         JanusFamily.from_pretrained(tmp_path)
