@@ -13,21 +13,11 @@ import torch
 from mmaccel.image.emu3 import Emu3Family
 from mmaccel.image.family import TokenLayout, load_family
 from mmaccel.image.pipeline import METHODS, ImageARPipeline
+from mmaccel.image.random_models import _EMU3_SPECIAL as SPECIAL  # Emu3's own special-token names
 from mmaccel.sampling import SamplingConfig
 
 N_CODES = 32
 PROMPTS = ["a cat", "a red dog running in the rain"]  # different lengths; the negative prompt is longer still
-SPECIAL = {
-    "pad": "<|endoftext|>",
-    "bos": "<|extra_203|>",
-    "eos": "<|extra_204|>",
-    "boi": "<|image start|>",
-    "eoi": "<|image end|>",
-    "wrapper": "<|image token|>",
-    "eol": "<|extra_200|>",
-    "eof": "<|extra_201|>",
-    "image": "<image>",
-}
 
 
 def _tokenizer():
