@@ -102,6 +102,25 @@ class PruneMethod:
         raise NotImplementedError
 
 
+class OneStageMethod(PruneMethod):
+    """A method of one stage on the LLM's input (layer 0) that chooses for the whole batch in one call
+    (:meth:`select_batch`), with ToMe's proportional attention as an option (see :class:`Choice`)."""
+
+    def __init__(self, keep: float, proportional: bool = False):
+        super().__init__(keep)
+        self.proportional = check_flag("proportional", proportional)
+
+    def bind(self, info: ModelInfo) -> None:
+        self.stages = [Stage(layer=0, select=self.select, select_batch=self.select_batch)]
+
+    def select(self, inp: StageInput) -> Choice:
+        return self.select_batch([inp])[0]
+
+    def select_batch(self, inputs: list[StageInput]) -> list[Choice]:
+        """One choice per input, the samples of a batch together."""
+        raise NotImplementedError
+
+
 def check_layer(name: str, layer: int, info: ModelInfo, minimum: int = 0) -> int:
     if not isinstance(layer, int) or isinstance(layer, bool):
         raise TypeError(f"{name} must be an int, got {type(layer).__name__}")
@@ -114,7 +133,7 @@ def check_layer(name: str, layer: int, info: ModelInfo, minimum: int = 0) -> int
 
 
 def check_flag(name: str, value: object) -> bool:
-    """A boolean method parameter; 0 and 1 are accepted, as the bench CLI reads ``name=1`` as an int."""
+    """A boolean method parameter; 0 and 1 are accepted from Python callers (the CLIs type it as a bool)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):

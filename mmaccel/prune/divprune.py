@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, check_flag, count_kept
+from .base import Choice, OneStageMethod, StageInput, count_kept
 
 
 def max_min_diverse_batched(
@@ -69,7 +69,7 @@ def max_min_diverse(features: torch.Tensor, count: int) -> torch.Tensor:
     return max_min_diverse_batched(features[None], valid, [count])[0]
 
 
-class DivPrune(PruneMethod):
+class DivPrune(OneStageMethod):
     """DivPrune (Alvar et al., "DivPrune: Diversity-based Visual Token Pruning for Large Multimodal Models",
     CVPR 2025).
 
@@ -85,16 +85,6 @@ class DivPrune(PruneMethod):
     """
 
     name = "divprune"
-
-    def __init__(self, keep: float, proportional: bool = False):
-        super().__init__(keep)
-        self.proportional = check_flag("proportional", proportional)
-
-    def bind(self, info: ModelInfo) -> None:
-        self.stages = [Stage(layer=0, select=self.select, select_batch=self.select_batch)]
-
-    def select(self, inp: StageInput) -> Choice:
-        return self.select_batch([inp])[0]
 
     def select_batch(self, inputs: list[StageInput]) -> list[Choice]:
         features = pad_sequence([inp.hidden[inp.visual] for inp in inputs], batch_first=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Choice, ModelInfo, PruneMethod, Stage, StageInput, check_flag, count_kept, group_mean
+from .base import Choice, OneStageMethod, StageInput, count_kept, group_mean
 
 
 def bipartite_merge_batched(features: torch.Tensor, count: int) -> torch.Tensor:
@@ -48,7 +48,7 @@ def bipartite_merge(features: torch.Tensor, count: int) -> torch.Tensor:
     return bipartite_merge_batched(features[None], count)[0]
 
 
-class ToMe(PruneMethod):
+class ToMe(OneStageMethod):
     """ToMe (Bolya et al., "Token Merging: Your ViT But Faster", ICLR 2023), applied to the visual tokens
     before the LLM.
 
@@ -63,16 +63,6 @@ class ToMe(PruneMethod):
     """
 
     name = "tome"
-
-    def __init__(self, keep: float, proportional: bool = False):
-        super().__init__(keep)
-        self.proportional = check_flag("proportional", proportional)
-
-    def bind(self, info: ModelInfo) -> None:
-        self.stages = [Stage(layer=0, select=self.select, select_batch=self.select_batch)]
-
-    def select(self, inp: StageInput) -> Choice:
-        return self.select_batch([inp])[0]
 
     def select_batch(self, inputs: list[StageInput]) -> list[Choice]:
         by_length: dict[int, list[int]] = {}
