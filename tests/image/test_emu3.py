@@ -151,7 +151,7 @@ def test_every_method_runs_with_row_ends_in_place(pipe, method):
     assert out.tokens.shape == (2, 20)
     _check_layout(pipe.family, out.tokens)
     assert [im.size for im in out.images] == [(8, 8)] * 2
-    assert [m.size for m in out.acceptance_maps] == [(256, 256)] * 2
+    assert all(m.width == 256 and m.height > 256 for m in out.acceptance_maps)  # the square map, its legend below
     assert all(1 <= s["steps"] <= 20 for s in out.stats)
 
 
