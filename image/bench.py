@@ -8,54 +8,49 @@ requested classes. An extra AR run on a second seed set gives FID's own noise fl
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from mmaccel.data.scenes import make_dataset
 from mmaccel.eval.fid import DomainFID, FeatureExtractor
+from mmaccel.methods import parse_method
 
 from .classifier import ShapeClassifier
 from .defaults import DEFAULTS, GPT_STYLE
-from .pipeline import DEFAULT_WEIGHTS, ImageARPipeline, method_parameters
+from .pipeline import DEFAULT_WEIGHTS, ImageARPipeline
 
 #: A seed far from every training seed: these real images are used only as the FID reference.
 REAL_SEED = 7_000_003
 #: Offset of the second seed set for the AR noise-floor run.
 SECOND_SEED_SET = 1_000_000
+#: Below this many images a Frechet distance is dominated by its estimation noise.
+FEW_IMAGES_FOR_FID = 50
 
 
 def _to_uint8(images) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).contiguous()
 
 
-def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"lantern-draft:delta=0.2:k=30"`` -> ``("lantern-draft", {"delta": 0.2, "k": 30})``; unknown names raise."""
-    name, *pairs = spec.strip().split(":")
-    allowed = method_parameters(name)
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or key not in allowed:
-            raise ValueError(f"methods: {spec!r} sets {pair!r}; {name!r} takes name=value for {sorted(allowed)}")
-        for cast in (int, float, str):
-            try:
-                params[key] = cast(text)
-                break
-            except ValueError:
-                continue
-    return name, params
-
-
 def run_method(
-    pipe: ImageARPipeline, method: str, labels: list[int], seed: int, batch_size: int, **kwargs: Any
+    pipe: ImageARPipeline,
+    method: str,
+    labels: list[int],
+    seed: int,
+    batch_size: int,
+    bar: tqdm | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """Generate ``labels`` with ``method`` (a name, or ``name:param=value:...``) in batches; raw figures."""
     name, params = parse_method(method)
     images, steps, wall, batch_nfe, draft_nfe = [], [], 0.0, 0, 0
     for start in range(0, len(labels), batch_size):
+        if bar is not None:
+            bar.set_postfix_str(method)
         batch = labels[start : start + batch_size]
         out = pipe(batch, method=name, seed=seed + start, progress=False, **kwargs, **params)
         images += out.images
@@ -63,6 +58,8 @@ def run_method(
         wall += out.stats[0]["batch_wall_s"]
         batch_nfe += out.stats[0]["batch_nfe"]
         draft_nfe += out.stats[0]["batch_draft_nfe"]
+        if bar is not None:
+            bar.update(len(batch))
     tokens = pipe.num_tokens
     return {
         "method": method,
@@ -82,18 +79,28 @@ def run_bench(
     num_images: int = 100,
     num_real: int = 5000,
     batch_size: int = 50,
-    guidance_scale: float = DEFAULTS["guidance_scale"],
+    guidance_scale: float | None = None,
     seed: int = 0,
-    temperature: float = DEFAULTS["temperature"],
+    temperature: float | None = None,
     top_k: int | None = DEFAULTS["top_k"],
     top_p: float | None = DEFAULTS["top_p"],
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """One record per method (plus ``ar@seed2``, the noise floor), with the fields of DESIGN.md; sampling
-    settings default to the default model's (:data:`mmaccel.image.defaults.DEFAULTS`)."""
+    settings default to the default model's (:data:`mmaccel.image.defaults.DEFAULTS`). ``progress`` shows a
+    bar over the images generated (to stderr)."""
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for method in methods:
         parse_method(method)  # an unknown method or parameter fails before any work
+    if num_images < FEW_IMAGES_FOR_FID:
+        warnings.warn(
+            f"num_images={num_images}: with fewer than {FEW_IMAGES_FOR_FID} images the FID is mostly estimation "
+            "noise; compare it only with the ar@seed2 noise floor",
+            stacklevel=2,
+        )
     pipe = ImageARPipeline.from_pretrained(model)
     classifier_path = Path(model) if model is not None else DEFAULT_WEIGHTS
     classifier = ShapeClassifier.from_pretrained(classifier_path / "classifier.safetensors")
@@ -102,11 +109,14 @@ def run_bench(
     real_images, _ = make_dataset(num_real, seed=REAL_SEED, size=classifier.config.image_size, style=GPT_STYLE)
     fid = DomainFID(extractor, torch.from_numpy(real_images).permute(0, 3, 1, 2).contiguous())
     labels = [i % pipe.num_classes for i in range(num_images)]
+    guidance_scale = DEFAULTS["guidance_scale"] if guidance_scale is None else guidance_scale
+    temperature = DEFAULTS["temperature"] if temperature is None else temperature
     kwargs = dict(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p)
 
     methods = ["ar", *[m for m in methods if m != "ar"]]
-    runs = [run_method(pipe, m, labels, seed, batch_size, **kwargs) for m in methods]
-    noise = run_method(pipe, "ar", labels, seed + SECOND_SEED_SET, batch_size, **kwargs)
+    with tqdm(total=num_images * (len(methods) + 1), desc="images", unit="img", disable=not progress) as bar:
+        runs = [run_method(pipe, m, labels, seed, batch_size, bar, **kwargs) for m in methods]
+        noise = run_method(pipe, "ar", labels, seed + SECOND_SEED_SET, batch_size, bar, **kwargs)
     noise["method"] = "ar@seed2"
     runs.append(noise)
 

@@ -34,9 +34,10 @@ from typing import Any
 import torch
 
 from mmaccel.io import write_json_atomic
+from mmaccel.methods import DEFAULT_WINDOW, METHODS
 from mmaccel.sampling import SamplingConfig
 
-from .pipeline import DEFAULT_WINDOW, METHODS, ImageARPipeline
+from .pipeline import ImageARPipeline
 from .random_models import (
     FAMILY_NAMES,
     REAL_MODELS,
@@ -52,7 +53,7 @@ from .random_models import (
 )
 
 #: Methods a random family can run: plain AR and the training-free (Jacobi-drafted) ones; none has a draft model.
-BENCH_METHODS = tuple(m for m, (drafter, _) in METHODS.items() if drafter in (None, "jacobi"))
+BENCH_METHODS = tuple(m for m, spec in METHODS.items() if spec.drafter in (None, "jacobi"))
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 BUILDS = ("auto", "disk", "direct")
 
@@ -180,7 +181,7 @@ def time_generation(pipe: ImageARPipeline, method: str, batch_size: int, config:
     device = torch.device(config.device)
     family = pipe.family
     tokens = family.layout.num_tokens if config.max_tokens is None else min(config.max_tokens, family.layout.num_tokens)
-    params = {} if METHODS[method][0] is None else {"window": config.window}
+    params = {} if METHODS[method].drafter is None else {"window": config.window}
     prompt = family.prompt(**conditions(family, batch_size))
     seeds = [config.seed + i for i in range(batch_size)]
     decoder = pipe.build_decoder(method, SamplingConfig(), config.guidance_scale, **params)
@@ -254,7 +255,7 @@ def run_families(
                 ar_wall = None
                 for method in methods:
                     record = {**common, "method": method, "batch_size": batch_size}
-                    record["window"] = None if METHODS[method][0] is None else config.window
+                    record["window"] = None if METHODS[method].drafter is None else config.window
                     try:
                         record.update(time_generation(pipe, method, batch_size, config))
                     except torch.cuda.OutOfMemoryError as err:

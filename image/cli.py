@@ -5,15 +5,36 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmaccel.cli import number_or_text
 from mmaccel.io import check_writable, save_image_atomic, write_json_atomic
+from mmaccel.params import split_assignment
+
+#: The names of image/spatial.py's initialisations (pipeline.INITS), kept here so registration imports no torch.
+INIT_NAMES = ("random", "horizontal", "horizontal-sample", "vertical")
+#: Image formats ``--out`` may name (PIL writes each from the suffix).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def _param(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"method parameters look like name=value, got {text!r}")
-    name, value = text.split("=", 1)
-    return name, number_or_text(value)
+def _param(text: str) -> tuple[str, str]:
+    """``--param name=value``: the value stays text until the method's signature types it."""
+    try:
+        return split_assignment(text, "--param")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def output_paths(out: str | Path) -> tuple[Path, Path, Path]:
+    """The image, its acceptance map and its stats JSON for ``--out``; refused unless they are three files of
+    which the image names a supported format, in a writable folder."""
+    out = Path(out)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(
+            f"--out {str(out)!r} must end in an image extension ({', '.join(IMAGE_SUFFIXES)}); the acceptance map "
+            "and the stats JSON are written beside it"
+        )
+    paths = (out, out.with_name(f"{out.stem}_acceptance{out.suffix}"), out.with_suffix(".json"))
+    for path in paths:
+        check_writable(path)
+    return paths
 
 
 def grid(images):
@@ -30,22 +51,34 @@ def grid(images):
     return canvas
 
 
-def _generate(args: argparse.Namespace) -> int:
-    from .pipeline import ImageARPipeline, method_parameters
+def _class_label(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
 
-    out = Path(args.out)
-    check_writable(out)
+
+def _generate(args: argparse.Namespace) -> int:
+    from mmaccel.data.scenes import CLASS_NAMES
+    from mmaccel.methods import check_params
+
+    from .defaults import DEFAULT_METHOD
+    from .pipeline import ImageARPipeline
+
+    out, map_path, json_path = output_paths(args.out)
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
     if (args.class_id is None) == (args.prompt is None):
         raise ValueError("give exactly one of --class (class-conditional models) and --prompt (text-to-image models)")
+    method = args.method or DEFAULT_METHOD
     params = dict(args.param or [])
-    method_parameters(args.method)  # unknown method: fail before loading anything
+    if args.window is not None:
+        params["window"] = args.window
+    params = check_params(method, params)  # a bad method or value fails before anything is loaded
     pipe = ImageARPipeline.from_pretrained(args.model, family=args.family, draft=args.draft)
+    names = CLASS_NAMES if args.model is None else ()
+    label = None if args.class_id is None else class_index(args.class_id, pipe.num_classes, names)
     result = pipe(
-        class_labels=args.class_id,
+        class_labels=label,
         prompt=args.prompt,
-        method=args.method,
+        method=method,
         num_images=args.num_images,
         guidance_scale=args.guidance_scale,
         temperature=args.temperature,
@@ -54,19 +87,33 @@ def _generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         **params,
     )
-    map_path = out.with_name(f"{out.stem}_acceptance{out.suffix}")
-    json_path = out.with_suffix(".json")
     save_image_atomic(grid(result.images), out)
     save_image_atomic(grid(result.acceptance_maps), map_path)
     write_json_atomic(json_path, result.stats)
     steps = sum(s["steps"] for s in result.stats) / len(result.stats)
     ar = result.stats[0]["ar_steps"]
     print(
-        f"{args.method}: {steps:.1f} steps per image vs {ar} for plain AR ({ar / steps:.2f}x fewer); "
+        f"{method}: {steps:.1f} steps per image vs {ar} for plain AR ({ar / steps:.2f}x fewer); "
         f"wall {result.stats[0]['batch_wall_s']:.1f} s"
     )
     print(f"wrote {out}, {map_path}, {json_path}")
     return 0
+
+
+def class_index(value: int | str, num_classes: int | None, names: tuple[str, ...] = ()) -> int:
+    """``--class``: an index, or one of ``names`` (the default model's class names); refusals name the flag."""
+    if num_classes is None:
+        raise ValueError("--class: this model is text-to-image; give --prompt instead")
+    if isinstance(value, str):
+        if value not in names:
+            known = f"one of {', '.join(names)} or " if names else ""
+            raise ValueError(
+                f"--class {value!r} is not a class of this model; give {known}an index in [0, {num_classes})"
+            )
+        return names.index(value)
+    if not 0 <= value < num_classes:
+        raise ValueError(f"--class must be in [0, {num_classes}) for this model, got {value}")
+    return value
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -74,6 +121,10 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(Path(args.json))
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_images < 1:
+        raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
     records = run_bench(
         model=args.model,
         methods=args.methods.split(","),
@@ -85,6 +136,7 @@ def _bench(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         top_p=args.top_p,
+        progress=True,
     )
     print(format_table(records))
     if args.json:
@@ -172,51 +224,110 @@ def _register_families(bench) -> None:
     f.set_defaults(func=_bench_families)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help=f"classifier-free guidance scale, >= 0; 1 turns guidance off (default: {defaults['guidance_scale']})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="image i uses seed + i, the same alone or in any batch (default: 0)"
+    )
 
 
 def _sampling(p: argparse.ArgumentParser, defaults: dict) -> None:
-    p.add_argument("--temperature", type=float, default=defaults["temperature"])
-    p.add_argument("--top-k", type=int, default=defaults["top_k"])
-    p.add_argument("--top-p", type=float, default=defaults["top_p"])
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help=f"sampling temperature, >= 0; 0 is greedy decoding (default: {defaults['temperature']})",
+    )
+    p.add_argument("--top-k", type=int, default=defaults["top_k"], help="sample only among the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=defaults["top_p"], help="nucleus sampling: keep mass p, in (0, 1]")
+
+
+GENERATE_EXAMPLES = """examples:
+  mmaccel generate image --class 3 --out out.png                      # default model, default method
+  mmaccel generate image --class star --method sjd --window 8 --num-images 4 --out stars.png
+  mmaccel generate image --class 3 --method lantern --param delta=0.2 --param k=64 --out out.jpg
+  mmaccel generate image --model ~/ckpts/Janus-Pro-7B --draft ~/ckpts/Janus-Pro-1B \\
+      --prompt "a red apple" --method lantern-draft --out apple.png
+"""
+
+BENCH_EXAMPLES = """examples:
+  mmaccel bench image --methods ar,sjd,gsd --num-images 100 --batch-size 10 --json bench.json
+  mmaccel bench image --methods ar,lantern:delta=0.2:k=64,lantern:delta=0.05 --num-images 50 --batch-size 10
+"""
 
 
 def register(commands, generate, bench) -> None:
-    from .defaults import DEFAULTS
+    from mmaccel.cli import with_method_help
+    from mmaccel.data.scenes import CLASS_NAMES
 
-    g = generate.add_parser("image", help="AR image generation (class-conditional or text-to-image)")
-    g.add_argument("--class", dest="class_id", type=int, default=None, help="class id (class-conditional models)")
+    from .defaults import DEFAULT_METHOD, DEFAULTS
+
+    g = generate.add_parser(
+        "image",
+        help="AR image generation (class-conditional or text-to-image)",
+        description="Generate images with plain AR sampling or an accelerated method.",
+        epilog=GENERATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    with_method_help(g, INIT_NAMES)
+    g.add_argument(
+        "--class",
+        dest="class_id",
+        type=_class_label,
+        default=None,
+        help=f"class index, or for the default model a class name: {', '.join(CLASS_NAMES)} (0-{len(CLASS_NAMES) - 1})",
+    )
     g.add_argument("--prompt", default=None, help="text prompt (text-to-image models)")
     g.add_argument(
         "--family", default=None, help="llamagen, llamagen-t2i, janus, anole, chameleon or emu3 (default: recognised)"
     )
     g.add_argument("--draft", default=None, help="draft checkpoint of the same family (for the draft methods)")
+    g.add_argument("--method", default=None, help=f"acceleration method, listed below (default: {DEFAULT_METHOD})")
     g.add_argument(
-        "--method", default="gsd", help="ar, sjd, gsd, lantern, typical, greedy, lantern-draft, lantern++, draft"
+        "--window", type=int, default=None, help="drafts per step (default: 16 for Jacobi methods, 4 for draft ones)"
     )
-    g.add_argument("--num-images", type=int, default=1)
+    g.add_argument(
+        "--num-images", type=int, default=1, help="images to generate in one batch, tiled in one file (default: 1)"
+    )
     _sampling(g, DEFAULTS)
-    g.add_argument("--param", type=_param, action="append", help="method parameter name=value (repeatable)")
-    g.add_argument("--out", required=True, help="output PNG; the acceptance map and a JSON of stats go beside it")
-    _common(g)
-    g.set_defaults(func=_generate, guidance_scale=DEFAULTS["guidance_scale"])
+    g.add_argument(
+        "--param", type=_param, action="append", help="a method parameter, name=value (repeatable; listed below)"
+    )
+    g.add_argument(
+        "--out",
+        required=True,
+        help=f"output image ({', '.join(IMAGE_SUFFIXES)}); OUT_acceptance.EXT and OUT.json (stats) go beside it",
+    )
+    _common(g, DEFAULTS)
+    g.set_defaults(func=_generate)
 
-    b = bench.add_parser("image", help="every method side by side: speed, FID and class accuracy")
+    b = bench.add_parser(
+        "image",
+        help="every method side by side: speed, FID and class accuracy",
+        epilog=BENCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    with_method_help(b, INIT_NAMES)
     b.add_argument(
         "--methods",
         default="ar,sjd,gsd,lantern,lantern-draft,lantern++,draft",
-        help="comma-separated; a method may carry parameters, e.g. lantern-draft:delta=0.2:k=30",
+        help="comma-separated; a method may carry parameters, e.g. lantern-draft:delta=0.2:k=30 (default: %(default)s)",
     )
-    b.add_argument("--num-images", type=int, default=100)
-    b.add_argument("--num-real", type=int, default=5000, help="real images for the FID reference")
-    b.add_argument("--batch-size", type=int, default=50)
+    b.add_argument(
+        "--num-images", type=int, default=100, help="images per method; FID needs >= 50 to mean much (default: 100)"
+    )
+    b.add_argument("--num-real", type=int, default=5000, help="real images for the FID reference (default: 5000)")
+    b.add_argument("--batch-size", type=int, default=50, help="images generated together (default: 50)")
     b.add_argument("--json", help="write the records here")
     _sampling(b, DEFAULTS)
-    _common(b)
-    b.set_defaults(func=_bench, guidance_scale=DEFAULTS["guidance_scale"])
+    _common(b, DEFAULTS)
+    b.set_defaults(func=_bench)
 
     _register_families(bench)
 

@@ -19,7 +19,6 @@ message naming what was looked for.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from dataclasses import dataclass
@@ -168,53 +167,6 @@ def text_prompts(class_labels: Any, prompts: Any, model: str = "this") -> list[s
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompts!r}")
     return prompts
-
-
-# ------------------------------------------------------------------------------------- neighbour tables
-
-
-def cache_root() -> Path:
-    """Fallback folder for computed tables when a checkpoint's folder is read-only:
-    ``$MMACCEL_CACHE`` or ``~/.cache/mmaccel``."""
-    return Path(os.environ.get("MMACCEL_CACHE", Path.home() / ".cache" / "mmaccel"))
-
-
-def cached_neighbours(codebook: torch.Tensor, k: int, folder: str | os.PathLike | None) -> torch.Tensor:
-    """LANTERN's ``[V, k]`` nearest-code table, computed once per codebook and kept on disk.
-
-    The file is ``lantern_k{k}_{digest}.safetensors`` in ``folder`` (beside the checkpoint) or, when that
-    is missing or read-only, under :func:`cache_root`; the digest of the codebook's bytes keys it, so a
-    changed codebook never reuses a stale table. A corrupt table file is recomputed and replaced.
-    """
-    from safetensors.torch import load_file, save_file
-
-    from mmaccel.acceptance import nearest_neighbours
-    from mmaccel.io import write_atomic
-
-    table = codebook.detach().float().cpu().contiguous()
-    digest = hashlib.sha256(table.numpy().tobytes()).hexdigest()[:16]
-    name = f"lantern_k{k}_{digest}.safetensors"
-    candidates = []
-    if folder is not None and Path(folder).is_dir() and os.access(folder, os.W_OK):
-        candidates.append(Path(folder))
-    candidates.append(cache_root() / "neighbours")
-    for place in candidates:
-        path = place / name
-        if path.is_file():
-            try:
-                stored = load_file(str(path))["neighbours"]
-                if stored.shape == (table.shape[0], k):
-                    return stored.to(codebook.device)
-            except Exception:  # noqa: BLE001 - safetensors raises several types for a damaged file
-                pass  # recomputed and rewritten below
-    neighbours = nearest_neighbours(table, k)
-    place = candidates[0]
-    try:
-        place.mkdir(parents=True, exist_ok=True)
-        write_atomic(place / name, lambda tmp: save_file({"neighbours": neighbours}, tmp))
-    except OSError:
-        pass  # a cache that cannot be written only costs the recomputation next time
-    return neighbours.to(codebook.device)
 
 
 # ----------------------------------------------------------------------------------------- recognition

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,43 +12,23 @@ import torch
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from mmaccel.acceptance import RULES
-from mmaccel.drafting import DraftModelDrafter, JacobiDrafter
 from mmaccel.engine import SpeculativeDecoder
-from mmaccel.models import CFGModel
+from mmaccel.methods import TokenTables, build_decoder, check_params
 from mmaccel.sampling import SamplingConfig
 
 from .acceptance_map import acceptance_map
-from .family import ImageFamily, cached_neighbours, load_family
+from .defaults import DEFAULT_METHOD, DEFAULTS
+from .family import ImageFamily, load_family
 from .spatial import HorizontalRepeat, HorizontalSample, RandomInit, VerticalRepeat
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
-
-#: method -> (drafter, rule). Jacobi drafts for the training-free methods, the draft model for the others.
-METHODS: dict[str, tuple[str | None, str]] = {
-    "ar": (None, "exact"),
-    "sjd": ("jacobi", "sjd"),
-    "gsd": ("jacobi", "gsd"),
-    "lantern": ("jacobi", "lantern"),
-    "typical": ("jacobi", "typical"),
-    "greedy": ("jacobi", "greedy"),
-    "lantern-draft": ("draft", "lantern"),
-    "lantern++": ("draft", "lantern++"),
-    "draft": ("draft", "exact"),
+#: The spatial Jacobi initialisations, by the name a method's ``init`` parameter takes.
+INITS = {
+    "random": RandomInit,
+    "horizontal": HorizontalRepeat,
+    "horizontal-sample": HorizontalSample,
+    "vertical": VerticalRepeat,
 }
-INITS = {"random": RandomInit, "horizontal": HorizontalRepeat, "horizontal-sample": HorizontalSample}
-DRAFTER_PARAMS = {"jacobi": {"window", "init"}, "draft": {"window"}}
-DEFAULT_WINDOW = {"jacobi": 16, "draft": 4}
-
-
-def method_parameters(method: str) -> set[str]:
-    """The parameters a method accepts: its drafter's and its rule's."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    drafter, rule = METHODS[method]
-    rule_cls = RULES["lantern" if rule == "lantern++" else rule]
-    rule_params = set(inspect.signature(rule_cls.__init__).parameters) - {"self", "embeddings", "neighbours"}
-    return DRAFTER_PARAMS.get(drafter, set()) | rule_params
 
 
 @dataclass
@@ -82,7 +61,7 @@ def load_draft(target: ImageFamily, path: str | os.PathLike, device: str | torch
 
 class ImageARPipeline:
     """An AR image model family (see :mod:`mmaccel.image.family`) that generates with plain AR sampling or
-    any speculative method in :data:`METHODS`.
+    any speculative method of the core's table (:data:`mmaccel.methods.METHODS`).
 
     >>> pipe = ImageARPipeline.from_pretrained()          # the shipped default model
     >>> out = pipe(class_labels=[3], method="gsd", seed=0)
@@ -92,7 +71,6 @@ class ImageARPipeline:
     def __init__(self, family: ImageFamily):
         self.family = family
         self.draft_family: ImageFamily | None = None  # a separately loaded draft checkpoint, moved by .to()
-        self._neighbours: dict[int, torch.Tensor] = {}
 
     @classmethod
     def from_pretrained(
@@ -149,54 +127,31 @@ class ImageARPipeline:
     def grid(self) -> tuple[int, int]:
         return self.family.layout.grid
 
-    def _lantern_neighbours(self, k: int) -> torch.Tensor:
-        """Nearest codebook entries: LANTERN's precomputed table, on disk beside the checkpoint."""
-        have = max(self._neighbours, default=0)
-        if have < k:
-            self._neighbours = {k: cached_neighbours(self.family.codebook(), k, self.family.cache_dir)}
-            have = k
-        return self._neighbours[have][:, :k]
-
     def build_decoder(
-        self, method: str, sampling: SamplingConfig, guidance_scale: float = 1.0, **params: Any
+        self,
+        method: str,
+        sampling: SamplingConfig | None = None,
+        guidance_scale: float | None = None,
+        **params: Any,
     ) -> SpeculativeDecoder:
         """The decoder for ``method`` with ``params`` (drafter and rule parameters); unknown ones raise."""
-        allowed = method_parameters(method)
-        unknown = set(params) - allowed
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {sorted(unknown)} for method {method!r}; it takes {sorted(allowed)}"
-            )
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        drafter_name, rule = METHODS[method]
-        guide = guidance_scale != 1.0 or self.family.always_guided
-        guided = (lambda m: CFGModel(m, guidance_scale)) if guide else (lambda m: m)
-        window = params.pop("window", DEFAULT_WINDOW.get(drafter_name))
         layout = self.family.layout
-        drafter = None
-        if drafter_name == "jacobi":
-            init_name = params.pop("init", "random")
-            if init_name not in INITS and init_name != "vertical":
-                raise ValueError(f"unknown init {init_name!r}; choose one of {[*INITS, 'vertical']}")
-            codes = self.model.vocab_size - (layout.row_end is not None)
-            init_cls = VerticalRepeat if init_name == "vertical" else INITS[init_name]
-            drafter = JacobiDrafter(window, init_cls(codes, layout.width, layout.row_end))
-        elif drafter_name == "draft":
-            if self.draft is None:
-                raise ValueError(f"method {method!r} needs a draft model; this pipeline has none")
-            drafter = DraftModelDrafter(guided(self.draft), window)
-        embeddings = None
-        if rule.startswith("lantern"):
-            embeddings = self.family.codebook()
-            # LANTERN's k = 1000 is ~6% of a 16384-entry codebook; keep that share for other codebook sizes.
-            share = round(1000 * self.model.vocab_size / 16384)
-            k = params.setdefault("k", max(1, min(1000, share, self.model.vocab_size - 1)))
-            params["neighbours"] = self._lantern_neighbours(k)
-        elif rule == "gsd":
-            # GSD clusters on the model's own embedding of image tokens.
-            embeddings = self.family.token_embeddings()
-        return SpeculativeDecoder(guided(self.model), drafter, rule, sampling, embeddings=embeddings, **params)
+        codes = self.model.vocab_size - (layout.row_end is not None)
+        inits = {name: (lambda cls=cls: cls(codes, layout.width, layout.row_end)) for name, cls in INITS.items()}
+        tables = TokenTables(
+            {"codebook": self.family.codebook, "embeddings": self.family.token_embeddings}, self.family.cache_dir
+        )
+        return build_decoder(
+            self.model,
+            method,
+            params,
+            sampling=sampling,
+            guidance_scale=DEFAULTS["guidance_scale"] if guidance_scale is None else guidance_scale,
+            always_guided=self.family.always_guided,
+            draft=self.draft,
+            tables=tables,
+            inits=inits,
+        )
 
     def decode(self, tokens: torch.Tensor) -> list[Image.Image]:
         array = self.family.decode(tokens).numpy()
@@ -229,10 +184,10 @@ class ImageARPipeline:
     def __call__(
         self,
         class_labels: int | list[int] | None = None,
-        method: str = "ar",
+        method: str | None = None,
         num_images: int | None = None,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
+        guidance_scale: float | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int = 0,
@@ -243,12 +198,14 @@ class ImageARPipeline:
         """Generate ``num_images`` images (default: one per class label or prompt; a single one is repeated).
 
         Class-conditional families take ``class_labels``, text-to-image families ``prompt``. Image ``i`` uses
-        seed ``seed + i``, so an image is the same whatever batch it is generated in.
+        seed ``seed + i``, so an image is the same whatever batch it is generated in. ``method``,
+        ``guidance_scale`` and ``temperature`` default to :data:`mmaccel.image.defaults.DEFAULTS`.
         """
+        method = DEFAULT_METHOD if method is None else method
+        check_params(method, method_params)  # a bad method or parameter fails before the prompt is built
         labels, prompts, count = self._conditions(class_labels, prompt, num_images)
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         conditioned = self.family.prompt(class_labels=labels, prompts=prompts)
+        temperature = DEFAULTS["temperature"] if temperature is None else temperature
         sampling = SamplingConfig(temperature, top_k, top_p)
         decoder = self.build_decoder(method, sampling, guidance_scale, **method_params)
         seeds = [seed + i for i in range(count)]

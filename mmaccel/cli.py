@@ -4,8 +4,38 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from .io import check_writable, write_json_atomic
+
+
+class _MethodHelpParser(argparse.ArgumentParser):
+    """A parser whose help ends with the method table; built only when help is asked for, so that registering
+    the subcommands imports nothing heavy."""
+
+    inits: tuple[str, ...] = ("random",)
+
+    def format_help(self) -> str:
+        from .methods import methods_help
+
+        return f"{super().format_help()}\n{methods_help(self.inits)}\n"
+
+
+def with_method_help(parser: argparse.ArgumentParser, inits: tuple[str, ...] = ("random",)) -> argparse.ArgumentParser:
+    """Make ``parser``'s ``--help`` list every method with its parameters, their types, ranges and defaults;
+    ``inits`` names the modality's Jacobi initialisations."""
+    parser.__class__ = _MethodHelpParser
+    parser.inits = inits
+    return parser
+
+
+def _version() -> str:
+    try:
+        return version("mmaccel")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
 
 
 def number_or_text(value: str) -> bool | int | float | str:
@@ -35,6 +65,7 @@ def _bench_core(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmaccel", description="Fast autoregressive multimodal generation.")
+    parser.add_argument("--version", action="version", version=f"mmaccel {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = sub.add_parser("generate", help="generate with an accelerated AR model")

@@ -11,10 +11,11 @@ calls and no Python loops over the vocabulary or the window.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
+from ..params import Range
 from ..sampling import sample
 
 
@@ -32,8 +33,26 @@ class AcceptanceRule:
     name: ClassVar[str] = ""
     #: True when the output distribution equals plain AR sampling from ``p``.
     lossless: ClassVar[bool] = False
-    #: True when the rule needs the model's embedding table (nearby tokens).
-    needs_embeddings: ClassVar[bool] = False
+    #: The "nearby token" table the rule reads, or None: ``"codebook"`` (the latent space tokens decode from, e.g.
+    #: a VQ codebook: LANTERN's latent proximity) or ``"embeddings"`` (the model's own input embeddings: GSD).
+    #: A modality hands over the table of this kind; nothing outside this package names a rule to decide.
+    table: ClassVar[str | None] = None
+    #: The numeric range of each parameter: checked by the rule and shown in help texts.
+    ranges: ClassVar[dict[str, Range]] = {}
+    #: What a parameter's special values mean, for help texts (``{"k": "None: ..."}``).
+    notes: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def build(cls, table: torch.Tensor | None = None, cache_dir: Any = None, **params: Any) -> AcceptanceRule:
+        """The rule with its ``table`` (``[V, D]``, required when :attr:`table` is set) and ``params``.
+
+        ``cache_dir`` is where a rule may keep what it derives from the table (LANTERN's neighbour lists).
+        """
+        if cls.table is None:
+            return cls(**params)
+        if table is None:
+            raise ValueError(f"rule {cls.name!r} needs a {cls.table} table (embeddings=...)")
+        return cls(table, **params)
 
     def accept(self, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u_accept: torch.Tensor):
         """Boolean ``[B, L]``: whether each draft passes its own test (only the prefix up to a failure counts)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..params import Range
 from .base import AcceptanceRule, token_probs
 
 
@@ -47,16 +48,20 @@ class GSDRule(AcceptanceRule):
     """
 
     name = "gsd"
-    needs_embeddings = True
+    table = "embeddings"  # GSD clusters on the model's own embedding of tokens
+    ranges = {
+        "group": Range(1, None),  # and at most the vocabulary size
+        "p_thr": Range(0, 1, low_open=True),
+        "d_thr": Range(0, None, low_open=True),  # or None: calibrated to the table
+    }
+    notes = {"group": "at most the vocabulary size", "d_thr": "None: calibrated to the embedding table"}
 
     def __init__(self, embeddings: torch.Tensor, group: int = 10, p_thr: float = 0.15, d_thr: float | None = None):
         vocab = embeddings.shape[0]
-        if not 1 <= group <= vocab:
-            raise ValueError(f"group must be in [1, {vocab}], got {group}")
-        if not 0 < p_thr <= 1:
-            raise ValueError(f"p_thr must be in (0, 1], got {p_thr}")
-        if d_thr is not None and d_thr <= 0:
-            raise ValueError(f"d_thr must be > 0 (or None to calibrate it to the embeddings), got {d_thr}")
+        Range(1, vocab).check("group", group)
+        self.ranges["p_thr"].check("p_thr", p_thr)
+        if d_thr is not None:
+            self.ranges["d_thr"].check("d_thr", d_thr, "gsd (None calibrates it to the embeddings)")
         self.embeddings = torch.nn.functional.normalize(embeddings.detach().float(), dim=-1)
         self.group, self.p_thr = group, p_thr
         self.d_thr = d_thr if d_thr is not None else calibrated_d_thr(self.embeddings, group)

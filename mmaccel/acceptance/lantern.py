@@ -3,17 +3,26 @@ Relaxed Speculative Decoding"; LANTERN++, Park et al. 2025, for the multiplicati
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from ..params import Range
 from .base import AcceptanceRule, token_probs
-from .neighbours import nearest_neighbours
+from .neighbours import cached_neighbours, nearest_neighbours
+
+
+def default_k(vocab: int) -> int:
+    """LANTERN's k = 1000 is about 6% of a 16384-entry codebook; other codebooks keep that share."""
+    return max(1, min(1000, round(1000 * vocab / 16384), vocab - 1))
 
 
 class LanternRule(AcceptanceRule):
     """Latent-proximity relaxation: a draft ``x`` also collects the probability of its nearest neighbours.
 
     The ``k`` tokens nearest to ``x`` in the embedding space (precomputed once, sorted) give cumulative masses
-    ``S_j = sum_{i<=j} p(n_i)`` (``k`` defaults to 1000, capped below the vocabulary size). The additive mode
+    ``S_j = sum_{i<=j} p(n_i)`` (``k`` defaults to 1000 for a 16384-entry codebook, the same share of other
+    sizes: :func:`default_k`). The additive mode
     (``delta`` in (0, 1]) takes the largest ``m`` with
     ``S_m <= delta``; the multiplicative LANTERN++ mode (``lam > 1``) the largest ``m`` with
     ``S_m <= (lam - 1) * p(x)``. Then ``p~(x) = p(x) + S_m`` and ``x`` is accepted if ``u < p~(x) / q(x)``.
@@ -22,7 +31,12 @@ class LanternRule(AcceptanceRule):
     """
 
     name = "lantern"
-    needs_embeddings = True
+    table = "codebook"  # latent proximity: the space the tokens decode from
+    ranges = {"k": Range(1, None), "delta": Range(0, 1, low_open=True), "lam": Range(1, None, low_open=True)}
+    notes = {
+        "k": "None: 1000 per 16384 codebook entries; below the vocabulary size",
+        "lam": "set: LANTERN++'s bound instead of delta",
+    }
 
     def __init__(
         self,
@@ -33,14 +47,12 @@ class LanternRule(AcceptanceRule):
         neighbours: torch.Tensor | None = None,
     ):
         if lam is not None:
-            if lam <= 1:
-                raise ValueError(f"lam must be > 1, got {lam}")
+            self.ranges["lam"].check("lam", lam)
             delta = None
-        elif delta is None or not 0 < delta <= 1:
-            raise ValueError(f"delta must be in (0, 1], got {delta}")
+        else:
+            self.ranges["delta"].check("delta", delta)
         vocab = embeddings.shape[0]
-        # LANTERN's k = 1000 is for 16k-entry codebooks; smaller vocabularies cap it at every other token.
-        k = min(1000, vocab - 1) if k is None else k
+        k = default_k(vocab) if k is None else k
         if not 1 <= k < vocab:
             raise ValueError(f"k must be in [1, vocabulary size {vocab}), got {k}")
         if neighbours is not None and (neighbours.shape[0] != vocab or neighbours.shape[1] < k):
@@ -48,6 +60,17 @@ class LanternRule(AcceptanceRule):
         self.k, self.delta, self.lam = k, delta, lam
         self.neighbours = nearest_neighbours(embeddings, k) if neighbours is None else neighbours[:, :k]
         self.vocab_size = vocab
+
+    @classmethod
+    def build(cls, table: torch.Tensor | None = None, cache_dir: Any = None, **params: Any) -> LanternRule:
+        """The rule over ``table``'s neighbour lists, computed once per codebook and kept in ``cache_dir`` (with
+        ``cache_dir=None``, computed here and kept nowhere)."""
+        if table is not None and cache_dir is not None and params.get("neighbours") is None:
+            k = params.get("k")
+            k = default_k(table.shape[0]) if k is None else k
+            if isinstance(k, int) and 1 <= k < table.shape[0]:  # a bad k is reported by __init__
+                params = {**params, "k": k, "neighbours": cached_neighbours(table, k, cache_dir)}
+        return super().build(table, cache_dir, **params)
 
     def _bound(self, p_x: torch.Tensor) -> torch.Tensor:
         if self.lam is not None:
@@ -73,3 +96,15 @@ class LanternRule(AcceptanceRule):
     def accept(self, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u_accept: torch.Tensor):
         _, _, absorbed = self._neighbour_mass(p, drafts)
         return u_accept * token_probs(q, drafts) < token_probs(p, drafts) + absorbed
+
+
+class LanternPlusPlusRule(LanternRule):
+    """LANTERN++'s multiplicative bound (Park et al. 2025): the absorbed mass is at most ``(lam - 1) * p(x)``,
+    ``lam`` 2 by default, so a draft's probability is relaxed by at most a factor ``lam``."""
+
+    name = "lantern++"
+
+    def __init__(
+        self, embeddings: torch.Tensor, k: int | None = None, lam: float = 2.0, neighbours: torch.Tensor | None = None
+    ):
+        super().__init__(embeddings, k=k, delta=None, lam=lam, neighbours=neighbours)

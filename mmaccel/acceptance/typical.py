@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..params import Range
 from .base import AcceptanceRule, plain_sample, token_probs
 
 
@@ -17,14 +18,11 @@ class TypicalRule(AcceptanceRule):
     """
 
     name = "typical"
+    ranges = {"epsilon": Range(0, 1, low_open=True), "alpha": Range(0, None, low_open=True)}
 
     def __init__(self, epsilon: float = 0.09, alpha: float = 0.3):
-        if not 0 < epsilon <= 1:
-            raise ValueError(f"epsilon must be in (0, 1], got {epsilon}")
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
-        self.epsilon = epsilon
-        self.alpha = alpha
+        self.epsilon = self.ranges["epsilon"].check("epsilon", epsilon)
+        self.alpha = self.ranges["alpha"].check("alpha", alpha)
 
     def accept(self, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u_accept: torch.Tensor):
         entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from ..models.base import ModelOutput
-
-if TYPE_CHECKING:
-    from ..engine import DecodeState
+from ..state import DecodeState
 
 
 @dataclass

@@ -58,6 +58,17 @@ class TokenPrompt:
     def batch_size(self) -> int:
         return self.ids.shape[0]
 
+    def check_vocab(self, vocab_size: int) -> None:
+        """Refuse token ids outside ``[0, vocab_size)``: they would fail deep inside an embedding lookup."""
+        real = torch.arange(self.ids.shape[1], device=self.ids.device) < self.lengths.to(self.ids.device)[:, None]
+        bad = real & ((self.ids < 0) | (self.ids >= vocab_size))
+        if bool(bad.any()):
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"prompt: token id {int(self.ids[row, col])} (row {row}, position {col}) is outside the "
+                f"model's vocabulary [0, {vocab_size})"
+            )
+
     def cat(self, other: TokenPrompt) -> TokenPrompt:
         width = max(self.ids.shape[1], other.ids.shape[1])
         pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]))  # noqa: E731

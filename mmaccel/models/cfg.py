@@ -44,7 +44,7 @@ class CFGModel:
 
     def __init__(self, model: TokenModel, scale: float, interval: tuple[int, int] | None = None):
         if scale < 0:
-            raise ValueError(f"scale (the guidance scale) must be >= 0, got {scale}")
+            raise ValueError(f"guidance_scale (the CFG scale) must be >= 0, got {scale}")
         self.model = model
         self.scale = float(scale)
         self.interval = interval

@@ -65,6 +65,7 @@ class HFCausalLM:
         return ModelOutput(out.logits.float(), hidden)
 
     def prefill(self, prompt: TokenPrompt, cache: SlotCache, output_hidden: bool = False) -> ModelOutput:
+        prompt.check_vocab(int(self.model.get_input_embeddings().weight.shape[0]))
         ids = prompt.ids.to(self.device)
         # Padding gets positions past each prompt's end; those slots are rewritten by the first step.
         positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)

@@ -17,7 +17,8 @@ from transformers import ChameleonConfig, ChameleonForConditionalGeneration, Pre
 from mmaccel.image.chameleon import ChameleonFamily, size_token
 from mmaccel.image.chameleon_vq import ChameleonVQConfig, ChameleonVQDecoder
 from mmaccel.image.family import TokenLayout, load_family
-from mmaccel.image.pipeline import METHODS, ImageARPipeline
+from mmaccel.image.pipeline import ImageARPipeline
+from mmaccel.methods import METHODS
 from mmaccel.models import CFGModel
 from mmaccel.sampling import SamplingConfig
 
@@ -188,7 +189,7 @@ def _check_layout(pipe, tokens):
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs_and_keeps_row_ends(pipe, method):
-    if METHODS[method][0] == "draft":
+    if METHODS[method].drafter == "draft":
         with pytest.raises(ValueError, match="needs a draft model"):
             pipe(prompt=PROMPTS[:2], method=method, progress=False)
         return

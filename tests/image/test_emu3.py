@@ -12,8 +12,9 @@ import torch
 
 from mmaccel.image.emu3 import Emu3Family
 from mmaccel.image.family import TokenLayout, load_family
-from mmaccel.image.pipeline import METHODS, ImageARPipeline
+from mmaccel.image.pipeline import ImageARPipeline
 from mmaccel.image.random_models import _EMU3_SPECIAL as SPECIAL  # Emu3's own special-token names
+from mmaccel.methods import METHODS
 from mmaccel.sampling import SamplingConfig
 
 N_CODES = 32
@@ -143,7 +144,7 @@ def test_folder_is_recognised_with_its_layout(pipe, emu3_dir):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs_with_row_ends_in_place(pipe, method):
     kwargs = dict(prompt=PROMPTS, method=method, guidance_scale=2.0, seed=3, progress=False)
-    if METHODS[method][0] == "draft":
+    if METHODS[method].drafter == "draft":
         with pytest.raises(ValueError, match="needs a draft model"):
             pipe(**kwargs)
         return
@@ -164,7 +165,7 @@ def test_greedy_methods_reproduce_ar_tokens(pipe, ar_tokens, method, scale):
 
 def test_a_smaller_emu3_drafts_for_the_draft_methods(emu3_dir, ar_tokens, tmp_path):
     pipe = ImageARPipeline.from_pretrained(emu3_dir, draft=_save_emu3(tmp_path / "small", hidden=16, layers=1, seed=4))
-    for method in [m for m, (drafter, _) in METHODS.items() if drafter == "draft"]:
+    for method in [m for m, spec in METHODS.items() if spec.drafter == "draft"]:
         out = pipe(prompt=PROMPTS, method=method, guidance_scale=2.0, seed=3, progress=False)
         _check_layout(pipe.family, out.tokens)
         assert all(s["batch_draft_nfe"] > 0 for s in out.stats)

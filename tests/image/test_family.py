@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from mmaccel.image.family import TokenLayout, cached_neighbours, load_family
+from mmaccel.acceptance import cached_neighbours
+from mmaccel.image.family import TokenLayout, load_family
 from mmaccel.image.llamagen_c2i import LlamaGenC2IFamily
 from mmaccel.image.pipeline import ImageARPipeline
 
@@ -60,9 +61,9 @@ def test_neighbour_table_is_computed_once_and_kept_beside_the_checkpoint(tmp_pat
     files = list(tmp_path.glob("lantern_k7_*.safetensors"))
     assert len(files) == 1
     calls = []
-    import mmaccel.acceptance as acceptance
+    import mmaccel.acceptance.neighbours as neighbours
 
-    monkeypatch.setattr(acceptance, "nearest_neighbours", lambda *a: calls.append(a))
+    monkeypatch.setattr(neighbours, "nearest_neighbours", lambda *a: calls.append(a))
     assert torch.equal(cached_neighbours(codebook, 7, tmp_path), first) and not calls
     # Another codebook gets its own table, never the stale one.
     monkeypatch.undo()

@@ -25,7 +25,8 @@ from transformers import (
 
 from mmaccel.image.family import load_family
 from mmaccel.image.janus import JanusFamily
-from mmaccel.image.pipeline import METHODS, ImageARPipeline
+from mmaccel.image.pipeline import ImageARPipeline
+from mmaccel.methods import METHODS
 from mmaccel.models import CFGModel
 from mmaccel.sampling import SamplingConfig
 
@@ -35,7 +36,7 @@ ROLES = ["<|User|>", "<|Assistant|>"]
 VOCAB = {t: i for i, t in enumerate(SPECIALS + ROLES + [":", "a", "red", "square", "blue", "green", "circle"])}
 PROMPTS = ["a red square", "blue", "a green circle"]  # different lengths
 N_CODES, GRID = 64, 4
-DRAFT_METHODS = [m for m, (drafter, _) in METHODS.items() if drafter == "draft"]
+DRAFT_METHODS = [m for m, spec in METHODS.items() if spec.drafter == "draft"]
 
 
 def _tokenizer() -> PreTrainedTokenizerFast:

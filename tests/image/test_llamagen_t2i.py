@@ -17,8 +17,9 @@ from mmaccel.image.family import load_family
 from mmaccel.image.llamagen import LlamaGenGPT, gpt_config, hide_condition_padding
 from mmaccel.image.llamagen_c2i import LlamaGenC2IFamily
 from mmaccel.image.llamagen_t2i import CaptionPrompt, LlamaGenT2IFamily, LlamaGenT2IModel
-from mmaccel.image.pipeline import METHODS, ImageARPipeline
+from mmaccel.image.pipeline import ImageARPipeline
 from mmaccel.image.vq import VQConfig, VQModel
+from mmaccel.methods import METHODS
 from mmaccel.models import CFGModel
 from mmaccel.models.cache import SlotCache
 

@@ -11,7 +11,8 @@ import torch
 
 from mmaccel.cli import main
 from mmaccel.image.llamagen import LlamaGenModel
-from mmaccel.image.pipeline import METHODS, ImageARPipeline
+from mmaccel.image.pipeline import ImageARPipeline
+from mmaccel.methods import METHODS
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_cli_writes_image_map_and_stats(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--class", "42"], "class_labels"),
+        (["--class", "42"], "--class must be in [0, 5)"),
         (["--class", "0", "--method", "fast"], "method"),
         (["--class", "0", "--num-images", "0"], "num-images"),
         (["--class", "0", "--param", "bogus=3"], "bogus"),
