@@ -34,12 +34,17 @@ _METHODS = {
 PRUNE_METHODS: tuple[str, ...] = tuple(_METHODS)
 
 
-def make_method(method: str, keep: float, **params: Any) -> PruneMethod:
-    """Build a method object by name; ``params`` are the method's own (e.g. ``layer`` for FastV)."""
+def method_class(method: str) -> type[PruneMethod]:
+    """The class of a pruning method by name; its ``__init__`` signature types the method's parameters."""
     if method not in _METHODS or method == "none":
         raise ValueError(f"method={method!r} is not a pruning method; choose one of {', '.join(PRUNE_METHODS)}")
     module, cls = _METHODS[method]
-    factory = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def make_method(method: str, keep: float, **params: Any) -> PruneMethod:
+    """Build a method object by name; ``params`` are the method's own (e.g. ``layer`` for FastV)."""
+    factory = method_class(method)
     try:
         return factory(keep, **params)
     except TypeError as err:
@@ -85,4 +90,4 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["PRUNE_METHODS", "make_method", "prune"]
+__all__ = ["PRUNE_METHODS", "make_method", "method_class", "prune"]

@@ -2,10 +2,14 @@
 
 One record per (method, keep): visual tokens kept, analytic LLM prefill FLOPs (:mod:`mmaccel.prune.flops`),
 time to first token measured here (vision encoder + prefill, median over questions; at batch 1, and for
-batches of ``batch_size`` requests prefilled together; unpruned and pruned prefills of the same requests are
-timed warm in alternating blocks of four, and each speed-up divides the two medians), accuracy on
-the questions, and agreement with the unpruned model's answers. ``none`` always runs first: it is the
-reference for agreement, FLOPs ratio and TTFT speedup. A method may be named with its own parameters
+batches of ``batch_size`` requests prefilled together), accuracy on the questions, and agreement with the
+unpruned model's answers. ``none`` always runs first: it is the reference for agreement and FLOPs ratio.
+
+Every TTFT figure of a record comes from one paired measurement (:mod:`mmaccel.prune.timing`): a method's
+unpruned and pruned prefills of the same requests are timed warm in alternating blocks of four, the record
+gives both medians (``reference_ttft_s``, ``ttft_s``) and its speed-up divides them. The ``none`` record
+gives the unpruned side of every pair of the bench (the median of all of them; timed on its own only when no
+method ran), with a speed-up of exactly 1. A method may be named with its own parameters
 (``divprune:proportional=true``), so that two settings of one method are measured side by side; its records
 then carry ``params``.
 
@@ -20,17 +24,20 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mmaccel.io import write_json_atomic
+from mmaccel.io import check_writable, write_json_atomic
+from mmaccel.params import Range, parameters_of, split_spec, typed
 
-from . import PRUNE_METHODS, make_method, prune
+from . import PRUNE_METHODS, make_method, method_class, prune, timing
 from .flops import prefill_flops
+from .table import variant_label
 from .testbed.inputs import build_batch, build_inputs, normalise
 
 DEFAULT_MODEL = Path(__file__).parent / "weights"
@@ -98,110 +105,6 @@ def _answer_matches(prediction: str, answer: str) -> bool:
     return bool(want) and normalise(prediction)[: len(want)] == want
 
 
-def _run(
-    model,
-    processor,
-    questions,
-    inputs,
-    method: str,
-    keep: float,
-    params: dict,
-    max_new_tokens: int,
-    batches: list[dict] | None = None,
-) -> dict:
-    answers, flops, visual_kept, visual_full = [], [], [], []
-    text_config = model.config.get_text_config()
-    layers = text_config.num_hidden_layers
-    unpruned = method == "none" or keep == 1.0
-    reference = None
-    if unpruned:
-        ttft, batch_ttft = _median_prefill(model, inputs), _median_prefill(model, batches)
-    else:
-        # Unpruned and pruned prefills of the same requests are timed in alternating short blocks, so each
-        # speed-up is a ratio of measurements taken a few calls apart (this machine's speed drifts by tens of
-        # percent over a bench).
-        # Batched TTFT: the first token of every request in a batch, the serving case; the fixed per-call cost
-        # is shared by the batch, so the share of pruned work is larger than at batch 1.
-        batch_reference, batch_ttft = _paired_prefill(model, batches, method, keep, params)
-        reference_ttft, ttft = _paired_prefill(model, inputs, method, keep, params)
-        reference = (reference_ttft, batch_reference)
-    with prune(model, method, keep=keep, **params) as session:
-        with torch.inference_mode():
-            for batch in inputs:
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-                prompt_length = batch["input_ids"].shape[1]
-                answers.append(processor.batch_decode(out[:, prompt_length:], skip_special_tokens=True)[0])
-                if session is not None and session.last_prefill is not None:
-                    stats = session.last_prefill
-                    tokens = stats["tokens_per_layer"]
-                    visual_full.append(stats["visual_tokens"])
-                    visual_kept.append(stats["visual_tokens_per_layer"][-1])
-                else:
-                    tokens = [int(batch["attention_mask"].sum())] * layers
-                    visual = _visual_count(model, batch)
-                    visual_full.append(visual)
-                    visual_kept.append(visual)
-                flops.append(prefill_flops(text_config, tokens))
-    correct = [_answer_matches(a, q["answer"]) for a, q in zip(answers, questions)]
-    reference_ttft, reference_batch = reference if reference is not None else (ttft, batch_ttft)
-    by_kind = None
-    if all("kind" in q for q in questions):
-        groups: dict[str, list[bool]] = {}
-        for q, ok in zip(questions, correct):
-            groups.setdefault(q["kind"], []).append(ok)
-        by_kind = {kind: sum(oks) / len(oks) for kind, oks in sorted(groups.items())}
-    return {
-        "answers": answers,
-        "accuracy": sum(correct) / len(correct),
-        "accuracy_by_kind": by_kind,
-        "ttft_s": ttft,
-        "reference_ttft_s": reference_ttft,
-        "prefill_flops": statistics.mean(flops),
-        "visual_tokens": statistics.mean(visual_full),
-        "visual_tokens_kept": statistics.mean(visual_kept),
-        "batch_ttft_s": batch_ttft,
-        "reference_batch_ttft_s": reference_batch,
-    }
-
-
-def _prefill_time(model, batch: dict) -> float:
-    """Wall time of one prefill forward, first-token logits only."""
-    with torch.inference_mode():
-        start = time.perf_counter()
-        model(**batch, use_cache=True, logits_to_keep=1)
-        return time.perf_counter() - start
-
-
-def _median_prefill(model, batches: list[dict] | None) -> float | None:
-    """Median wall time of one prefill per batch, after a warm-up call."""
-    if not batches:
-        return None
-    _prefill_time(model, batches[0])
-    return statistics.median(_prefill_time(model, batch) for batch in batches)
-
-
-def _paired_prefill(
-    model, batches: list[dict] | None, method: str, keep: float, params: dict, block: int = 4
-) -> tuple[float | None, float | None]:
-    """Median prefill times per batch (unpruned, pruned), in alternating blocks of ``block`` batches.
-
-    Each block is timed unpruned, then pruned, each after one untimed warm-up call: both paths are measured
-    warm, as in a deployment that prunes every request, and no more than a few calls apart, so the machine's
-    drift cancels out of the ratio. The pruning context is entered and left outside the timed calls.
-    """
-    if not batches:
-        return None, None
-    unpruned, pruned = [], []
-    for start in range(0, len(batches), block):
-        chunk = batches[start : start + block]
-        _prefill_time(model, chunk[0])
-        unpruned += [_prefill_time(model, batch) for batch in chunk]
-        with prune(model, method, keep=keep, **params):
-            _prefill_time(model, chunk[0])
-            pruned += [_prefill_time(model, batch) for batch in chunk]
-    return statistics.median(unpruned), statistics.median(pruned)
-
-
 def _visual_count(model, batch: dict) -> int:
     from .families import detect_family
 
@@ -210,6 +113,105 @@ def _visual_count(model, batch: dict) -> int:
     count = int(sum((ids == t).sum() for t in tokens if t is not None))
     # A video's closing newline token is never pruned and not counted by the pruning session either.
     return count - sum(extra for _, _, extra in detect_family(model).video_layouts(batch))
+
+
+KEEP_RANGE = Range(0.0, 1.0, low_open=True)
+
+
+def keep_ratios(keeps: str | list[float], where: str = "keeps") -> list[float]:
+    """Keep ratios from ``"0.5,0.25"`` or a list, each in (0, 1]; a ValueError naming ``where`` otherwise."""
+    items = keeps.split(",") if isinstance(keeps, str) else list(keeps)
+    out = []
+    for item in items:
+        try:
+            value = float(item.strip() if isinstance(item, str) else item)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where} takes comma-separated keep ratios in {KEEP_RANGE}, got {item!r}") from None
+        out.append(KEEP_RANGE.check(where, value))
+    if not out:
+        raise ValueError(f"{where} names no keep ratio")
+    return out
+
+
+def positive_int(value: int | str, where: str) -> int:
+    """``value`` as a whole number >= 1; a ValueError naming ``where`` otherwise (0 never means "all")."""
+    number = value
+    if isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise ValueError(f"{where} must be a whole number >= 1, got {value!r}")
+    return number
+
+
+def method_params(method: str, raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``raw`` (text or Python values) typed by the ``__init__`` signature of ``method``'s class, ``keep``
+    aside; an unknown name or a value of the wrong type is a ValueError naming ``where``, the parameter and its
+    type."""
+    try:
+        return typed(raw, parameters_of(method_class(method), skip=["keep"]), method)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def method_variant(spec: str, where: str = "methods") -> tuple[str, dict[str, Any]]:
+    """``"divprune:proportional=true"`` -> ``("divprune", {"proportional": True})``: a method name, optionally
+    followed by ``:name=value`` parameters, so two settings of one method can be benchmarked side by side."""
+    name, raw = split_spec(spec, where)
+    if name not in PRUNE_METHODS:
+        raise ValueError(f"{where}: unknown method {name!r} in {spec!r}; choose from {', '.join(PRUNE_METHODS)}")
+    if raw and name == "none":
+        raise ValueError(f"{where}: 'none' takes no parameters, got {spec!r}")
+    return name, method_params(name, raw, where) if raw else {}
+
+
+def _variant_params(spec: str, params: dict[str, dict[str, Any]] | None) -> tuple[str, dict[str, Any]]:
+    """A variant's name and parameters: those of ``params[name]`` (``--param``), overridden by its own."""
+    name, own = method_variant(spec)
+    return name, {**(params or {}).get(name, {}), **own}
+
+
+#: What :func:`check_arguments` calls each argument in its errors; the CLI passes its flags instead.
+ARGUMENT_NAMES = {
+    "methods": "methods",
+    "keeps": "keeps",
+    "params": "params",
+    "limit": "limit",
+    "batch_size": "batch_size",
+}
+
+
+def check_arguments(
+    methods: list[str] | str,
+    keeps: list[float] | str,
+    params: Mapping[str, Mapping[str, Any]] | None,
+    limit: int | str | None,
+    batch_size: int | str,
+    names: Mapping[str, str] = ARGUMENT_NAMES,
+) -> tuple[list[str], list[float], dict[str, dict[str, Any]], int | None, int]:
+    """The bench's arguments checked before any work and returned typed: method variants, keep ratios,
+    parameters (text or Python values, typed by each method's signature), question limit and batch size.
+    Every error is a ValueError that names the argument as ``names`` calls it."""
+    methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    keeps = keep_ratios(keeps, names["keeps"])
+    limit = None if limit is None else positive_int(limit, names["limit"])
+    batch_size = positive_int(batch_size, names["batch_size"])
+    variants = [method_variant(m, names["methods"]) for m in methods]
+    benchmarked = [name for name, _ in variants]
+    for m in params or {}:
+        if m not in benchmarked or m == "none":
+            raise ValueError(f"{names['params']}: {m!r} is not one of the benchmarked pruning methods {benchmarked}")
+    params = {m: method_params(m, values, names["params"]) for m, values in (params or {}).items()}
+    for spec, (name, own) in zip(methods, variants):
+        if name == "none":
+            continue
+        try:
+            make_method(name, keeps[0], **{**params.get(name, {}), **own})  # out-of-range values fail here
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{names['methods']} {spec!r}: {err}") from None
+    return methods, keeps, params, limit, batch_size
 
 
 def run_bench(
@@ -223,31 +225,19 @@ def run_bench(
     limit: int | None = None,
     params: dict[str, dict[str, Any]] | None = None,
     batch_size: int = 8,
+    progress: bool = False,
 ) -> list[dict]:
     """Benchmark pruning methods; returns the records (and writes them to ``json_path`` when given).
 
     ``model_path_or_default``: a local checkpoint folder, or ``"default"`` / ``"default-video"`` for the
     shipped image / video testbed, whose held-out questions are used when ``question_file`` is None. A method
     that cannot run on the model or the questions (e.g. a video method on images) gets a record with an
-    ``error`` field.
+    ``error`` field. ``params`` values may be text (``"1"``, ``"true"``); each is typed by its method's
+    signature. ``progress`` shows a progress bar on stderr.
     """
-    methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
-    keeps = [float(k) for k in keeps.split(",")] if isinstance(keeps, str) else [float(k) for k in keeps]
-    for k in keeps:
-        if not 0.0 < k <= 1.0:
-            raise ValueError(f"keeps: every keep ratio must be in (0, 1], got {k}")
-    names = [method_variant(m)[0] for m in methods]
-    for m in params or {}:
-        if m not in names or m == "none":
-            raise ValueError(f"params: {m!r} is not one of the benchmarked pruning methods {names}")
-    for m in methods:
-        name, values = _variant_params(m, params)
-        if name == "none":
-            continue
-        try:
-            make_method(name, keeps[0], **values)  # unknown or out-of-range parameters fail here, before any run
-        except TypeError as err:
-            raise ValueError(f"params: {err}") from None
+    methods, keeps, params, limit, batch_size = check_arguments(methods, keeps, params, limit, batch_size)
+    if json_path is not None:
+        check_writable(json_path)
     if model_path_or_default in DEFAULT_MODELS:
         import importlib
 
@@ -256,7 +246,7 @@ def run_bench(
         if question_file is None:
             heldout = importlib.import_module(f".testbed.{module}", __package__).heldout_questions
             # Held-out sets are drawn in sequence from one seed: the first `limit` are a prefix of the whole.
-            questions = heldout(limit) if limit else heldout()
+            questions = heldout(limit) if limit is not None else heldout()
         else:
             questions = read_questions(question_file)
     else:
@@ -275,6 +265,7 @@ def run_bench(
         limit=limit,
         params=params,
         batch_size=batch_size,
+        progress=progress,
     )
 
 
@@ -290,40 +281,145 @@ def bench_model(
     limit: int | None = None,
     params: dict[str, dict[str, Any]] | None = None,
     batch_size: int = 8,
+    progress: bool = False,
 ) -> list[dict]:
     """:func:`run_bench` on an already loaded model and question list.
 
     Accuracy, FLOPs and ``ttft_s`` come from batch-1 requests; with ``batch_size`` > 1, ``batch_ttft_s`` is
     also measured: the median time to the first tokens of ``batch_size`` requests prefilled together.
     """
-    questions = questions[:limit] if limit else questions
+    from tqdm import tqdm
+
+    methods, keeps, params, limit, batch_size = check_arguments(methods, keeps, params, limit, batch_size)
+    questions = questions[:limit] if limit is not None else questions
     if not questions:
         raise ValueError("questions: there are no questions to run")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    params = params or {}
     inputs = [build_inputs(processor, q) for q in questions]
     batches = None
     if batch_size > 1:
         full = len(questions) // batch_size * batch_size  # equal batches only, so their times compare
         batches = [build_batch(processor, questions[i : i + batch_size]) for i in range(0, full, batch_size)]
-    reference = _run(model, processor, questions, inputs, "none", 1.0, {}, max_new_tokens, batches)
-    records = [_record("none", 1.0, reference, reference, len(questions), batch_size)]
+    runs = [("none", {}, 1.0)]
     for variant in methods:
         method, values = _variant_params(variant, params)
-        if method == "none":
-            continue
-        named = {"params": values} if values else {}
-        for keep in keeps:
+        if method != "none":
+            runs += [(method, values, keep) for keep in keeps]
+    bar = tqdm(total=len(runs) * len(questions), unit="question", file=sys.stderr, disable=not progress)
+    results = []
+    with bar:
+        for method, values, keep in runs:
+            bar.set_description(variant_label(method, values) + (f" keep={keep}" if method != "none" else ""))
+            done = bar.n + len(questions)
             try:
-                result = _run(model, processor, questions, inputs, method, keep, values, max_new_tokens, batches)
+                results.append(
+                    _run(model, processor, questions, inputs, method, keep, values, max_new_tokens, batches, bar)
+                )
             except (ValueError, TypeError) as err:
-                records.append({"method": method, **named, "keep": keep, "error": str(err)})
-                continue
+                if method == "none":  # the reference itself cannot run: nothing to compare against
+                    raise
+                results.append(err)
+            bar.update(done - bar.n)  # a method that stopped early still counts its questions as done
+    reference = results[0]
+    _time_reference(model, reference, [r for r in results[1:] if isinstance(r, dict)], inputs, batches)
+    records = []
+    for (method, values, keep), result in zip(runs, results):
+        if isinstance(result, Exception):
+            named = {"params": values} if values else {}
+            records.append({"method": method, **named, "keep": keep, "error": str(result)})
+        else:
             records.append(_record(method, keep, result, reference, len(questions), batch_size, values))
     if json_path is not None:
         write_json_atomic(json_path, records)
     return records
+
+
+def _run(
+    model,
+    processor,
+    questions: list[dict],
+    inputs: list[dict],
+    method: str,
+    keep: float,
+    params: dict,
+    max_new_tokens: int,
+    batches: list[dict] | None = None,
+    bar=None,
+) -> dict:
+    """Answers, FLOPs and visual tokens of one (method, keep) on every question, and, for a method, its
+    paired TTFT samples; the ``none`` run's TTFT is filled in by :func:`_time_reference`."""
+    answers, flops, visual_kept, visual_full = [], [], [], []
+    text_config = model.config.get_text_config()
+    layers = text_config.num_hidden_layers
+    timed = {}
+    if method != "none":
+        # Batched TTFT: the first token of every request in a batch, the serving case; the fixed per-call cost
+        # is shared by the batch, so the share of pruned work is larger than at batch 1.
+        timed["batch"] = timing.paired_prefills(model, batches, method, keep, params)
+        timed["single"] = timing.paired_prefills(model, inputs, method, keep, params)
+    with prune(model, method, keep=keep, **params) as session:
+        with torch.inference_mode():
+            for batch in inputs:
+                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+                prompt_length = batch["input_ids"].shape[1]
+                answers.append(processor.batch_decode(out[:, prompt_length:], skip_special_tokens=True)[0])
+                if session is not None and session.last_prefill is not None:
+                    stats = session.last_prefill
+                    tokens = stats["tokens_per_layer"]
+                    visual_full.append(stats["visual_tokens"])
+                    visual_kept.append(stats["visual_tokens_per_layer"][-1])
+                else:
+                    tokens = [int(batch["attention_mask"].sum())] * layers
+                    visual = _visual_count(model, batch)
+                    visual_full.append(visual)
+                    visual_kept.append(visual)
+                flops.append(prefill_flops(text_config, tokens))
+                if bar is not None:
+                    bar.update(1)
+    correct = [_answer_matches(a, q["answer"]) for a, q in zip(answers, questions)]
+    by_kind = None
+    if all("kind" in q for q in questions):
+        groups: dict[str, list[bool]] = {}
+        for q, ok in zip(questions, correct):
+            groups.setdefault(q["kind"], []).append(ok)
+        by_kind = {kind: sum(oks) / len(oks) for kind, oks in sorted(groups.items())}
+    result = {
+        "answers": answers,
+        "accuracy": sum(correct) / len(correct),
+        "accuracy_by_kind": by_kind,
+        "prefill_flops": statistics.mean(flops),
+        "visual_tokens": statistics.mean(visual_full),
+        "visual_tokens_kept": statistics.mean(visual_kept),
+        "samples": timed,
+    }
+    if timed:
+        (batch_unpruned, batch_pruned), (unpruned, pruned) = timed["batch"], timed["single"]
+        result.update(
+            reference_ttft_s=statistics.median(unpruned),
+            ttft_s=statistics.median(pruned),
+            reference_batch_ttft_s=_median(batch_unpruned),
+            batch_ttft_s=_median(batch_pruned),
+        )
+    return result
+
+
+def _time_reference(model, reference: dict, runs: list[dict], inputs: list[dict], batches: list[dict] | None) -> None:
+    """The ``none`` record's TTFT: the unpruned side of every method's pairs, so that it was measured with the
+    figures it is read against; timed on its own only when no method ran."""
+    unpruned = [t for r in runs for t in r["samples"]["single"][0]]
+    batch_unpruned = [t for r in runs for t in r["samples"]["batch"][0]]
+    if not runs:
+        unpruned = timing.unpruned_prefills(model, inputs)
+        batch_unpruned = timing.unpruned_prefills(model, batches)
+    reference.update(
+        reference_ttft_s=statistics.median(unpruned),
+        ttft_s=statistics.median(unpruned),
+        reference_batch_ttft_s=_median(batch_unpruned),
+        batch_ttft_s=_median(batch_unpruned),
+    )
+
+
+def _median(samples: list[float]) -> float | None:
+    return statistics.median(samples) if samples else None
 
 
 def _record(
@@ -353,28 +449,3 @@ def _record(
         "relative_accuracy": result["accuracy"] / reference["accuracy"] if reference["accuracy"] else None,
         "agreement": agree,
     }
-
-
-def method_variant(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"divprune:proportional=true"`` -> ``("divprune", {"proportional": True})``: a method name, optionally
-    followed by ``:name=value`` parameters, so two settings of one method can be benchmarked side by side."""
-    from mmaccel.cli import number_or_text
-
-    name, *parts = spec.strip().split(":")
-    if name not in PRUNE_METHODS:
-        raise ValueError(f"methods: unknown method {name!r} in {spec!r}; choose from {', '.join(PRUNE_METHODS)}")
-    values: dict[str, Any] = {}
-    for part in parts:
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise ValueError(f"methods: {spec!r} must look like method or method:name=value[:name=value]")
-        values[key] = number_or_text(value)
-    if values and name == "none":
-        raise ValueError(f"methods: 'none' takes no parameters, got {spec!r}")
-    return name, values
-
-
-def _variant_params(spec: str, params: dict[str, dict[str, Any]] | None) -> tuple[str, dict[str, Any]]:
-    """A variant's name and parameters: those of ``params[name]`` (``--param``), overridden by its own."""
-    name, own = method_variant(spec)
-    return name, {**(params or {}).get(name, {}), **own}

@@ -1,41 +1,58 @@
-"""``mmaccel bench prune``: every pruning method x keep ratio on one model, in one process."""
+"""``mmaccel bench prune``: every pruning method x keep ratio on one model, in one process.
+
+Every value is read here as text and checked before any work starts, so that a bad one ends in the CLI's
+``mmaccel: error: ...`` (exit 2) naming its flag, never in a traceback, a silent default or a "not
+applicable" row.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from mmaccel.cli import number_or_text
+#: The flags that set each argument of :func:`mmaccel.prune.bench.check_arguments`, named in its errors.
+FLAGS = {
+    "methods": "--methods",
+    "keeps": "--keep",
+    "params": "--param",
+    "limit": "--limit",
+    "batch_size": "--batch-size",
+}
 
 
-def _method_param(text: str) -> tuple[str, str, object]:
-    """``METHOD:NAME=VALUE`` -> (method, name, value), the value an int or float where it reads as one."""
-    if ":" not in text or "=" not in text.split(":", 1)[1]:
-        raise argparse.ArgumentTypeError(f"--param looks like method:name=value (holitom:tau=0.9), got {text!r}")
-    method, rest = text.split(":", 1)
-    name, value = rest.split("=", 1)
-    return method, name, number_or_text(value)
+def _raw_params(texts: list[str]) -> dict[str, dict[str, str]]:
+    """``--param`` values, ``METHOD:NAME=VALUE`` each, still text; a later value of one name wins."""
+    from mmaccel.params import split_spec
+
+    raw: dict[str, dict[str, str]] = {}
+    for text in texts:
+        method, values = split_spec(text, "--param")
+        if not values:
+            raise ValueError(f"--param looks like method:name=value (holitom:tau=0.9), got {text!r}")
+        raw.setdefault(method, {}).update(values)
+    return raw
 
 
 def _bench(args: argparse.Namespace) -> int:
     from mmaccel.io import check_writable, write_json_atomic
 
-    from .bench import run_bench
+    from .bench import check_arguments, run_bench
     from .table import markdown_table
 
+    methods, keeps, params, limit, batch_size = check_arguments(
+        args.methods, args.keep, _raw_params(args.param or []), args.limit, args.batch_size, FLAGS
+    )
     if args.json:
         check_writable(args.json)
-    params: dict[str, dict] = {}
-    for method, name, value in args.param or []:
-        params.setdefault(method, {})[name] = value
     records = run_bench(
         args.model,
-        args.methods,
-        args.keep,
+        methods,
+        keeps,
         args.questions,
         None,
-        limit=args.limit,
-        batch_size=args.batch_size,
+        limit=limit,
+        batch_size=batch_size,
         params=params,
+        progress=True,
     )
     print(markdown_table(records))
     if args.json:
@@ -57,10 +74,12 @@ def register(commands, generate, bench) -> None:
     )
     b.add_argument("--keep", default="0.5,0.25,0.1", help="comma-separated keep ratios in (0, 1]")
     b.add_argument("--questions", default=None, help="JSON-lines question file (default: the testbed's held-out)")
-    b.add_argument("--limit", type=int, default=None, help="use only the first N questions")
-    b.add_argument("--batch-size", type=int, default=8, help="requests per batch for the batched TTFT (1: skip it)")
+    b.add_argument("--limit", default=None, help="use only the first N questions (N >= 1; default: all)")
+    b.add_argument("--batch-size", default="8", help="requests per batch for the batched TTFT (1: skip it)")
     b.add_argument(
-        "--param", type=_method_param, action="append", help="a method's parameter, method:name=value (repeatable)"
+        "--param",
+        action="append",
+        help="a method's parameter, method:name=value (repeatable), typed by the method's signature",
     )
     b.add_argument("--json", help="write the records here")
     b.set_defaults(func=_bench)
