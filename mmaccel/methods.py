@@ -65,11 +65,26 @@ DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {"jacobi": ("window", "init"), 
 RANGES: dict[str, Range] = {"window": Range(1, None), "guidance_scale": Range(0, None)}
 
 
+def all_methods() -> dict[str, Method]:
+    """:data:`METHODS`, plus every registered rule that no method uses yet, verifying Jacobi drafts under its own
+    name: a new rule is a method as soon as it is registered in :data:`mmaccel.acceptance.RULES`."""
+    from .acceptance import RULES
+
+    used = {m.rule for m in METHODS.values()} | set(METHODS)
+    derived = {
+        name: Method(name, "jacobi", name, (cls.__doc__ or name).strip().splitlines()[0] + " (over Jacobi drafts)")
+        for name, cls in RULES.items()
+        if name not in used
+    }
+    return {**METHODS, **derived}
+
+
 def method(name: str) -> Method:
     """The method called ``name``; an unknown name is a ValueError listing the known ones."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name]
+    table = all_methods()
+    if name not in table:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(table)}")
+    return table[name]
 
 
 def method_parameters(name: str) -> dict[str, inspect.Parameter]:
@@ -118,7 +133,7 @@ def methods_help(inits: Sequence[str] = ("random",)) -> str:
     """Every method and its parameters (type, range, default), for command-line help."""
     return "\n".join(
         ["methods and their parameters (--method NAME --param NAME=VALUE):"]
-        + [describe_method(name, inits) for name in METHODS]
+        + [describe_method(name, inits) for name in all_methods()]
     )
 
 
@@ -192,6 +207,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "METHODS",
     "Method",
+    "all_methods",
     "TokenTables",
     "build_decoder",
     "check_params",

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from ..acceptance import make_rule
+from ..acceptance import RULES, make_rule, rule_parameters
 from ..models import HFCausalLM
 from ..sampling import SamplingConfig, target_probs
 
-RULE_NAMES = ("exact", "greedy", "sjd", "typical", "lantern", "lantern++", "gsd")
+RULE_NAMES = tuple(RULES)
 
 
 def _time(fn: Callable[[], Any], repeats: int) -> float:
@@ -75,9 +75,9 @@ def run(
 
     records = []
     for name in RULE_NAMES:
-        params_ = {"k": k} if name.startswith("lantern") else {}
+        params_ = {"k": k} if "k" in rule_parameters(name) else {}  # LANTERN's neighbour count
         build_start = time.perf_counter()
-        rule = make_rule(name, embeddings if name.startswith(("lantern", "gsd")) else None, **params_)
+        rule = make_rule(name, embeddings if RULES[name].table is not None else None, **params_)
         build_s = time.perf_counter() - build_start
         rule_s = _time(lambda rule=rule: rule(p, q, drafts, u_accept, u_sample), repeats)
         records.append(

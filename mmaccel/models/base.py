@@ -59,9 +59,9 @@ class TokenPrompt:
         return self.ids.shape[0]
 
     def check_vocab(self, vocab_size: int) -> None:
-        """Refuse token ids outside ``[0, vocab_size)``: they would fail deep inside an embedding lookup."""
-        real = torch.arange(self.ids.shape[1], device=self.ids.device) < self.lengths.to(self.ids.device)[:, None]
-        bad = real & ((self.ids < 0) | (self.ids >= vocab_size))
+        """Refuse token ids outside ``[0, vocab_size)``, padding included (it is forwarded too): they would fail
+        deep inside an embedding lookup."""
+        bad = (self.ids < 0) | (self.ids >= vocab_size)
         if bool(bad.any()):
             row, col = (int(i) for i in bad.nonzero()[0])
             raise ValueError(
