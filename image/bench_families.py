@@ -1,6 +1,6 @@
 """``mmaccel bench families``: the engine's cost on every image family at its real size, with random weights.
 
-Each family (:mod:`mmaccel.image.random_models`) runs plain AR and the requested speculative methods at each
+Each family (:mod:`mmaccel.image.testing.random_models`) runs plain AR and the requested speculative methods at each
 batch size on the same prompts and seeds. Random weights say nothing about acceptance, so step compression is
 only what these random distributions give; what the rows do show is the engine's overhead at the family's real
 shapes: milliseconds per forward for one token (AR) against a window of tokens (SJD, GSD), per-token latency,
@@ -38,7 +38,7 @@ from mmaccel.methods import DEFAULT_WINDOW, METHODS
 from mmaccel.sampling import SamplingConfig
 
 from .pipeline import ImageARPipeline
-from .random_models import (
+from .testing.random_models import (
     FAMILY_NAMES,
     REAL_MODELS,
     SIZES,

@@ -12,7 +12,7 @@ import torch
 
 from mmaccel.cli import build_parser, main
 from mmaccel.image.bench_families import FamiliesBenchConfig, run_families
-from mmaccel.image.random_models import FAMILY_NAMES, build_family, count_parameters
+from mmaccel.image.testing.random_models import FAMILY_NAMES, build_family, count_parameters
 
 FIELDS = (
     "family", "model", "size", "build", "device", "dtype", "params", "lm_params", "method", "batch_size", "window",

@@ -13,7 +13,7 @@ import torch
 from mmaccel.image.emu3 import Emu3Family
 from mmaccel.image.family import TokenLayout, load_family
 from mmaccel.image.pipeline import ImageARPipeline
-from mmaccel.image.random_models import _EMU3_SPECIAL as SPECIAL  # Emu3's own special-token names
+from mmaccel.image.testing.random_models import _EMU3_SPECIAL as SPECIAL  # Emu3's own special-token names
 from mmaccel.methods import METHODS
 from mmaccel.sampling import SamplingConfig
 

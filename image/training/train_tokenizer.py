@@ -6,7 +6,7 @@ edge-sharpness term, and the codebook and commitment losses of the l2-normalised
 unused are restarted on current encoder outputs (as in Jukebox, Dhariwal et al. 2020) so that most of
 the codebook ends up in use.
 
-    python -m mmaccel.image.train_tokenizer --out image/weights --minutes 25
+    python -m mmaccel.image.training.train_tokenizer --out image/weights --minutes 25
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ The draft model (same architecture, much smaller) is distilled from the trained 
 minimises KL(p_target || q_draft) over every position at temperature 1 (as in DistillSpec, Zhou et al.
 2024), which is what raises the acceptance rate of speculative sampling, sum_x min(p, q) per token.
 
-    python -m mmaccel.image.train_gpt --out image/weights --minutes 35
-    python -m mmaccel.image.train_gpt --out image/weights --draft --minutes 15
+    python -m mmaccel.image.training.train_gpt --out image/weights --minutes 35
+    python -m mmaccel.image.training.train_gpt --out image/weights --draft --minutes 15
 
 Both runs finish within ``--minutes`` (data encoding included; encoded tokens are cached under
 ``runs/gpt_tokens``), print train/val loss and the mean per-token entropy of the sampling distribution,
@@ -35,7 +35,7 @@ from mmaccel.checkpoint import load_checked, read_state_dict
 from mmaccel.data.scenes import CLASS_NAMES, NUM_CLASSES, make_dataset
 from mmaccel.image.defaults import GPT_STYLE
 from mmaccel.image.llamagen import GPTConfig, LlamaGenGPT, LlamaGenModel, gpt_config, load_llamagen
-from mmaccel.image.train_tokenizer import to_tensor, to_uint8
+from mmaccel.image.training.train_tokenizer import to_tensor, to_uint8
 from mmaccel.image.vq import VQModel
 from mmaccel.models import CFGModel
 from mmaccel.sampling import SampleRNG, sample

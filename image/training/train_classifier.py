@@ -2,7 +2,7 @@
 
 Its data come from seeds no other image model uses, so it never saw the tokenizer's or GPT's images.
 
-    python -m mmaccel.image.train_classifier --out image/weights --minutes 6
+    python -m mmaccel.image.training.train_classifier --out image/weights --minutes 6
 """
 
 from __future__ import annotations

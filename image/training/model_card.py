@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (the model card template holds long markdown table rows)
 """Measure the default image model's AR baseline and write its model card (``weights/README.md``).
 
-    python -m mmaccel.image.model_card --num-images 500
+    python -m mmaccel.image.training.model_card --num-images 500
 
 Figures: parameter counts, the AR baseline's mean per-token entropy of the distribution it samples from
 (so the model is shown not to be nearly deterministic), its class accuracy under the held-out classifier, and
@@ -19,9 +19,9 @@ import torch
 from mmaccel.io import save_image_atomic, write_atomic
 from mmaccel.sampling import SamplingConfig, target_probs
 
-from .bench import run_bench
-from .defaults import DEFAULTS
-from .pipeline import DEFAULT_WEIGHTS, ImageARPipeline
+from ..bench import run_bench
+from ..defaults import DEFAULTS
+from ..pipeline import DEFAULT_WEIGHTS, ImageARPipeline
 
 
 @torch.no_grad()
@@ -65,10 +65,10 @@ shapes (`mmaccel.data.scenes`, {num_classes} classes: {class_names}). 64x64 imag
 
 | part | file | parameters | trained by |
 |---|---|---|---|
-| VQ tokenizer (`VQ-small`) | `vq.safetensors` | {vq_params:,} | `python -m mmaccel.image.train_tokenizer --out image/weights --minutes 25 --threads 1` (see `vq.md`) |
-| GPT (`GPT-Mini`) | `gpt.safetensors` | {gpt_params:,} | `python -m mmaccel.image.train_gpt --out image/weights --minutes 85 --images 20000` (see "GPT training") |
-| draft GPT (`GPT-Draft`) | `draft.safetensors` | {draft_params:,} | `python -m mmaccel.image.train_gpt --out image/weights --draft --minutes 11` (distilled from the GPT) |
-| held-out shape classifier | `classifier.safetensors` | {clf_params:,} | `python -m mmaccel.image.train_classifier --out image/weights --minutes 20 --images 30000 --threads 1` (see `classifier.md`) |
+| VQ tokenizer (`VQ-small`) | `vq.safetensors` | {vq_params:,} | `python -m mmaccel.image.training.train_tokenizer --out image/weights --minutes 25 --threads 1` (see `vq.md`) |
+| GPT (`GPT-Mini`) | `gpt.safetensors` | {gpt_params:,} | `python -m mmaccel.image.training.train_gpt --out image/weights --minutes 85 --images 20000` (see "GPT training") |
+| draft GPT (`GPT-Draft`) | `draft.safetensors` | {draft_params:,} | `python -m mmaccel.image.training.train_gpt --out image/weights --draft --minutes 11` (distilled from the GPT) |
+| held-out shape classifier | `classifier.safetensors` | {clf_params:,} | `python -m mmaccel.image.training.train_classifier --out image/weights --minutes 20 --images 30000 --threads 1` (see `classifier.md`) |
 
 Data: `mmaccel.data.scenes.make_dataset(n, seed, style=...)`; each part trains on its own seeds, the classifier on
 seeds no other part uses. The tokenizer and the classifier learn the `"broad"` style (shapes of 0.3-0.7 of the
@@ -80,7 +80,7 @@ background still vary, in narrower ranges, so that a 3M-parameter GPT can learn 
 
 ## GPT training
 
-`python -m mmaccel.image.train_gpt --out image/weights --minutes 85 --images 20000` trains the shipped GPT from
+`python -m mmaccel.image.training.train_gpt --out image/weights --minutes 85 --images 20000` trains the shipped GPT from
 scratch in one run: next-token cross-entropy on the tokens of 20,000 `generation`-style images, labels dropped to
 the null class with probability 0.1 (for guidance), AdamW at peak learning rate 2e-3 with a cosine schedule over
 the wall-clock budget, batch 16, two threads; {gpt_minutes:g} minutes on the 2-core CPU.
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     entropy = mean_entropy(pipe, labels, out.tokens, DEFAULTS["guidance_scale"], sampling)
     from mmaccel.data.scenes import CLASS_NAMES
 
-    from .classifier import ShapeClassifier
+    from ..classifier import ShapeClassifier
 
     clf = ShapeClassifier.from_pretrained(folder / "classifier.safetensors")
     figures = dict(
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         gpt_params=parameter_count(pipe.model.gpt),
         draft_params=parameter_count(pipe.draft.gpt) if pipe.draft else 0,
         clf_params=parameter_count(clf),
-        command=f"python -m mmaccel.image.model_card --num-images {args.num_images} --gpt-minutes {args.gpt_minutes:g}",
+        command=f"python -m mmaccel.image.training.model_card --num-images {args.num_images} --gpt-minutes {args.gpt_minutes:g}",
         num_images=args.num_images,
         last_seed=args.num_images - 1,
         num_real=args.num_real,

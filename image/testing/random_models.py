@@ -254,7 +254,7 @@ def _ids(tokens: Iterable[str], start: int = 0) -> dict[str, int]:
 
 
 def _llamagen_gpt(size: str, t2i: bool, device: torch.device, seed: int) -> nn.Module:
-    from .llamagen import GPTConfig, LlamaGenGPT
+    from ..llamagen import GPTConfig, LlamaGenGPT
 
     shape = _LLAMAGEN[size]
     grid = shape["t2i_grid" if t2i else "grid"]
@@ -269,7 +269,7 @@ def _llamagen_gpt(size: str, t2i: bool, device: torch.device, seed: int) -> nn.M
 
 
 def _llamagen_vq(size: str, device: torch.device) -> nn.Module:
-    from .vq import VQConfig, VQModel
+    from ..vq import VQConfig, VQModel
 
     codes = _LLAMAGEN[size]["codes"]
     if size == "real":
@@ -281,7 +281,7 @@ def _llamagen_vq(size: str, device: torch.device) -> nn.Module:
 
 
 def _vq_named(name: str) -> dict:
-    from .vq import NAMED_CONFIGS
+    from ..vq import NAMED_CONFIGS
 
     return dict(NAMED_CONFIGS[name])
 
@@ -297,7 +297,7 @@ def cast_llamagen(gpt: nn.Module, dtype: torch.dtype) -> None:
 def _t5_encoder(size: str, device: torch.device, seed: int) -> Any:
     from transformers import T5Config, T5EncoderModel
 
-    from .llamagen_t2i import T5CaptionEncoder
+    from ..llamagen_t2i import T5CaptionEncoder
 
     vocab = _ids(["<pad>", "</s>", "<unk>", *WORDS])
     tokenizer = word_tokenizer(vocab, specials=["<pad>", "</s>", "<unk>"], unk="<unk>", eos="</s>", pad="<pad>",
@@ -310,8 +310,8 @@ def _t5_encoder(size: str, device: torch.device, seed: int) -> Any:
 
 
 def _build_llamagen(size: str, device: torch.device, dtype: torch.dtype, seed: int) -> Any:
-    from .llamagen import LlamaGenModel
-    from .llamagen_c2i import LlamaGenC2IFamily
+    from ..llamagen import LlamaGenModel
+    from ..llamagen_c2i import LlamaGenC2IFamily
 
     gpt = _llamagen_gpt(size, False, device, seed)
     cast_llamagen(gpt, dtype)
@@ -319,7 +319,7 @@ def _build_llamagen(size: str, device: torch.device, dtype: torch.dtype, seed: i
 
 
 def _build_llamagen_t2i(size: str, device: torch.device, dtype: torch.dtype, seed: int) -> Any:
-    from .llamagen_t2i import LlamaGenT2IFamily, LlamaGenT2IModel
+    from ..llamagen_t2i import LlamaGenT2IFamily, LlamaGenT2IModel
 
     gpt = _llamagen_gpt(size, True, device, seed)
     cast_llamagen(gpt, dtype)
@@ -342,7 +342,7 @@ def _build_janus(size: str, device: torch.device, dtype: torch.dtype, seed: int)
         LlamaConfig,
     )
 
-    from .janus import JanusFamily
+    from ..janus import JanusFamily
 
     shape = _JANUS[size]
     vocab = _ids([*_JANUS_SPECIALS, *WORDS])
@@ -384,7 +384,7 @@ def _image_name(code: int) -> str:
 def _build_chameleon(size: str, device: torch.device, dtype: torch.dtype, seed: int) -> Any:
     from transformers import ChameleonConfig, ChameleonForConditionalGeneration
 
-    from .chameleon import IMAGE_START, NEW_LINE, SEPARATOR, ChameleonFamily, size_token
+    from ..chameleon import IMAGE_START, NEW_LINE, SEPARATOR, ChameleonFamily, size_token
 
     shape = _CHAMELEON[size]
     codes = shape["vq"]["num_embeddings"]
@@ -426,7 +426,7 @@ _EMU3_SPECIAL = {
 def _build_emu3(size: str, device: torch.device, dtype: torch.dtype, seed: int) -> Any:
     from transformers import Emu3Config, Emu3ForConditionalGeneration
 
-    from .emu3 import Emu3Family
+    from ..emu3 import Emu3Family
 
     shape = _EMU3[size]
     codes = shape["vq"]["codebook_size"]
