@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-#: The flags that set each argument of :func:`mmaccel.prune.bench.check_arguments`, named in its errors.
+#: The flags that set each argument of :func:`mmaccel.prune.bench_arguments.check_arguments`, named in its errors.
 FLAGS = {
     "methods": "--methods",
     "keeps": "--keep",
@@ -35,7 +35,8 @@ def _raw_params(texts: list[str]) -> dict[str, dict[str, str]]:
 def _bench(args: argparse.Namespace) -> int:
     from mmaccel.io import check_writable, write_json_atomic
 
-    from .bench import check_arguments, run_bench
+    from .bench import run_bench
+    from .bench_arguments import check_arguments
     from .table import markdown_table
 
     methods, keeps, params, limit, batch_size = check_arguments(
