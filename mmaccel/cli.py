@@ -38,19 +38,6 @@ def _version() -> str:
         return __version__
 
 
-def number_or_text(value: str) -> bool | int | float | str:
-    """A command-line parameter value: a bool for true/false, an int or a float where it reads as one, else
-    the text."""
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
-
-
 def _bench_core(args: argparse.Namespace) -> int:
     from .bench import core
 
