@@ -46,6 +46,7 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("ar", None, "exact", "plain autoregressive sampling, one token per forward (the baseline)"),
         Method("sjd", "jacobi", "sjd", "Speculative Jacobi Decoding (Teng et al. 2024), lossless"),
+        Method("mc-sjd", "jacobi", "sjd", "SJD with maximally coupled redrafts (MC-SJD, So et al. 2025), lossless"),
         Method("gsd", "jacobi", "gsd", "Grouped Speculative Decoding (So et al. 2025) over Jacobi drafts"),
         Method("lantern", "jacobi", "lantern", "LANTERN's relaxed acceptance (Jang et al. 2025) over Jacobi drafts"),
         Method("typical", "jacobi", "typical", "Medusa's typical acceptance over Jacobi drafts"),

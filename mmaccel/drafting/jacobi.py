@@ -9,6 +9,7 @@ import torch
 from ..models.base import ModelOutput
 from ..sampling import sample
 from .base import Draft, Drafter, check_window, one_hot
+from .coupling import check_coupling, gumbel_max, gumbel_noise, maximal_coupling
 
 
 class WindowInit(Protocol):
@@ -42,14 +43,39 @@ class JacobiDrafter(Drafter):
     """Keeps a window of ``window`` guesses for the tokens after the committed prefix.
 
     After each verification the window slides to the new prefix end. Positions that the verifying forward has
-    already seen get a fresh sample from the target distribution computed there (their ``q`` is that
+    already seen get a fresh sample from the target distribution ``p_new`` computed there (their ``q`` is that
     distribution, which SJD's criterion compares against at the next iteration); positions beyond it are
     initialised by ``init`` (random by default) with a one-hot ``q``.
+
+    ``coupling`` says how a redraft relates to the token the same absolute position held before (the window
+    slides, so the old token sits ``accepted + 1`` slots further along in the previous window):
+
+    * ``"none"``: an independent draw from ``p_new`` (SJD, Teng et al. 2024).
+    * ``"maximal"``: MC-SJD (So et al. 2025, "MC-SJD: Maximal Coupling Speculative Jacobi Decoding for
+      Autoregressive Visual Generation Acceleration", arXiv 2510.24211): the old token ``x``, drawn from ``q_old``,
+      is kept with probability ``min(1, p_new(x) / q_old(x))``, else the draft comes from
+      ``norm(max(p_new - q_old, 0))`` (:func:`~mmaccel.drafting.coupling.maximal_coupling`). ``q_old`` is the
+      ``q`` the old token was handed over with: the previous iteration's distribution at that position, or the
+      one-hot ``q`` of an initialised token (kept with probability ``p_new(x)``). A position that the previous
+      window did not hold (the bonus row's) is drawn independently. The construction follows the paper's
+      description (coupling each draft with the previous iteration's draft at the same position); no official
+      code of the paper was found, so these details are this implementation's reading, and the tests check that
+      the output distribution is AR's.
+    * ``"gumbel"``: Gumbel-max sampling, ``argmax(log p_new + g)``, with noise ``g`` ``[V]`` drawn once per absolute
+      position when it enters the window and reused for every redraft there (also discussed by the MC-SJD paper
+      as an alternative coupling). Initialised tokens do not use the noise.
+
+    Both couplings leave each draft's marginal exactly ``p_new`` given everything the next verification
+    conditions on, so SJD's criterion (with ``q = p_new``) stays lossless; they only make consecutive drafts agree
+    more often, so more of the window survives. All draws come from the samples' own generators.
     """
 
-    def __init__(self, window: int = 16, init: WindowInit | None = None):
+    per_sample = ("tokens", "q", "noise")
+
+    def __init__(self, window: int = 16, init: WindowInit | None = None, coupling: str = "none"):
         self.window = check_window(window)
         self.init = init
+        self.coupling = check_coupling(coupling)
 
     def begin(self, state, prefill: ModelOutput) -> None:
         self._init = self.init or UniformInit(state.vocab_size)
@@ -58,24 +84,43 @@ class JacobiDrafter(Drafter):
         index = start[:, None] + torch.arange(w, device=start.device)
         self.tokens = self._init(state.generated, index, state.rng.uniform(w)).to(state.device)
         self.q = one_hot(self.tokens, state.vocab_size)
+        if self.coupling == "gumbel":
+            self.noise = gumbel_noise(state.rng.uniform(w, state.vocab_size))
         assert self.tokens.shape == (b, w)
 
     def propose(self, state) -> Draft:
         return Draft(self.tokens, self.q)
 
     def update(self, state, out: ModelOutput, p: torch.Tensor, accepted: torch.Tensor) -> None:
-        w = self.window
+        w, vocab = self.window, p.shape[-1]
         ar = torch.arange(w, device=p.device)
-        # New window slot k is old verify row j = accepted + 1 + k; rows up to w (the bonus row) exist.
+        # New window slot k is old verify row j = accepted + 1 + k; rows up to w (the bonus row) exist, and rows
+        # below w held a draft of the same absolute position.
         rows = accepted[:, None] + 1 + ar
         seen = rows <= w
-        p_rows = p.gather(1, rows.clamp(max=w)[..., None].expand(-1, -1, p.shape[-1]))
-        refreshed = sample(p_rows, state.rng.uniform(w))
+        p_rows = p.gather(1, rows.clamp(max=w)[..., None].expand(-1, -1, vocab))
+        held = rows < w
+        old_rows = rows.clamp(max=w - 1)
+        # Two draws per step whatever the coupling (each costs a call per sample generator).
+        if self.coupling == "maximal":
+            u_draw, u_keep = state.rng.uniform(2, w).unbind(1)
+            old = self.tokens.gather(1, old_rows)
+            q_old = self.q.gather(1, old_rows[..., None].expand(-1, -1, vocab))
+            coupled = maximal_coupling(old, q_old, p_rows, u_keep, u_draw)
+            refreshed = torch.where(held, coupled, sample(p_rows, u_draw))
+        elif self.coupling == "gumbel":
+            fresh_noise = gumbel_noise(state.rng.uniform(w, vocab))
+            kept_noise = self.noise.gather(1, old_rows[..., None].expand(-1, -1, vocab))
+            self.noise = torch.where(held[..., None], kept_noise, fresh_noise)
+            refreshed = gumbel_max(p_rows, self.noise)
+        else:
+            refreshed = sample(p_rows, state.rng.uniform(w))
+        u_init = state.rng.uniform(w)
         n_seen = seen.sum(-1)
         context = state.generated.clone()
         context.scatter_(1, state.count[:, None] + ar, torch.where(seen, refreshed, 0))
         fresh_index = (state.count + n_seen)[:, None] + ar
-        fresh = self._init(context, fresh_index, state.rng.uniform(w)).to(p.device)
+        fresh = self._init(context, fresh_index, u_init).to(p.device)
         fresh = fresh.gather(1, (ar - n_seen[:, None]).clamp(min=0))
         self.tokens = torch.where(seen, refreshed, fresh)
-        self.q = torch.where(seen[..., None], p_rows, one_hot(self.tokens, p.shape[-1]))
+        self.q = torch.where(seen[..., None], p_rows, one_hot(self.tokens, vocab))
