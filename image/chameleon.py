@@ -96,6 +96,11 @@ class ChameleonImageLM(HFCausalLM):
         index = torch.zeros(ids.shape[0], 1, dtype=torch.long, device=self.device)
         return ModelOutput(self._logits(hidden, index), hidden if output_hidden else None)
 
+    def reorder(self, cache: SlotCache, rows: torch.Tensor) -> None:
+        """Keep batch ``rows`` (finished samples leaving the batch): the cache and each row's prompt length."""
+        cache.reorder(rows)
+        self._prompt_len = self._prompt_len.index_select(0, rows.to(self.device))
+
     @torch.no_grad()
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, cache: SlotCache, output_hidden: bool = False

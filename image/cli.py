@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmaccel.cli import with_method_help
 from mmaccel.io import check_writable, save_image_atomic, write_json_atomic
 from mmaccel.params import split_assignment
 
@@ -49,6 +50,10 @@ def grid(images):
     for i, im in enumerate(images):
         canvas.paste(im, ((i % cols) * w, (i // cols) * h))
     return canvas
+
+
+def _window(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def _class_label(text: str) -> int | str:
@@ -197,6 +202,65 @@ def _bench_families(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_engine(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench_engine import format_table, run_engine_bench
+
+    if args.json:
+        check_writable(Path(args.json))
+    batch_sizes = _csv(args.batch_sizes, "--batch-sizes", int)
+    windows = _csv(args.windows, "--windows", int)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"--batch-sizes takes integers >= 1, got {args.batch_sizes!r}")
+    if not windows or min(windows) < 1:
+        raise ValueError(f"--windows takes integers >= 1, got {args.windows!r}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    records = run_engine_bench(
+        methods=list(_csv(args.methods, "--methods")),
+        batch_sizes=list(batch_sizes),
+        windows=list(windows),
+        repeats=args.repeats,
+        guidance_scale=args.guidance_scale,
+        temperature=args.temperature,
+        seed=args.seed,
+        progress=True,
+    )
+    print(format_table(records))
+    if args.json:
+        write_json_atomic(args.json, records)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _register_engine(bench, defaults: dict) -> None:
+    e = bench.add_parser(
+        "engine",
+        help="seconds, not forwards: the AR loop against a minimal static-cache loop, t(L+1), speed-ups vs ceilings",
+    )
+    with_method_help(e, INIT_NAMES)
+    e.add_argument(
+        "--methods",
+        default="sjd,gsd,lantern,sjd:window=4,lantern:window=4",
+        help="comma-separated methods beside AR, each may carry parameters (default: %(default)s)",
+    )
+    e.add_argument("--batch-sizes", default="1,10", help="comma-separated batch sizes (default: %(default)s)")
+    e.add_argument("--windows", default="1,2,4,8,16", help="windows L whose t(L+1) is timed (default: %(default)s)")
+    e.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported (default: 3)")
+    e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    e.add_argument("--json", help="write the records here")
+    _sampling(e, defaults)
+    e.add_argument(
+        "--guidance-scale", type=float, default=None, help=f"guidance scale (default: {defaults['guidance_scale']})"
+    )
+    e.add_argument("--seed", type=int, default=0, help="image i uses seed + i (default: 0)")
+    e.set_defaults(func=_bench_engine)
+
+
 def _register_families(bench) -> None:
     # Registration stays import-free (see mmaccel.cli._extensions): these names mirror random_models' own lists,
     # which validate the values when the command runs.
@@ -263,7 +327,7 @@ BENCH_EXAMPLES = """examples:
 
 
 def register(commands, generate, bench) -> None:
-    from mmaccel.cli import with_method_help
+
     from mmaccel.data.scenes import CLASS_NAMES
 
     from .defaults import DEFAULT_METHOD, DEFAULTS
@@ -290,7 +354,10 @@ def register(commands, generate, bench) -> None:
     g.add_argument("--draft", default=None, help="draft checkpoint of the same family (for the draft methods)")
     g.add_argument("--method", default=None, help=f"acceleration method, listed below (default: {DEFAULT_METHOD})")
     g.add_argument(
-        "--window", type=int, default=None, help="drafts per step (default: 16 for Jacobi methods, 4 for draft ones)"
+        "--window",
+        type=_window,
+        default=None,
+        help="drafts per step, or auto: the fastest window on this machine (default: 16 Jacobi, 4 draft model)",
     )
     g.add_argument(
         "--num-images", type=int, default=1, help="images to generate in one batch, tiled in one file (default: 1)"
@@ -330,6 +397,7 @@ def register(commands, generate, bench) -> None:
     b.set_defaults(func=_bench)
 
     _register_families(bench)
+    _register_engine(bench, DEFAULTS)
 
 
 __all__ = ["register"]

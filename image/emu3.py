@@ -99,6 +99,11 @@ class Emu3ImageLM(HFCausalLM):
         hidden = gather_last(out.hidden, prompt.lengths) if output_hidden else None
         return ModelOutput(gather_last(out.logits, prompt.lengths), hidden)
 
+    def reorder(self, cache: SlotCache, rows: torch.Tensor) -> None:
+        """Keep batch ``rows`` (finished samples leaving the batch): the cache and each row's prompt length."""
+        cache.reorder(rows)
+        self._prompt_lengths = self._prompt_lengths.index_select(0, rows.to(self.device))
+
     def embedding_table(self) -> torch.Tensor:
         embed = self.model.get_input_embeddings().weight.detach()
         return self.layout.with_row_end(embed.index_select(0, self.token_ids[:-1].to(embed.device)))

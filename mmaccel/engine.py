@@ -12,9 +12,10 @@ from tqdm.auto import tqdm
 
 from .acceptance import AcceptanceRule, make_rule, rule_class
 from .drafting.base import Drafter
-from .models.base import ModelOutput, TokenModel
+from .models.base import ModelOutput, TokenModel, reorder
 from .sampling import SampleRNG, SamplingConfig, sample, target_probs
 from .state import DecodeState, GenerationOutput, GenerationStats, scratch_length
+from .window import AutoWindow, measure_costs
 
 
 @dataclass
@@ -43,7 +44,6 @@ def commit(state: DecodeState, step: Step, accept_step: torch.Tensor, forward_in
     accept_step.scatter_(1, index, torch.where(keep, forward_index, accept_step.gather(1, index)))
     state.count += committed
     state.last_pos += committed
-    state.stats.tokens_per_step.append(committed)
     return committed
 
 
@@ -53,6 +53,13 @@ class SpeculativeDecoder:
     ``drafter=None`` is plain AR sampling (one token per forward), the baseline every method is measured
     against. ``rule`` is a rule name (see :data:`mmaccel.acceptance.RULES`) or an :class:`AcceptanceRule`; a rule
     that reads a nearby-token table gets ``embeddings`` (default: the model's own table).
+
+    Finished samples leave the batch once the running ones fall to ``retire_below`` of the rows forwarded (the
+    cache, the drafter's and the model's per-sample state are compacted): a batch then costs what its running
+    samples cost. ``retire_below=0`` keeps every row to the end. Tokens and statistics are the same either way.
+
+    ``auto_window`` (:class:`~mmaccel.window.AutoWindow`) lets the decoder change the drafter's window as it
+    goes, to the one that commits the most tokens per second on this model, device and batch, down to plain AR.
     """
 
     def __init__(
@@ -62,8 +69,18 @@ class SpeculativeDecoder:
         rule: str | AcceptanceRule = "exact",
         sampling: SamplingConfig | None = None,
         embeddings: torch.Tensor | None = None,
+        retire_below: float = 0.75,
+        auto_window: AutoWindow | None = None,
         **rule_params: Any,
     ):
+        if auto_window is not None:
+            if drafter is None:
+                raise ValueError("window='auto' needs a drafter (plain AR has no window)")
+            drafter.window = auto_window.max_window
+        self.auto_window = auto_window
+        if not 0 <= retire_below <= 1:
+            raise ValueError(f"retire_below must be in [0, 1], got {retire_below}")
+        self.retire_below = retire_below
         self.model = model
         self.drafter = drafter
         self.sampling = sampling or SamplingConfig()
@@ -89,6 +106,9 @@ class SpeculativeDecoder:
 
     @property
     def window(self) -> int:
+        """The drafts per step (with ``auto_window``, the most it may run)."""
+        if self.auto_window is not None:
+            return self.auto_window.max_window
         return 0 if self.drafter is None else self.drafter.window
 
     def _prompt_span(self, prompt: Any) -> int:
@@ -139,32 +159,70 @@ class SpeculativeDecoder:
             stats=stats,
         )
         state.done |= state.count >= n
+        window = self.window
+        auto = self.auto_window
+        if auto is not None:  # each generation starts from the widest window; the last one may have shrunk it
+            self.drafter.window = window
         if self.drafter is not None:
             self.drafter.begin(state, prefill)
+        if auto is not None:
+            costs = auto.costs
+            if costs is None:
+                measured = time.perf_counter()
+                costs = measure_costs(self.model, cache, state, auto.windows)
+                stats.calibration_s = time.perf_counter() - measured
+            window = self._resize(state, window, auto.begin(costs))
 
         bar = tqdm(total=n * batch, disable=not progress, desc="tokens", leave=False)
         bar.update(batch)
-        while not bool(state.done.all()):
+        rows = torch.arange(batch, device=device)  # the original sample of each row still forwarded
+        tokens = torch.zeros(batch, n, dtype=torch.long, device=device)
+        steps = torch.zeros(batch, n, dtype=torch.long, device=device)
+        running = int((~state.done).sum())  # the one host sync of a step
+        while running:
             forward_index = stats.nfe
-            step = self._step(state, cache, needs_hidden)
+            live = ~state.done
+            step = self._step(state, cache, needs_hidden, window)
             committed = commit(state, step, accept_step, forward_index)
+            stats.tokens_per_step.append(torch.zeros_like(tokens[:, 0]).index_copy(0, rows, committed))
+            stats.windows.append(window)
             state.done |= state.count >= n
-            if self.drafter is not None:
+            if window:
                 self.drafter.update(state, step.out, step.p, step.accepted)
+            if auto is not None and window:
+                auto.observe(window, step.accepted, live)
+                window = self._resize(state, window, auto.choose(window))
             if progress:
                 bar.update(int(committed.clamp(max=n).sum()))
+            running = int((~state.done).sum())
+            if running < self.retire_below * len(rows) or not running:
+                keep = (~state.done).nonzero().squeeze(1)
+                gone = state.done.nonzero().squeeze(1)
+                tokens.index_copy_(0, rows[gone], state.generated[gone, :n])
+                steps.index_copy_(0, rows[gone], accept_step[gone, :n])
+                if running:
+                    rows, accept_step = rows[keep], accept_step[keep]
+                    state.select(keep)
+                    reorder(self.model, cache, keep)
+                    if self.drafter is not None:
+                        self.drafter.reorder(keep)
         bar.close()
 
-        stats.accept_step = accept_step[:, :n]
-        stats.steps_per_sample = stats.accept_step.max(1).values + 1
+        stats.accept_step = steps
+        stats.steps_per_sample = steps.max(1).values + 1
         stats.wall_s = time.perf_counter() - start
-        return GenerationOutput(state.generated[:, :n].clone(), stats)
+        return GenerationOutput(tokens, stats)
 
-    def _step(self, state: DecodeState, cache, needs_hidden: bool) -> Step:
-        """Draft, verify every draft in one forward, and let the rule decide: gpt-fast's speculative step."""
-        w = self.window
+    def _resize(self, state: DecodeState, window: int, new: int) -> int:
+        """Move the drafter to window ``new`` (0: plain AR steps from now on, the drafter is left alone)."""
+        if new and new != window:
+            self.drafter.resize(state, new)
+        return new
+
+    def _step(self, state: DecodeState, cache, needs_hidden: bool, w: int) -> Step:
+        """Draft ``w`` tokens, verify them in one forward, and let the rule decide: gpt-fast's speculative step."""
         positions = state.last_pos[:, None] + torch.arange(w + 1, device=state.device)
-        if self.drafter is None:  # plain AR: no drafts, the forward's own sample ends the step
+        if w == 0:  # plain AR: no drafts, the forward's own sample ends the step
             out = self.model.forward(state.last_token[:, None], positions, cache)
             state.stats.nfe += 1
             p = target_probs(out.logits, self.sampling)

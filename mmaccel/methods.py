@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -29,6 +29,7 @@ from .engine import SpeculativeDecoder
 from .models import CFGModel, TokenModel
 from .params import Range, describe, parameters_of, split_spec, typed
 from .sampling import SamplingConfig
+from .window import AutoWindow
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def method_parameters(name: str) -> dict[str, inspect.Parameter]:
         drafter = parameters_of(DRAFTERS[m.drafter])
         for key in DRAFTER_PARAMETERS[m.drafter]:
             default = DEFAULT_WINDOW[m.drafter] if key == "window" else "random"
-            annotation = int if key == "window" else str  # an init is chosen by name from the modality's table
+            # A window is a count or "auto"; an init is chosen by name from the modality's table.
+            annotation = (int | Literal["auto"]) if key == "window" else str
             out[key] = drafter[key].replace(annotation=annotation, default=default)
     return {**out, **rule_parameters(m.rule)}
 
@@ -182,9 +184,12 @@ def build_decoder(
     def wrap(target: TokenModel) -> TokenModel:
         return CFGModel(target, guidance_scale) if guided else target
 
-    drafter = None
+    drafter, auto_window = None, None
     if m.drafter is not None:
-        window = params.pop("window", DEFAULT_WINDOW[m.drafter])  # the drafter checks it
+        window = params.pop("window", DEFAULT_WINDOW[m.drafter])  # the drafter checks a count
+        if window == "auto":  # the parser let no other text through
+            auto_window = AutoWindow()
+            window = auto_window.max_window
         if m.drafter == "jacobi":
             init = params.pop("init", "random")
             inits = inits or {}
@@ -201,7 +206,7 @@ def build_decoder(
     if rule_cls.table is not None and table is None:  # the model's own table defines nearby tokens
         table = model.embedding_table()
     rule = rule_cls.build(table, tables.keep_dir, **params)
-    return SpeculativeDecoder(wrap(model), drafter, rule, sampling or SamplingConfig())
+    return SpeculativeDecoder(wrap(model), drafter, rule, sampling or SamplingConfig(), auto_window=auto_window)
 
 
 __all__ = [

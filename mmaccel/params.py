@@ -106,8 +106,13 @@ def _choices(annotation: Any) -> list[type]:
 
 def type_name(annotation: Any) -> str:
     """``float | None`` -> ``"float or none"``: how a help text or an error describes a parameter's type."""
-    names = [getattr(t, "__name__", str(t)) for t in _choices(annotation)]
-    return " or ".join("none" if n == "NoneType" else n for n in names)
+    names = []
+    for kind in _choices(annotation):
+        if typing.get_origin(kind) is typing.Literal:
+            names += [repr(v) for v in typing.get_args(kind)]
+        else:
+            names.append("none" if kind is type(None) else getattr(kind, "__name__", str(kind)))
+    return " or ".join(names)
 
 
 def coerce(text: Any, annotation: Any, name: str, owner: str) -> Any:
@@ -125,11 +130,17 @@ def coerce(text: Any, annotation: Any, name: str, owner: str) -> Any:
                 return float(text)
             if isinstance(kind, type) and isinstance(text, kind) and not (kind is int and isinstance(text, bool)):
                 return text
-        if not all(isinstance(kind, type) for kind in choices):
+        if any(typing.get_origin(kind) is typing.Literal and text in typing.get_args(kind) for kind in choices):
+            return text
+        if not all(isinstance(kind, type) or typing.get_origin(kind) is typing.Literal for kind in choices):
             return text
         raise ValueError(f"{name} of {owner} takes {type_name(annotation)}, got {text!r}")
     lowered = text.strip().lower()
     for kind in choices:
+        if typing.get_origin(kind) is typing.Literal:
+            if text in typing.get_args(kind):
+                return text
+            continue
         if kind is type(None) and lowered in ("none", "null"):
             return None
         if kind is bool and lowered in ("true", "false"):

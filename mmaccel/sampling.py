@@ -78,6 +78,12 @@ class SampleRNG:
     def __len__(self) -> int:
         return len(self.generators)
 
+    def select(self, rows: torch.Tensor) -> SampleRNG:
+        """The generators of ``rows`` only, each continuing its own stream."""
+        kept = SampleRNG([], self.device)
+        kept.generators = [self.generators[i] for i in rows.tolist()]
+        return kept
+
     def uniform(self, *shape: int) -> torch.Tensor:
         """``[B, *shape]`` uniforms in [0, 1), row ``b`` from sample ``b``'s generator."""
         return torch.stack([torch.rand(shape, generator=g, device=self.device) for g in self.generators])

@@ -25,6 +25,8 @@ class GenerationStats:
     steps_per_sample: torch.Tensor | None = None  # [B] target forwards (prompt included) each sample needed
     tokens_per_step: list[torch.Tensor] = field(default_factory=list)  # per step: [B] tokens committed
     accept_step: torch.Tensor | None = None  # [B, N] the forward (0 = prompt) that committed each token
+    windows: list[int] = field(default_factory=list)  # per step: the window verified (0: a plain AR step)
+    calibration_s: float = 0.0  # window="auto": time spent measuring verify costs (inside wall_s)
     wall_s: float = 0.0
 
     @property
@@ -71,6 +73,14 @@ class DecodeState:
     @property
     def device(self) -> torch.device:
         return self.generated.device
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only batch ``rows`` (finished samples leaving the batch); the prompt is the prefill's, not kept."""
+        self.generated = self.generated.index_select(0, rows)
+        self.count = self.count.index_select(0, rows)
+        self.last_pos = self.last_pos.index_select(0, rows)
+        self.done = self.done.index_select(0, rows)
+        self.rng = self.rng.select(rows)
 
     @property
     def last_token(self) -> torch.Tensor:

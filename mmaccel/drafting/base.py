@@ -25,6 +25,8 @@ class Drafter:
     window: int = 1
     #: True when :meth:`update` needs the target's last hidden state (multi-head drafting).
     needs_hidden: bool = False
+    #: Attributes holding per-sample tensors (batch first), which :meth:`reorder` keeps in step with the batch.
+    per_sample: tuple[str, ...] = ()
 
     def begin(self, state: DecodeState, prefill: ModelOutput) -> None:
         pass
@@ -35,6 +37,17 @@ class Drafter:
     def update(self, state: DecodeState, out: ModelOutput, p: torch.Tensor, accepted: torch.Tensor) -> None:
         """Called after the step committed ``accepted + 1`` tokens per sample (``state`` already advanced)."""
         pass
+
+    def resize(self, state: DecodeState, window: int) -> None:
+        """Draft ``window`` tokens from the next step on (``window="auto"``); drafters that cannot refuse."""
+        raise ValueError(f"{type(self).__name__} drafts a fixed window; window='auto' needs a Jacobi or draft model")
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep only batch ``rows`` (finished samples leaving the batch)."""
+        for name in self.per_sample:
+            value = getattr(self, name, None)
+            if value is not None:  # state a drafter holds only in some modes (e.g. coupling noise)
+                setattr(self, name, value.index_select(0, rows.to(value.device)))
 
 
 def check_window(window: int) -> int:

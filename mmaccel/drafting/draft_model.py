@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.base import ModelOutput, TokenModel
+from ..models.base import ModelOutput, TokenModel, reorder
 from ..sampling import SamplingConfig, sample, target_probs
 from .base import Draft, Drafter, check_window
 
@@ -32,6 +32,12 @@ class DraftModelDrafter(Drafter):
         self.model.prefill(state.prompt, self.cache)
         state.stats.draft_nfe += 1
         self._first = True
+
+    def resize(self, state, window: int) -> None:
+        self.window = check_window(window)  # each proposal drafts `window` tokens afresh
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        reorder(self.model, self.cache, rows)
 
     @torch.no_grad()
     def propose(self, state) -> Draft:

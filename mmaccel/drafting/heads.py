@@ -70,6 +70,8 @@ class MultiHeadDrafter(Drafter):
         self.window = check_window(heads.num_heads)
         self.sampling = sampling
 
+    per_sample = ("_tokens", "_q")
+
     def _draft(self, state, hidden: torch.Tensor) -> None:
         logits = self.heads(hidden.to(next(self.heads.parameters()).dtype)).float()
         self._q = target_probs(logits, self.sampling or state.sampling)

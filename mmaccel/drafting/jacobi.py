@@ -91,6 +91,26 @@ class JacobiDrafter(Drafter):
     def propose(self, state) -> Draft:
         return Draft(self.tokens, self.q)
 
+    def resize(self, state, window: int) -> None:
+        """Keep the first ``window`` guesses, or extend the window with newly initialised positions."""
+        old, window = self.window, check_window(window)
+        if window < old:
+            self.tokens, self.q = self.tokens[:, :window], self.q[:, :window]
+            if self.coupling == "gumbel":
+                self.noise = self.noise[:, :window]
+        elif window > old:
+            extra = window - old
+            offsets = torch.arange(old, device=state.device)
+            context = state.generated.clone()
+            context.scatter_(1, state.count[:, None] + offsets, self.tokens)
+            index = (state.count + old)[:, None] + torch.arange(extra, device=state.device)
+            fresh = self._init(context, index, state.rng.uniform(extra)).to(state.device)
+            self.tokens = torch.cat([self.tokens, fresh], 1)
+            self.q = torch.cat([self.q, one_hot(fresh, self.q.shape[-1])], 1)
+            if self.coupling == "gumbel":
+                self.noise = torch.cat([self.noise, gumbel_noise(state.rng.uniform(extra, self.q.shape[-1]))], 1)
+        self.window = window
+
     def update(self, state, out: ModelOutput, p: torch.Tensor, accepted: torch.Tensor) -> None:
         w, vocab = self.window, p.shape[-1]
         ar = torch.arange(w, device=p.device)

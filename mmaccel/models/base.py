@@ -84,7 +84,9 @@ class TokenModel(Protocol):
 
     ``forward`` writes the keys and values of ``tokens`` at cache slots equal to ``positions`` (per sample) and
     returns logits for each; a query at position ``p`` sees slots ``<= p`` (see :class:`SlotCache`). Rolling back
-    is implicit: the engine always rewrites from the last committed token onward.
+    is implicit: the engine always rewrites from the last committed token onward. A model that keeps per-sample
+    state beside the cache (prompt lengths, a guidance wrapper's shifts) also has ``reorder(cache, rows)``, which
+    keeps only batch ``rows`` when finished samples leave the batch (see :func:`reorder`).
     """
 
     vocab_size: int
@@ -105,6 +107,15 @@ class TokenModel(Protocol):
 
     @property
     def device(self) -> torch.device: ...
+
+
+def reorder(model: TokenModel, cache: SlotCache, rows: torch.Tensor) -> None:
+    """Keep only batch ``rows`` of ``model``'s ``cache``: the model's own ``reorder`` when it keeps per-sample state
+    beside the cache (a guidance wrapper), the cache's otherwise."""
+    if hasattr(model, "reorder"):
+        model.reorder(cache, rows)
+    else:
+        cache.reorder(rows)
 
 
 def gather_last(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,12 @@ class SlotLayer(CacheLayerMixin):
         idx = pos.to(key_states.device)[:, None, :, None]
         self.keys.scatter_(2, idx.expand(b, h, t, d), key_states.to(self.keys.dtype))
         self.values.scatter_(2, idx.expand(b, h, t, value_states.shape[-1]), value_states.to(self.values.dtype))
-        return self.keys, self.values
+        # Attention reads only the live prefix: no query of this forward sees a slot past its highest position.
+        live = self.owner.live_length
+        return self.keys[:, :, :live], self.values[:, :, :live]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.owner.max_length, 0
+        return self.owner.live_length, 0
 
     def get_seq_length(self) -> int:
         return self.owner.seq_length
@@ -68,6 +70,7 @@ class SlotCache(Cache):
         self.max_length = int(max_length)
         self.write_positions: torch.Tensor | None = None
         self.seq_length = 0
+        self.live_length = 0  # highest position of the current forward + 1: the slots attention reads
         super().__init__(layer_class_to_replicate=lambda: SlotLayer(self))
 
     def set_positions(self, positions: torch.Tensor) -> None:
@@ -77,11 +80,13 @@ class SlotCache(Cache):
         if top >= self.max_length or int(positions.min()) < 0:
             raise ValueError(f"positions must lie in [0, {self.max_length}), got max {top}")
         self.write_positions = positions
+        self.live_length = top + 1
         self.seq_length = max(self.seq_length, top + 1)
 
     def attention_mask(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Additive ``[batch, 1, T, max_length]`` mask: 0 where slot ``s <= position``, the dtype's min elsewhere."""
-        slots = torch.arange(self.max_length, device=positions.device)
+        """Additive ``[batch, 1, T, live_length]`` mask over the live prefix (the slots up to this forward's highest
+        position, set by :meth:`set_positions`): 0 where slot ``s <= position``, the dtype's min elsewhere."""
+        slots = torch.arange(self.live_length or self.max_length, device=positions.device)
         visible = slots[None, None, :] <= positions[:, :, None]
         mask = torch.zeros(visible.shape, dtype=dtype, device=positions.device)
         mask.masked_fill_(~visible, torch.finfo(dtype).min)
@@ -91,5 +96,5 @@ class SlotCache(Cache):
         """Keep only the batch rows in ``index`` (used when finished samples leave the batch)."""
         for layer in self.layers:
             if layer.is_initialized:
-                layer.keys = layer.keys.index_select(0, index)
-                layer.values = layer.values.index_select(0, index)
+                layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))
+                layer.values = layer.values.index_select(0, index.to(layer.values.device))

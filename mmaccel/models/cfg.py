@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .base import ModelOutput, TokenModel
+from .base import ModelOutput, TokenModel, reorder
 from .cache import SlotCache
 
 
@@ -61,6 +61,13 @@ class CFGModel:
 
     def embedding_table(self) -> torch.Tensor:
         return self.model.embedding_table()
+
+    def reorder(self, cache: SlotCache, rows: torch.Tensor) -> None:
+        """Keep samples ``rows``: their cond rows and their uncond rows, which sit one batch further down."""
+        batch = self._shift.shape[0]
+        reorder(self.model, cache, torch.cat([rows, rows + batch]))
+        self._cond_len = self._cond_len.index_select(0, rows.to(self._cond_len.device))
+        self._shift = self._shift.index_select(0, rows.to(self._shift.device))
 
     def _prompts(self, prompt: Any) -> GuidedPrompt:
         if isinstance(prompt, GuidedPrompt):

@@ -84,9 +84,9 @@ def test_cond_and_uncond_rows_receive_identical_tokens(target, small_draft, draf
     recorder = RecordingModel(target)
     cfg = CFGModel(recorder, SCALE)
     drafter = None if drafter_kind is None else make_drafter(drafter_kind, target, small_draft)
-    out = SpeculativeDecoder(cfg, drafter, sampling=SamplingConfig(temperature=1.0)).generate(
-        guided_prompt(), 16, seeds=[3, 4, 5]
-    )
+    # Every row stays to the end (retire_below=0), so each recorded call holds the whole batch.
+    decoder = SpeculativeDecoder(cfg, drafter, sampling=SamplingConfig(temperature=1.0), retire_below=0)
+    out = decoder.generate(guided_prompt(), 16, seeds=[3, 4, 5])
     b = len(COND)
     shift = torch.tensor([len(u) - len(c) for c, u in zip(COND, UNCOND)])
     assert len(recorder.calls) == out.stats.nfe - 1  # every step after the prompt went through forward

@@ -187,6 +187,9 @@ class TrigramModel:
         self.seen[:, : prompt.ids.shape[1]] = prompt.ids
         return self._logits((prompt.lengths - 1)[:, None])
 
+    def reorder(self, cache, rows):  # per-row state beside the cache follows finished samples out of the batch
+        self.seen = self.seen.index_select(0, rows)
+
 
 def test_sjd_under_guidance_with_two_tokens_of_context_follows_the_ar_distribution(chi2_pvalue):
     """SJD over Jacobi drafts, classifier-free guidance (cond and uncond prompts differ), a model that reads two
