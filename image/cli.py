@@ -210,7 +210,9 @@ def _bench_engine(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(Path(args.json))
     batch_sizes = _csv(args.batch_sizes, "--batch-sizes", int)
-    windows = _csv(args.windows, "--windows", int)
+    from mmaccel.window import CANDIDATES
+
+    windows = sorted(set(_csv(args.windows, "--windows", int)) | set(CANDIDATES))  # every window auto may run
     if not batch_sizes or min(batch_sizes) < 1:
         raise ValueError(f"--batch-sizes takes integers >= 1, got {args.batch_sizes!r}")
     if not windows or min(windows) < 1:
@@ -245,7 +247,7 @@ def _register_engine(bench, defaults: dict) -> None:
     with_method_help(e, INIT_NAMES)
     e.add_argument(
         "--methods",
-        default="sjd,gsd,lantern,sjd:window=4,lantern:window=4",
+        default="sjd,mc-sjd,lantern,sjd:window=auto,mc-sjd:window=auto,lantern:window=auto",
         help="comma-separated methods beside AR, each may carry parameters (default: %(default)s)",
     )
     e.add_argument("--batch-sizes", default="1,10", help="comma-separated batch sizes (default: %(default)s)")

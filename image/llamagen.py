@@ -554,9 +554,11 @@ class LlamaGenModel:
     ) -> ModelOutput:
         if tokens.shape != positions.shape:
             raise ValueError(f"tokens {tuple(tokens.shape)} and positions {tuple(positions.shape)} must match")
-        if int(positions.min()) < self.config.cls_token_num:
-            raise ValueError(f"positions must be >= {self.config.cls_token_num}: earlier slots hold the class")
-        if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
+        low, high = torch.aminmax(tokens)
+        # One host sync for all three checks: this runs once per step.
+        if bool((positions.min() < self.config.cls_token_num) | (low < 0) | (high >= self.vocab_size)):
+            if int(positions.min()) < self.config.cls_token_num:
+                raise ValueError(f"positions must be >= {self.config.cls_token_num}: earlier slots hold the class")
             raise ValueError(f"tokens must lie in [0, {self.vocab_size})")
         hidden = self.gpt.run(self.gpt.tok_embeddings(tokens.to(self.device)), positions.to(self.device), cache)
         return self._output(hidden, output_hidden)

@@ -15,7 +15,7 @@ from .drafting.base import Drafter
 from .models.base import ModelOutput, TokenModel, reorder
 from .sampling import SampleRNG, SamplingConfig, sample, target_probs
 from .state import DecodeState, GenerationOutput, GenerationStats, scratch_length
-from .window import AutoWindow, measure_costs
+from .window import AutoWindow, measure_costs, model_key
 
 
 @dataclass
@@ -171,7 +171,8 @@ class SpeculativeDecoder:
                 measured = time.perf_counter()
                 costs = measure_costs(self.model, cache, state, auto.windows)
                 stats.calibration_s = time.perf_counter() - measured
-            window = self._resize(state, window, auto.begin(costs))
+            key = (model_key(self.model), str(device), batch, type(self.drafter).__name__, type(self.rule).__name__)
+            window = self._resize(state, window, auto.begin(costs, key if auto.costs is None else None))
 
         bar = tqdm(total=n * batch, disable=not progress, desc="tokens", leave=False)
         bar.update(batch)
@@ -181,10 +182,12 @@ class SpeculativeDecoder:
         running = int((~state.done).sum())  # the one host sync of a step
         while running:
             forward_index = stats.nfe
-            live = ~state.done
+            live = ~state.done if auto is not None else None
             step = self._step(state, cache, needs_hidden, window)
             committed = commit(state, step, accept_step, forward_index)
-            stats.tokens_per_step.append(torch.zeros_like(tokens[:, 0]).index_copy(0, rows, committed))
+            if len(rows) < batch:  # per step, the whole batch's counts: retired samples committed nothing
+                committed = torch.zeros_like(tokens[:, 0]).index_copy(0, rows, committed)
+            stats.tokens_per_step.append(committed)
             stats.windows.append(window)
             state.done |= state.count >= n
             if window:

@@ -40,6 +40,8 @@ class Method:
     drafter: str | None
     rule: str
     summary: str
+    #: Drafter settings that make the method what it is (MC-SJD: ``coupling="maximal"``); a user may override them.
+    drafter_defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 METHODS: dict[str, Method] = {
@@ -47,7 +49,13 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("ar", None, "exact", "plain autoregressive sampling, one token per forward (the baseline)"),
         Method("sjd", "jacobi", "sjd", "Speculative Jacobi Decoding (Teng et al. 2024), lossless"),
-        Method("mc-sjd", "jacobi", "sjd", "SJD with maximally coupled redrafts (MC-SJD, So et al. 2025), lossless"),
+        Method(
+            "mc-sjd",
+            "jacobi",
+            "sjd",
+            "SJD with maximally coupled redrafts (MC-SJD, So et al. 2025), lossless",
+            {"coupling": "maximal"},
+        ),
         Method("gsd", "jacobi", "gsd", "Grouped Speculative Decoding (So et al. 2025) over Jacobi drafts"),
         Method("lantern", "jacobi", "lantern", "LANTERN's relaxed acceptance (Jang et al. 2025) over Jacobi drafts"),
         Method("typical", "jacobi", "typical", "Medusa's typical acceptance over Jacobi drafts"),
@@ -63,7 +71,14 @@ METHODS: dict[str, Method] = {
 DEFAULT_WINDOW: dict[str, int] = {"jacobi": 16, "draft": 4}
 DRAFTERS: dict[str, type] = {"jacobi": JacobiDrafter, "draft": DraftModelDrafter}
 #: What a drafter takes from the user; the rest (the draft model, the init object) the modality supplies.
-DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {"jacobi": ("window", "init"), "draft": ("window",)}
+DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {"jacobi": ("window", "init", "coupling"), "draft": ("window",)}
+#: How a command line may write each drafter parameter: a window is a count or "auto"; an init is chosen by name
+#: from the modality's table; a coupling is one of the Jacobi drafter's.
+DRAFTER_TYPES: dict[str, Any] = {
+    "window": int | Literal["auto"],
+    "init": str,
+    "coupling": Literal["none", "maximal", "gumbel"],
+}
 RANGES: dict[str, Range] = {"window": Range(1, None), "guidance_scale": Range(0, None)}
 
 
@@ -95,11 +110,10 @@ def method_parameters(name: str) -> dict[str, inspect.Parameter]:
     out: dict[str, inspect.Parameter] = {}
     if m.drafter is not None:
         drafter = parameters_of(DRAFTERS[m.drafter])
+        defaults = {"window": DEFAULT_WINDOW[m.drafter], "init": "random", **m.drafter_defaults}
         for key in DRAFTER_PARAMETERS[m.drafter]:
-            default = DEFAULT_WINDOW[m.drafter] if key == "window" else "random"
-            # A window is a count or "auto"; an init is chosen by name from the modality's table.
-            annotation = (int | Literal["auto"]) if key == "window" else str
-            out[key] = drafter[key].replace(annotation=annotation, default=default)
+            default = defaults.get(key, drafter[key].default)
+            out[key] = drafter[key].replace(annotation=DRAFTER_TYPES[key], default=default)
     return {**out, **rule_parameters(m.rule)}
 
 
@@ -195,7 +209,8 @@ def build_decoder(
             inits = inits or {}
             if init not in inits and init != "random":
                 raise ValueError(f"init of method {name!r} must be one of {sorted({'random', *inits})}, got {init!r}")
-            drafter = JacobiDrafter(window, inits[init]() if init in inits else None)
+            coupling = params.pop("coupling", m.drafter_defaults.get("coupling", "none"))
+            drafter = JacobiDrafter(window, inits[init]() if init in inits else None, coupling=coupling)
         else:
             if draft is None:
                 raise ValueError(f"method {name!r} needs a draft model; none was given")

@@ -3,10 +3,10 @@
 A verify forward of ``L + 1`` tokens costs ``t(L+1)``; it commits on average ``E[L]`` tokens. Plain AR commits one
 token per ``t(1)``. So window ``L`` pays only where ``E[L] / t(L+1) > 1 / t(1)``, and the best window maximises
 ``E[L] / (t(L+1) / t(1))``. The cost ratios are measured once per model, device and batch size on the model at hand
-(:func:`measure_costs`); ``E[L]`` comes from what the decoder observes: the mean committed length at windows it
-has run, and for the others a truncated-geometric extrapolation from the acceptance rate it saw,
-``E[L] = (1 - a^(L+1)) / (1 - a)``. ``L = 0`` (plain AR, cost 1, one token) is always a candidate, so the decoder
-shrinks to AR when no window pays.
+(:func:`measure_costs`); ``E[L]`` is measured where the decoder runs (:class:`AutoWindow`).
+:func:`best_window` gives the best window for a truncated-geometric acceptance, ``E[L] = (1 - a^(L+1)) / (1 - a)``,
+which suits drafters whose drafts survive independently (a draft model) better than Jacobi windows. ``L = 0``
+(plain AR, cost 1, one token) is a candidate too, so the decoder shrinks to AR when no window pays.
 
 A window chosen from timings depends on the machine and on the whole batch's acceptance: with ``window="auto"``
 a sample is no longer the same alone and in a batch, nor from run to run, though each lossless method still
@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -47,12 +47,22 @@ def best_window(costs: Mapping[int, float], acceptance: float, observed: Mapping
     return max(sorted(rates), key=lambda w: rates[w])
 
 
+def model_key(model) -> tuple:
+    """What a verify costs depends on the weights, not on the wrapper objects a pipeline builds anew per call:
+    the wrappers' classes and the innermost model's identity."""
+    chain = [type(model).__name__]
+    while hasattr(model, "model") and not isinstance(model.model, torch.nn.Module):
+        model = model.model
+        chain.append(type(model).__name__)
+    return (*chain, id(getattr(model, "model", model)))
+
+
 @torch.no_grad()
 def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3) -> dict[int, float]:
     """``t(L+1) / t(1)`` for each window on ``model`` at this batch's size, measured on its own ``cache`` at the
     committed frontier (the slots written are rewritten by the next step before any query reads them), and kept
     per model, device and batch size for the process."""
-    key = (id(model), str(state.device), state.batch_size, tuple(windows))
+    key = (model_key(model), str(state.device), state.batch_size, tuple(windows))
     if key in _MEASURED:
         return _MEASURED[key]
     lengths = sorted({0, *windows})
@@ -72,56 +82,83 @@ def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3)
 
 @dataclass
 class AutoWindow:
-    """Chooses the window every ``interval`` steps from the observed acceptance and the verify costs.
+    """Chooses the window every ``interval`` steps from the rate it measures, ``committed per step / (t(L+1) /
+    t(1))``; plain AR's rate is exactly 1.
 
-    ``costs`` (``{L: t(L+1) / t(1)}``) fixes the cost table instead of measuring it (tests, reproducible runs);
-    ``windows`` are the candidates, ``prior`` the acceptance rate assumed before anything is observed.
+    It starts at the window the cost table favours for an optimistic acceptance rate ``prior`` (0.9 by default:
+    the widest window that does not cost much more than narrower ones), or where the last generation of the
+    same model, device and batch size settled. After each change it lets one interval pass (a Jacobi window
+    needs a few iterations to converge again), then measures one interval. A window that pays (rate >= 1) is
+    kept. One that does not is left for the widest smaller window that could still pay: a smaller window
+    commits at most as many tokens per step, so a window whose cost ratio exceeds the tokens per step just
+    measured cannot beat AR and is skipped. When none is left the decoder runs plain AR to the end.
+
+    Why measured rates and not a model of acceptance: Jacobi windows do not accept geometrically (their long
+    runs come from regions that converged over many iterations, which a short window never gets), and just
+    after a change a window inherits drafts refined at another width, so extrapolating from one window to
+    another misleads. ``costs`` (``{L: t(L+1) / t(1)}``) fixes the cost table instead of measuring it (tests,
+    reproducible runs); ``start`` fixes the first window.
     """
 
     costs: Mapping[int, float] | None = None
     windows: Sequence[int] = CANDIDATES
     interval: int = 8
-    prior: float = 0.6
-    _sums: dict[int, list[float]] = field(default_factory=dict)
-    _accepted: float = 0.0
-    _trials: float = 0.0
-    _pending: list = field(default_factory=list)
+    prior: float = 0.9
+    start: int | None = None
 
     def __post_init__(self) -> None:
         if not self.windows or min(self.windows) < 1:
             raise ValueError(f"windows must be integers >= 1, got {list(self.windows)}")
         if self.interval < 1:
             raise ValueError(f"interval must be >= 1, got {self.interval}")
+        if self.start is not None and self.start not in self.windows:
+            raise ValueError(f"start must be one of windows {list(self.windows)}, got {self.start}")
+        self._pending: list = []
 
     @property
     def max_window(self) -> int:
         return max(self.windows)
 
-    def begin(self, costs: Mapping[int, float]) -> int:
-        """Start a generation with these cost ratios; returns the first window."""
-        self.table = {0: 1.0, **{w: costs[w] for w in self.windows if w in costs}}
-        self._sums, self._accepted, self._trials, self._pending = {}, 0.0, 0.0, []
-        return best_window(self.table, self.prior)
+    def begin(self, costs: Mapping[int, float], key: tuple | None = None) -> int:
+        """Start a generation with these cost ratios; returns the first window. ``key`` names the model, device
+        and batch size, whose last settled window is the next start."""
+        self.table = {0: 1.0, **{w: costs[w] for w in sorted(self.windows) if w in costs}}
+        self._pending, self._key = [], key
+        self._warmup = 2  # intervals: a generation's first drafts are its initialisation, nothing converged yet
+        if self.start is not None:
+            return self.start
+        return _SETTLED.get(key, best_window(self.table, self.prior))
 
     def observe(self, window: int, accepted: torch.Tensor, running: torch.Tensor) -> None:
         """One step at ``window``: each running sample's accepted drafts (kept as tensors: no host sync here)."""
-        self._pending.append((window, accepted, running))
+        running = running.to(accepted.dtype)
+        self._pending.append(torch.stack([(accepted * running).sum(), running.sum()]))  # rows may retire: sums
 
     def choose(self, window: int) -> int:
-        """The next window, given everything observed so far (one host sync per ``interval`` steps)."""
+        """The next window, given what the last ``interval`` steps committed (one host sync per interval)."""
         if len(self._pending) < self.interval:
             return window
-        for w, accepted, running in self._pending:
-            n = float(running.sum())
-            if not n:
-                continue
-            total = float((accepted * running).sum())
-            stopped = float(((accepted < w) & running).sum())  # steps that ended on a rejected draft
-            self._accepted += total
-            self._trials += total + stopped
-            tokens, steps = self._sums.setdefault(w, [0.0, 0.0])
-            self._sums[w] = [tokens + total + n, steps + n]
-        self._pending = []
-        acceptance = self._accepted / self._trials if self._trials else self.prior
-        observed = {w: tokens / steps for w, (tokens, steps) in self._sums.items() if steps}
-        return best_window(self.table, acceptance, observed)
+        pending, self._pending = self._pending, []
+        if self._warmup:  # after a start or a change, let the window converge before judging it
+            self._warmup -= 1
+            return window
+        kept, steps = torch.stack(pending).sum(0).tolist()
+        if not steps:
+            return window
+        per_step = (kept + steps) / steps  # drafts kept plus the step's own token
+        if per_step >= self.table[window]:
+            chosen = window  # it pays
+        else:
+            could = [w for w in self.table if 0 < w < window and self.table[w] <= per_step]
+            chosen = max(could, default=0)
+        if chosen != window:
+            self._warmup = 1
+        if self._key is not None:
+            _SETTLED[self._key] = chosen if chosen else min(self.table.keys() - {0})
+        return chosen
+
+
+#: The window each (model, device, batch size) last settled on, where the next generation starts. After plain
+#: AR the next one starts from the smallest window, so a generation whose early steps were unlucky does not
+#: condemn every later one to AR.
+_SETTLED: dict[tuple, int] = {}

@@ -41,9 +41,14 @@ class SlotLayer(CacheLayerMixin):
         if pos is None:
             raise RuntimeError("SlotCache.set_positions must be called before a forward pass")
         b, h, t, d = key_states.shape
-        idx = pos.to(key_states.device)[:, None, :, None]
-        self.keys.scatter_(2, idx.expand(b, h, t, d), key_states.to(self.keys.dtype))
-        self.values.scatter_(2, idx.expand(b, h, t, value_states.shape[-1]), value_states.to(self.values.dtype))
+        start = self.owner.shared_start
+        if start is not None:  # every row writes the same contiguous slots: a slice, no index tensors
+            self.keys[:, :, start : start + t] = key_states
+            self.values[:, :, start : start + t] = value_states
+        else:
+            idx = pos.to(key_states.device)[:, None, :, None]
+            self.keys.scatter_(2, idx.expand(b, h, t, d), key_states.to(self.keys.dtype))
+            self.values.scatter_(2, idx.expand(b, h, t, value_states.shape[-1]), value_states.to(self.values.dtype))
         # Attention reads only the live prefix: no query of this forward sees a slot past its highest position.
         live = self.owner.live_length
         return self.keys[:, :, :live], self.values[:, :, :live]
@@ -71,14 +76,19 @@ class SlotCache(Cache):
         self.write_positions: torch.Tensor | None = None
         self.seq_length = 0
         self.live_length = 0  # highest position of the current forward + 1: the slots attention reads
+        self.shared_start: int | None = None  # the first slot, when every row writes the same contiguous slots
+        self._open: torch.Tensor | None = None  # all-zero mask rows: one query seeing every live slot
         super().__init__(layer_class_to_replicate=lambda: SlotLayer(self))
 
     def set_positions(self, positions: torch.Tensor) -> None:
         if positions.dim() != 2:
             raise ValueError(f"positions must be [batch, T], got shape {tuple(positions.shape)}")
-        top = int(positions.max())
-        if top >= self.max_length or int(positions.min()) < 0:
+        top, bottom = int(positions.max()), int(positions.min())
+        if top >= self.max_length or bottom < 0:
             raise ValueError(f"positions must lie in [0, {self.max_length}), got max {top}")
+        # Rows hold contiguous increasing positions (a prompt or a window), so a span of exactly T slots means
+        # every row writes the same ones.
+        self.shared_start = bottom if top - bottom == positions.shape[1] - 1 else None
         self.write_positions = positions
         self.live_length = top + 1
         self.seq_length = max(self.seq_length, top + 1)
@@ -86,7 +96,13 @@ class SlotCache(Cache):
     def attention_mask(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Additive ``[batch, 1, T, live_length]`` mask over the live prefix (the slots up to this forward's highest
         position, set by :meth:`set_positions`): 0 where slot ``s <= position``, the dtype's min elsewhere."""
-        slots = torch.arange(self.live_length or self.max_length, device=positions.device)
+        live = self.live_length or self.max_length
+        if self.shared_start is not None and positions.shape[1] == 1:
+            # One query per row at the live frontier sees every live slot: a view of a zero buffer, built once.
+            if self._open is None or self._open.dtype != dtype or self._open.device != positions.device:
+                self._open = torch.zeros(1, 1, 1, self.max_length, dtype=dtype, device=positions.device)
+            return self._open[..., :live]
+        slots = torch.arange(live, device=positions.device)
         visible = slots[None, None, :] <= positions[:, :, None]
         mask = torch.zeros(visible.shape, dtype=dtype, device=positions.device)
         mask.masked_fill_(~visible, torch.finfo(dtype).min)

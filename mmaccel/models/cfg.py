@@ -82,15 +82,15 @@ class CFGModel:
 
     def _guide(self, out: ModelOutput, positions: torch.Tensor) -> ModelOutput:
         c, u = out.logits.chunk(2)
-        scale = torch.full(positions.shape, self.scale, device=c.device)
+        scale: float | torch.Tensor = self.scale
         if self.interval is not None:
             # The logits at position t choose the token at t + 1, i.e. generated token t + 1 - cond_len.
             index = positions + 1 - self._cond_len.to(positions.device)[:, None]
             inside = (index >= self.interval[0]) & (index < self.interval[1])
-            scale = torch.where(inside, scale, torch.ones_like(scale))
+            scale = torch.where(inside, self.scale, 1.0)[..., None]
         # Where both rows agree (in particular where an adapter masked a token to -inf in both), the guided
         # logit is that value; the formula would give -inf - -inf = NaN there.
-        logits = torch.where(c == u, c, u + scale[..., None] * (c - u))
+        logits = torch.where(c == u, c, u + scale * (c - u))
         hidden = out.hidden.chunk(2)[0] if out.hidden is not None else None
         return ModelOutput(logits, hidden)
 

@@ -159,3 +159,12 @@ def test_rule_base_build_refuses_a_missing_table():
     with pytest.raises(ValueError, match="needs a codebook table"):
         LanternRule.build(None)
     assert isinstance(AcceptanceRule.build.__func__(ExactRule), ExactRule)
+
+
+def test_mc_sjd_builds_a_maximally_coupled_jacobi_drafter(target):
+    assert build_decoder(target, "mc-sjd").drafter.coupling == "maximal"
+    assert build_decoder(target, "sjd").drafter.coupling == "none"
+    assert build_decoder(target, "sjd", {"coupling": "gumbel"}).drafter.coupling == "gumbel"
+    assert build_decoder(target, "mc-sjd", {"coupling": "none"}).drafter.coupling == "none"
+    with pytest.raises(ValueError, match="coupling of method 'sjd' takes 'none' or 'maximal' or 'gumbel'"):
+        parse_method("sjd:coupling=tight")
