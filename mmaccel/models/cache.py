@@ -101,7 +101,7 @@ class SlotCache(Cache):
             # One query per row at the live frontier sees every live slot: a view of a zero buffer, built once.
             if self._open is None or self._open.dtype != dtype or self._open.device != positions.device:
                 self._open = torch.zeros(1, 1, 1, self.max_length, dtype=dtype, device=positions.device)
-            return self._open[..., :live]
+            return self._open[..., :live].expand(positions.shape[0], 1, 1, live)
         slots = torch.arange(live, device=positions.device)
         visible = slots[None, None, :] <= positions[:, :, None]
         mask = torch.zeros(visible.shape, dtype=dtype, device=positions.device)
