@@ -121,6 +121,15 @@ def class_index(value: int | str, num_classes: int | None, names: tuple[str, ...
     return value
 
 
+def _report(table: str, records: list, json_path: str | None) -> int:
+    """A bench's last words: its table, and its records written atomically where ``--json`` says."""
+    print(table)
+    if json_path:
+        write_json_atomic(json_path, records)
+        print(f"wrote {json_path}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run_bench
 
@@ -143,10 +152,7 @@ def _bench(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         progress=True,
     )
-    print(format_table(records))
-    if args.json:
-        write_json_atomic(args.json, records)
-    return 0
+    return _report(format_table(records), records, args.json)
 
 
 def _csv(text: str, flag: str, cast: type = str) -> tuple:
@@ -195,11 +201,7 @@ def _bench_families(args: argparse.Namespace) -> int:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    print(format_table(records))
-    if args.json:
-        write_json_atomic(args.json, records)
-        print(f"wrote {args.json}")
-    return 0
+    return _report(format_table(records), records, args.json)
 
 
 def _bench_engine(args: argparse.Namespace) -> int:
@@ -232,11 +234,7 @@ def _bench_engine(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=True,
     )
-    print(format_table(records))
-    if args.json:
-        write_json_atomic(args.json, records)
-        print(f"wrote {args.json}")
-    return 0
+    return _report(format_table(records), records, args.json)
 
 
 def _register_engine(bench, defaults: dict) -> None:

@@ -1,0 +1,36 @@
+"""`mmaccel bench engine`: every record's figures come from the same interleaved runs; bad input writes nothing."""
+
+import pytest
+
+from mmaccel.cli import main
+from mmaccel.image.bench_engine import format_table, run_engine_bench
+
+
+def test_engine_bench_records_ceilings_from_the_windows_each_method_ran():
+    records = run_engine_bench(["sjd:window=4"], batch_sizes=[1], windows=[1, 4], repeats=1)
+    by_method = {r["method"]: r for r in records}
+    assert set(by_method) == {"minimal", "ar", "sjd:window=4", "verify_cost"}
+    ar, sjd, cost = by_method["ar"], by_method["sjd:window=4"], by_method["verify_cost"]["ratio_to_t1"]
+    assert ar["speedup"] == 1.0 and ar["step_compression"] == 1.0 and ar["windows_used"] == [0]
+    assert sjd["windows_used"] == [4] and sjd["step_compression"] == ar["nfe"] / sjd["nfe"]
+    # The ceiling: AR forwards over the cost of the method's forwards, the prompt's at t(1).
+    assert sjd["ceiling"] == pytest.approx(ar["nfe"] / (1 + (sjd["nfe"] - 1) * cost["5"]))
+    assert sjd["share_of_ceiling"] == pytest.approx(sjd["speedup"] / sjd["ceiling"])
+    assert "minimal static-cache AR loop" in format_table(records)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--batch-sizes", "0"], ["--batch-sizes"]),
+        (["--windows", "0"], ["--windows"]),
+        (["--repeats", "0"], ["--repeats"]),
+        (["--methods", "sjd:window=wide"], ["window", "'auto'"]),
+        (["--threads", "0"], ["--threads"]),
+    ],
+)
+def test_engine_bench_refuses_bad_input(tmp_path, capsys, args, words):
+    code = main(["bench", "engine", "--json", str(tmp_path / "e.json"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and all(w in err for w in words), err
+    assert list(tmp_path.iterdir()) == []
