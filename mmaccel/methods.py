@@ -79,7 +79,8 @@ DRAFTER_TYPES: dict[str, Any] = {
     "init": str,
     "coupling": Literal["none", "maximal", "gumbel"],
 }
-RANGES: dict[str, Range] = {"window": Range(1, None), "guidance_scale": Range(0, None)}
+#: Drafter parameters' ranges, for help texts (the drafters check their own values).
+RANGES: dict[str, Range] = {"window": Range(1, None)}
 
 
 def all_methods() -> dict[str, Method]:
