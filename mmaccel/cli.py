@@ -69,17 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     core.add_argument("--json", help="also write the records to this JSON file")
     core.set_defaults(func=_bench_core)
 
+    sample = sub.add_parser("sample", help="write sample folders and ADM .npz files for evaluation (torchrun shards)")
+    sample_sub = sample.add_subparsers(dest="modality", required=True, metavar="MODALITY")
+    from .demo_cli import register as register_demo
+    from .eval.cli import register as register_eval
+
+    register_eval(sub)
+    register_demo(sub)
+
     for extension in _extensions():
         extension(sub, generate_sub, bench_sub)
+    for extension in _extensions("mmaccel.sample"):  # value: register(sample_subparsers)
+        extension(sample_sub)
     return parser
 
 
-def _extensions():
+def _extensions(group: str = "mmaccel.cli"):
     """Modalities register subcommands through the ``mmaccel.cli`` entry-point group (see pyproject.toml), so
     the core never imports a modality; each registers parsers only and imports its heavy code when run."""
     from importlib.metadata import entry_points
 
-    return [ep.load() for ep in sorted(entry_points(group="mmaccel.cli"), key=lambda ep: ep.name)]
+    return [ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)]
 
 
 def main(argv: list[str] | None = None) -> int:
