@@ -66,7 +66,8 @@ def _fid(args: argparse.Namespace) -> int:
     print(f"features {record['features']}: {record['num_real']} real, {record['num_fake']} fake images")
     for key in ("fid", "precision", "recall", "inception_score", "inception_score_std"):
         if key in record:
-            print(f"{key}: {record[key]:.6f}")
+            # + 0.0 turns a rounded -0.0 (float error around an exact 0) into 0.0; the JSON keeps the raw value
+            print(f"{key}: {round(record[key], 4) + 0.0:.4f}")
     if args.json:
         write_json_atomic(args.json, record)
         print(f"wrote {args.json}")
@@ -85,6 +86,8 @@ def _clip(args: argparse.Namespace) -> int:
         prompts = read_prompt_file(args.prompts)
     except ValueError as err:
         raise ValueError(str(err).replace("--prompt-file", "--prompts")) from None
+    if len(prompts) != len(images):  # before the model is loaded
+        raise ValueError(f"--prompts has {len(prompts)} prompts for {len(images)} images; give one a line per image")
     model, processor = load_clip(args.model)
     scores = clip_scores(model, processor, images, prompts)
     record = {

@@ -17,7 +17,9 @@ import torch
 def load_clip(folder: str | os.PathLike):
     """``CLIPModel`` and ``CLIPProcessor`` from a local folder; nothing is downloaded."""
     from transformers import CLIPModel, CLIPProcessor
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a loading bar between the command's lines tells the user nothing
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"--model {str(folder)!r} is not a CLIP folder (no config.json)")

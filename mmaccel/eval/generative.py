@@ -8,6 +8,7 @@ manifolds, k = 3) in a few tensor lines.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,7 +62,9 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tu
     """torchmetrics' IS (mean, std over ``splits``) from class logits ``[N, C]``; its split shuffle is seeded."""
     from torchmetrics.image.inception import InceptionScore
 
-    metric = InceptionScore(feature=_Given(logits.shape[1]), splits=max(1, min(splits, len(logits))))
+    with warnings.catch_warnings():  # its note that it keeps every feature: these are logits already in memory
+        warnings.simplefilter("ignore", UserWarning)
+        metric = InceptionScore(feature=_Given(logits.shape[1]), splits=max(1, min(splits, len(logits))))
     metric.update(logits.double())
     with torch.random.fork_rng():
         torch.manual_seed(seed)
