@@ -1,0 +1,65 @@
+"""The image tab of ``mmaccel demo``: plain AR and a method on the same class and seed, with acceptance maps."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mmaccel.demo import DemoSide, DemoTab
+
+
+def _load(folder: str | None):
+    from pathlib import Path
+
+    from .pipeline import ImageARPipeline
+
+    if folder is not None and not Path(folder).expanduser().is_dir():
+        raise FileNotFoundError(f"model folder {folder!r} does not exist")
+    return ImageARPipeline.from_pretrained(None if folder is None else Path(folder).expanduser())
+
+
+def class_names(pipe) -> list[str]:
+    """The default model's class names; indices for another class-conditional model."""
+    from mmaccel.data.scenes import CLASS_NAMES
+
+    if pipe.num_classes is None:
+        raise ValueError("this demo tab takes class-conditional models; the folder holds a text-to-image model")
+    return list(CLASS_NAMES) if pipe.num_classes == len(CLASS_NAMES) else [str(i) for i in range(pipe.num_classes)]
+
+
+def _compare(
+    pipe, condition: str, method: str, params: dict[str, Any], seed: int, progress
+) -> tuple[DemoSide, DemoSide]:
+    from mmaccel.methods import check_params
+
+    names = class_names(pipe)
+    if condition not in names:
+        raise ValueError(f"class {condition!r} is not a class of this model ({', '.join(names)})")
+    params = check_params(method, params)  # refused before anything runs
+    label = names.index(condition)
+    sides = []
+    for share, name, kwargs in ((0.0, "ar", {}), (0.5, method, params)):
+        progress(share, desc=f"{name}: generating")
+        start = time.perf_counter()
+        out = pipe(class_labels=[label], method=name, seed=seed, progress=False, **kwargs)
+        wall = time.perf_counter() - start
+        s = out.stats[0]
+        sides.append(DemoSide(out.images[0], out.acceptance_maps[0], s["steps"], s["tokens"], wall))
+    progress(1.0, desc="done")
+    return sides[0], sides[1]
+
+
+def demo_tab() -> DemoTab:
+    from mmaccel.data.scenes import CLASS_NAMES
+    from mmaccel.methods import METHODS
+
+    from .defaults import DEFAULT_METHOD
+
+    return DemoTab(
+        name="image",
+        conditions=list(CLASS_NAMES),
+        methods=[m for m in METHODS if m != "ar"],
+        default_method=DEFAULT_METHOD,
+        load=_load,
+        compare=_compare,
+    )
