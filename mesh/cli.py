@@ -1,0 +1,189 @@
+"""``mmaccel generate mesh`` and ``mmaccel bench mesh``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmaccel.cli import with_method_help
+from mmaccel.io import check_writable, save_image_atomic, write_json_atomic
+from mmaccel.params import split_assignment
+
+#: The mesh Jacobi initialisations (methods.mesh_inits), named here so registration imports no torch.
+INIT_NAMES = ("random", "face")
+MESH_SUFFIXES = (".obj", ".ply", ".glb")
+
+
+def _param(text: str) -> tuple[str, str]:
+    try:
+        return split_assignment(text, "--param")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _class_label(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def output_paths(out: str | Path, count: int) -> list[tuple[Path, Path, Path]]:
+    """(mesh, render PNG, stats JSON) per mesh for ``--out``: ``OUT``, ``OUT.png``, ``OUT.json`` for one mesh,
+    ``OUT_i.*`` for several; refused unless the mesh format is supported and every file can be written."""
+    out = Path(out)
+    if out.suffix.lower() not in MESH_SUFFIXES:
+        raise ValueError(
+            f"--out {str(out)!r}: unsupported mesh file extension {out.suffix or '(none)'!r}; use one of "
+            f"{', '.join(MESH_SUFFIXES)} (the PNG render and the stats JSON are written beside it)"
+        )
+    stems = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
+    paths = [(p, p.with_suffix(".png"), p.with_suffix(".json")) for p in stems]
+    for triple in paths:
+        for path in triple:
+            check_writable(path)
+    return paths
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .methods import check_mesh_params, parse_mesh_method
+    from .pipeline import DEFAULT_METHOD, MeshARPipeline
+    from .render import render
+    from .tokenizer import read_mesh, write_mesh
+
+    if args.num_meshes < 1:
+        raise ValueError(f"--num-meshes must be >= 1, got {args.num_meshes}")
+    paths = output_paths(args.out, args.num_meshes)
+    # A bad method or value fails before anything is loaded; --method may carry parameters (xspec:rule=typical).
+    method, params = parse_mesh_method(args.method or DEFAULT_METHOD, "--method")
+    params = check_mesh_params(method, {**params, **dict(args.param or [])})
+    prefix = None
+    if args.prefix is not None:
+        try:
+            prefix = read_mesh(args.prefix)
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"--prefix: {err}") from None
+    pipe = MeshARPipeline.from_pretrained(args.model)
+    try:
+        label = pipe.class_label(args.class_id)
+    except ValueError as err:
+        raise ValueError(f"--class: {err}") from None
+    if args.max_faces is not None:
+        try:
+            pipe.check_faces(args.max_faces)
+        except ValueError as err:
+            raise ValueError(f"--max-faces: {err}") from None
+    result = pipe(
+        label,
+        method=method,
+        num_meshes=args.num_meshes,
+        guidance_scale=args.guidance_scale,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        max_faces=args.max_faces,
+        prefix=prefix,
+        seed=args.seed,
+        progress=True,
+        **params,
+    )
+    for i, (mesh_path, png_path, json_path) in enumerate(paths):
+        mesh = result.meshes[i]
+        steps = result.face_steps[i][mesh.metadata.get("source_faces", [])] if len(mesh.faces) else None
+        picture = render(mesh, steps, max_step=result.stats[i]["steps_to_end"])
+        if len(mesh.faces):
+            write_mesh(mesh, mesh_path)
+        save_image_atomic(picture, png_path)
+        write_json_atomic(json_path, result.stats[i])
+        s = result.stats[i]
+        written = str(mesh_path) if len(mesh.faces) else f"(no mesh: {', '.join(s['report']['errors'])})"
+        print(
+            f"{s['class']} seed {s['seed']}: {s['faces']} faces, valid {s['valid']}; {method}: {s['steps_to_end']} "
+            f"forwards to the end vs {s['end_tokens']} for AR ({s['step_compression_to_end']:.2f}x); wrote "
+            f"{written}, {png_path}, {json_path}"
+        )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import format_table, run_bench
+    from .methods import parse_mesh_method
+
+    if args.json:
+        check_writable(Path(args.json))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        parse_mesh_method(m)
+    if args.num_meshes < 1:
+        raise ValueError(f"--num-meshes must be >= 1, got {args.num_meshes}")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else []
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"--batch-sizes takes integers >= 1, got {args.batch_sizes!r}")
+    records = run_bench(
+        model=args.model,
+        methods=methods,
+        num_meshes=args.num_meshes,
+        batch_sizes=batch_sizes,
+        guidance_scale=args.guidance_scale,
+        temperature=args.temperature,
+        seed=args.seed,
+        num_reference=args.num_reference,
+        progress=True,
+    )
+    print(format_table(records))
+    if args.json:
+        write_json_atomic(args.json, records)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale (default 1.5)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 is greedy (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="mesh i uses seed + i (default: 0)")
+
+
+def register(commands, generate, bench) -> None:
+    from .data import CLASS_NAMES
+
+    g = generate.add_parser(
+        "mesh",
+        help="class-conditional AR mesh generation (9 tokens a face)",
+        description="Generate meshes with plain AR sampling, a core method or xspec (multi-head drafting).",
+        epilog="example:\n  mmaccel generate mesh --class cone --method xspec --out cone.obj\n\n"
+        "xspec: XSpecMesh's draft heads verified by rule=NAME (default exact, lossless), e.g. xspec:rule=typical",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    with_method_help(g, INIT_NAMES)
+    g.add_argument(
+        "--class",
+        dest="class_id",
+        type=_class_label,
+        required=True,
+        help=f"class name ({', '.join(CLASS_NAMES)}) or index",
+    )
+    g.add_argument("--method", default=None, help="xspec (default), ar, sjd, gsd, ... (listed below)")
+    g.add_argument("--param", type=_param, action="append", help="a method parameter, name=value (repeatable)")
+    g.add_argument("--num-meshes", type=int, default=1)
+    g.add_argument("--max-faces", type=int, default=None, help="face budget (default: the model's context)")
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--prefix", default=None, help="a mesh file whose faces start the sequence (completion)")
+    g.add_argument("--out", required=True, help="output mesh (.obj, .ply, .glb); OUT.png and OUT.json beside it")
+    _common(g)
+    g.set_defaults(func=_generate)
+
+    b = bench.add_parser("mesh", help="mesh methods side by side: forwards, wall clock, Chamfer, validity, accuracy")
+    with_method_help(b, INIT_NAMES)
+    b.add_argument(
+        "--methods",
+        default="ar,sjd,sjd:init=face,xspec,xspec:rule=typical,gsd",
+        help="comma-separated method specs (default: %(default)s)",
+    )
+    b.add_argument("--num-meshes", type=int, default=18, help="meshes per method, classes in turn")
+    b.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default: 1,8)")
+    b.add_argument("--num-reference", type=int, default=12, help="held-out reference meshes per class")
+    b.add_argument("--json", help="write the records here")
+    _common(b)
+    b.set_defaults(func=_bench)
+
+
+__all__ = ["register"]

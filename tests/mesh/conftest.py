@@ -1,0 +1,28 @@
+"""A tiny random mesh model (Llama GPT + draft heads) saved to disk, for pipeline, CLI and lossless tests."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaForCausalLM
+
+from mmaccel.drafting.heads import DraftHeads
+from mmaccel.mesh.data import NUM_CLASSES
+from mmaccel.mesh.model import mesh_config, save_mesh_gpt
+from mmaccel.mesh.tokenizer import MeshVocab
+
+TINY_FACES = 4
+torch.set_num_threads(1)  # two shared cores: more threads only contend
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_mesh_model")
+    vocab = MeshVocab(128, NUM_CLASSES)
+    gpt = LlamaForCausalLM(mesh_config("mesh-tiny", vocab, TINY_FACES))
+    save_mesh_gpt(gpt, vocab, TINY_FACES, folder)
+    heads = DraftHeads(gpt.config.hidden_size, vocab.size, num_heads=3)
+    for p in heads.parameters():  # random heads, so drafts are sometimes right and sometimes wrong
+        torch.nn.init.normal_(p, std=0.5)
+    save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(folder / "heads.safetensors"))
+    return folder

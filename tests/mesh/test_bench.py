@@ -1,0 +1,91 @@
+"""`mmaccel bench mesh` on a tiny random model: every record carries DESIGN.md's fields and the mesh quality
+fields; the metrics themselves on known shapes."""
+
+import json
+import shutil
+
+import numpy as np
+import torch
+import trimesh
+
+from mmaccel.cli import main
+from mmaccel.mesh.classifier import PointNetClassifier
+from mmaccel.mesh.metrics import chamfer_hausdorff, set_metrics, surface_points
+
+
+def test_chamfer_hausdorff_and_set_metrics():
+    box = trimesh.creation.box()
+    a, b = surface_points(box, 512, seed=0), surface_points(box, 512, seed=1)
+    cd, hd = chamfer_hausdorff(a, a)
+    assert cd == 0 and hd == 0
+    cd, hd = chamfer_hausdorff(a, a + [0.1, 0, 0])
+    assert 0 < cd <= 0.1 + 1e-9 and hd >= cd
+    sphere = surface_points(trimesh.creation.icosphere(), 512)
+    same = set_metrics([a], [b])
+    assert same["cov"] == 1.0
+    mixed = set_metrics([a, b], [sphere, sphere + 0.01])
+    assert mixed["nna"] == 1.0  # boxes and spheres are told apart perfectly
+    assert surface_points(trimesh.Trimesh(np.zeros((3, 3)), [[0, 1, 2]], process=False)) is None
+
+
+def test_bench_records(model_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    torch.manual_seed(0)
+    PointNetClassifier(9, width=16).save(folder)
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "bench",
+            "mesh",
+            "--model",
+            str(folder),
+            "--methods",
+            "ar,xspec",
+            "--num-meshes",
+            "2",
+            "--batch-sizes",
+            "1,2",
+            "--num-reference",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    records = json.loads(out.read_text())
+    assert [(r["method"], r["batch_size"]) for r in records] == [
+        ("ar", 1),
+        ("xspec", 1),
+        ("ar", 2),
+        ("xspec", 2),
+        ("ar@seed2", 2),
+    ]
+    for r in records:
+        for key in (
+            "nfe",
+            "tokens",
+            "step_compression",
+            "wall_s",
+            "speedup",
+            "ceiling",
+            "batch_size",
+            "valid_rate",
+            "chamfer",
+            "hausdorff",
+            "class_accuracy",
+            "mmd",
+            "cov",
+            "nna",
+            "step_compression_to_end",
+        ):
+            assert key in r, key
+    assert records[0]["step_compression"] == 1.0 and records[0]["speedup"] == 1.0
+
+
+def test_bench_refuses_bad_flags_before_work(model_dir, tmp_path, capsys):
+    for extra in (["--methods", "ar,warp"], ["--batch-sizes", "0"], ["--num-meshes", "0"]):
+        code = main(["bench", "mesh", "--model", str(model_dir), "--json", str(tmp_path / "b.json"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("mmaccel: error: "), err
+    assert list(tmp_path.iterdir()) == []
