@@ -135,7 +135,9 @@ def _tab(gr, tab: DemoTab) -> None:
             f"**speed-up {rows[1][4]:.2f}x** ({method} vs plain AR, same seed {int(seed)}; a lossless method keeps "
             "AR's distribution, not its sample for each seed)"
         )
-        return ar.output, fast.output, ar.acceptance_map, fast.acceptance_map, rows, speedup
+        output_update = gr.update(value=fast.output, label=method)
+        map_update = gr.update(value=fast.acceptance_map, label=f"acceptance map: {method}")
+        return ar.output, output_update, ar.acceptance_map, map_update, rows, speedup
 
     # PNG, not Gradio's default WebP: what the page shows is the pipeline's output, pixel for pixel
     component = {
@@ -204,8 +206,9 @@ def build_demo(bench_json: str | None = None):
 SYSTEM_FONTS = (["ui-sans-serif", "system-ui", "sans-serif"], ["ui-monospace", "monospace"])
 
 
-#: Generated images are small (64 px for the default model): shown at 256 px, pixels kept sharp.
-CSS = ".output-media img { width: 256px !important; height: 256px !important; image-rendering: pixelated; }"
+#: Generated images are small (64 px for the default model): Gradio's scale-down would show them so; fill the
+#: frame instead, pixels kept sharp.
+CSS = ".output-media img { object-fit: contain !important; image-rendering: pixelated; }"
 
 
 def launch(demo, host: str, port: int, block: bool = True):
