@@ -137,7 +137,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped default model)")
     p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale (default 1.5)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 is greedy (default 1)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 is greedy (default 0.7)")
     p.add_argument("--seed", type=int, default=0, help="mesh i uses seed + i (default: 0)")
 
 

@@ -6,6 +6,8 @@ last hidden state (the core's :class:`~mmaccel.drafting.heads.DraftHeads`, disti
 the next tokens in the same forward, and a rule of the core verifies them: ``xspec`` (default ``rule=exact``) is
 lossless, ``xspec:rule=typical`` or ``xspec:rule=gsd`` relax it. The core's table has no heads drafter yet, so
 the pairing lives here, built from the core's pieces (drafter, rule, decoder); it adds no loop of its own.
+``mask=true`` (default) draws the drafts from the heads' distributions masked to the layout's grammar and sort
+order (:mod:`mmaccel.mesh.structure_mask`); ``mask=false`` uses the heads as they are.
 """
 
 from __future__ import annotations
@@ -20,18 +22,15 @@ from mmaccel.drafting.heads import DraftHeads, MultiHeadDrafter
 from mmaccel.engine import SpeculativeDecoder
 from mmaccel.methods import TokenTables, build_decoder, check_params, parse_method
 from mmaccel.models import CFGModel, TokenModel
-from mmaccel.params import split_spec, typed
+from mmaccel.params import coerce, split_spec, typed
 from mmaccel.sampling import SamplingConfig
 
 from .face_init import FaceInit
+from .structure_mask import StructuredHeadsDrafter
 
 HEADS_METHOD = "xspec"
 #: The rule ``xspec`` verifies with when none is named.
 DEFAULT_HEADS_RULE = "exact"
-
-
-def _heads_parameters(rule: str) -> dict:
-    return rule_parameters(rule)
 
 
 def check_mesh_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,7 +40,8 @@ def check_mesh_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     params = dict(params)
     rule = params.pop("rule", DEFAULT_HEADS_RULE)
     rule_class(rule)  # an unknown rule names the known ones
-    return {"rule": rule, **typed(params, _heads_parameters(rule), f"method {name!r} with rule {rule!r}")}
+    mask = coerce(params.pop("mask", True), bool, "mask", f"method {name!r}")
+    return {"rule": rule, "mask": mask, **typed(params, rule_parameters(rule), f"method {name!r} with rule {rule!r}")}
 
 
 def parse_mesh_method(spec: str, where: str = "--methods") -> tuple[str, dict[str, Any]]:
@@ -79,7 +79,7 @@ def build_mesh_decoder(
         )
     if heads is None:
         raise ValueError(f"method {name!r} needs draft heads; this model has none (distil them first)")
-    rule_name = params.pop("rule")
+    rule_name, mask = params.pop("rule"), params.pop("mask")
     cls = rule_class(rule_name)
     tables = tables or TokenTables()
     table = tables.table(cls.table)
@@ -87,7 +87,8 @@ def build_mesh_decoder(
         table = model.embedding_table()
     rule = cls.build(table, tables.keep_dir, **params)
     target = CFGModel(model, guidance_scale) if guidance_scale != 1.0 else model
-    return SpeculativeDecoder(target, MultiHeadDrafter(heads), rule, sampling or SamplingConfig())
+    drafter = StructuredHeadsDrafter(heads, levels, eos if eos is not None else levels + 1) if mask else None
+    return SpeculativeDecoder(target, drafter or MultiHeadDrafter(heads), rule, sampling or SamplingConfig())
 
 
 def heads_from(state: Mapping[str, torch.Tensor], hidden_size: int, vocab_size: int) -> DraftHeads:

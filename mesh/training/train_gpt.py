@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from mmaccel.mesh.data import MAX_FACES, NUM_CLASSES, make_dataset
-from mmaccel.mesh.model import mesh_config, save_mesh_gpt
+from mmaccel.mesh.model import load_mesh_gpt, mesh_config, save_mesh_gpt
 from mmaccel.mesh.tokenizer import MeshVocab, sequence
 
 TRAIN_SEED = 100_000  # step s draws its shapes from seed TRAIN_SEED + s
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default="runs/mesh_gpt_latest")
+    parser.add_argument("--init", default=None, help="continue from this model folder (same config)")
+    parser.add_argument("--data-seed", type=int, default=TRAIN_SEED, help="first shard seed (continue with a new one)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     vocab = MeshVocab(128, NUM_CLASSES)
     config = mesh_config(args.config, vocab, MAX_FACES)
     model = LlamaForCausalLM(config)
+    if args.init:
+        model = load_mesh_gpt(args.init).model.train()
+        print(f"continuing from {args.init}", flush=True)
     print(f"{args.config}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params", flush=True)
     gen = torch.Generator().manual_seed(args.seed)
     val = list(sorted_batches(288, 32, VAL_SEED, vocab, gen, dropout=0.0))
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     shard = 0
     model.train()
     while time.perf_counter() - start < budget:
-        for x in sorted_batches(4 * args.batch_size, args.batch_size, TRAIN_SEED + shard, vocab, gen):
+        for x in sorted_batches(4 * args.batch_size, args.batch_size, args.data_seed + shard, vocab, gen):
             elapsed = time.perf_counter() - start
             if elapsed >= budget:
                 break

@@ -34,7 +34,16 @@ def _run(pipe, spec, **kwargs):
 
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
 @pytest.mark.parametrize(
-    "spec", ["sjd", "sjd:init=face", "mc-sjd:init=face", "sjd:window=3:init=face", "xspec", "xspec:rule=sjd"]
+    "spec",
+    [
+        "sjd",
+        "sjd:init=face",
+        "mc-sjd:init=face",
+        "sjd:window=3:init=face",
+        "xspec",
+        "xspec:mask=false",
+        "xspec:rule=sjd",
+    ],
 )
 def test_greedy_lossless_methods_match_ar(pipe, spec, guidance):
     ar = _run(pipe, "ar", temperature=0.0, guidance_scale=guidance)
