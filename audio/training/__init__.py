@@ -1,0 +1,1 @@
+"""Training scripts of the speech default model: codec, codec LM, phoneme recogniser."""
