@@ -1,0 +1,317 @@
+"""Speculation along time for models that emit several token streams per step (codec LMs: K codebooks a frame).
+
+A window of ``L`` steps x ``K`` streams is verified in one forward. The acceptance rule is called unchanged with
+the streams folded into the batch (``[B, L, K, V] -> [B*K, L, V]``), which gives each (sample, stream) its own
+accepted prefix. A step is committed when every stream accepted it, so a sample commits ``n = min_k n_k`` steps;
+in the first step not accepted by all, stream ``k`` keeps its draft when its own rule accepted it there
+(``n_k > n``), else takes the rule's resampled token. The streams of one step are conditionally independent given
+the past (MusicGen's delay pattern, parallel codebooks), so each stream's token there is its rule's output at a
+position the rule reached, distributed as its ``p``; later steps are drawn against the committed prefix. An
+exact rule thus stays exactly AR per stream, and greedy decoding stays token-identical (tested).
+
+The model side (:class:`StreamModel`) mirrors :class:`~mmaccel.models.TokenModel` with a stream axis, plus the
+layout's forced slots (codebook ``k`` before step ``k`` in the delay pattern), which the decoder fixes to token 0
+in ``p`` and in the drafts so that they cost nothing, and an optional stop token on stream 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from .acceptance import AcceptanceRule, make_rule, rule_class
+from .drafting.base import check_window, one_hot
+from .models.base import ModelOutput
+from .models.cache import SlotCache
+from .sampling import SampleRNG, SamplingConfig, sample, target_probs
+
+
+class StreamModel(Protocol):
+    """What :class:`StreamDecoder` drives: ``forward`` takes ``[B, T, K]`` tokens and returns ``[B, T, K, V]``
+    logits; ``prefill`` returns the prompt's last position, ``[B, 1, K, V]``."""
+
+    num_streams: int
+    vocab_size: int
+    stop_token: int | None  # on stream 0: ends a sample ``stop_lag`` steps after it is committed
+    stop_lag: int
+
+    def new_cache(self, batch_size: int, max_length: int) -> SlotCache: ...
+    def prefill(self, prompt: Any, cache: SlotCache, output_hidden: bool = False) -> ModelOutput: ...
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cache: SlotCache, output_hidden: bool = False
+    ) -> ModelOutput: ...
+    def forced(self, steps: torch.Tensor) -> torch.Tensor: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+
+@dataclass
+class StreamState:
+    """The batch between steps: committed ``generated`` steps ``[B, N + scratch, K]`` and their ``count``."""
+
+    rng: SampleRNG
+    generated: torch.Tensor
+    count: torch.Tensor
+    last_pos: torch.Tensor
+    done: torch.Tensor
+    vocab_size: int
+
+    @property
+    def last_frame(self) -> torch.Tensor:
+        idx = (self.count - 1).view(-1, 1, 1).expand(-1, 1, self.generated.shape[2])
+        return self.generated.gather(1, idx).squeeze(1)
+
+
+@dataclass
+class StreamStats:
+    """Cost and acceptance of a generation: ``accept_step`` ``[B, N]`` the forward that committed each step,
+    ``from_draft`` ``[B, N, K]`` whether each token was a draft the rule kept (the frame x codebook map)."""
+
+    nfe: int = 0
+    wall_s: float = 0.0
+    accept_step: torch.Tensor | None = None
+    from_draft: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None  # [B] steps each sample generated (to its stop)
+    tokens_per_step: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Mean steps committed per forward over samples (AR: 1)."""
+        forwards = torch.stack([(self.accept_step[b, :n].max() + 1) for b, n in enumerate(self.lengths.tolist())])
+        return float((self.lengths.float() / forwards.float()).mean())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "nfe": self.nfe,
+            "wall_s": self.wall_s,
+            "lengths": self.lengths.tolist(),
+            "mean_accepted_length": self.mean_accepted_length,
+        }
+
+
+@dataclass
+class StreamOutput:
+    tokens: torch.Tensor  # [B, N, K], valid up to stats.lengths
+    stats: StreamStats
+
+
+def accept_steps(
+    rules: Sequence[AcceptanceRule],
+    p: torch.Tensor,
+    q: torch.Tensor,
+    drafts: torch.Tensor,
+    uniforms: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-stream verdicts merged per step.
+
+    ``p`` ``[B, L+1, K, V]``, ``q`` ``[B, L, K, V]``, ``drafts`` ``[B, L, K]``, ``uniforms`` ``[B, K, L+1]``.
+    ``rules`` holds one rule for all streams (folded into the batch) or one per stream (a rule with a per-stream
+    nearby-token table). Returns the steps accepted ``[B]``, the token of each stream in the step after them
+    ``[B, K]``, and whether that token is the stream's kept draft ``[B, K]``.
+    """
+    b, l, k = drafts.shape
+    fold = lambda x: x.transpose(1, 2).reshape(b * k, *x.shape[1:2], *x.shape[3:])  # noqa: E731
+    if len(rules) == 1:
+        verdict = rules[0](
+            fold(p), fold(q), fold(drafts), uniforms[..., :l].reshape(b * k, l), uniforms[..., l].reshape(-1)
+        )
+        accepted, resampled = verdict.accepted.view(b, k), verdict.next_token.view(b, k)
+    else:  # one call per stream (K calls), each with its own table
+        verdicts = [
+            rule(p[:, :, s], q[:, :, s], drafts[:, :, s], uniforms[:, s, :l], uniforms[:, s, l])
+            for s, rule in enumerate(rules)
+        ]
+        accepted = torch.stack([v.accepted for v in verdicts], 1)
+        resampled = torch.stack([v.next_token for v in verdicts], 1)
+    n = accepted.min(1).values
+    kept = accepted > n[:, None]
+    draft_at_n = drafts.gather(1, n.clamp(max=l - 1).view(b, 1, 1).expand(b, 1, k)).squeeze(1)
+    return n, torch.where(kept, draft_at_n, resampled), kept
+
+
+class FrameJacobiDrafter:
+    """A Jacobi window of ``window`` steps x ``K`` streams (SJD along time, Teng et al. 2024).
+
+    After a verification the window slides; steps the forward already saw are redrawn from their ``p`` (their
+    ``q``), steps beyond are initialised: ``init="repeat"`` copies the last known frame (frame-repeat: speech
+    frames change slowly), ``"random"`` draws uniform tokens (one-hot ``q`` either way).
+    """
+
+    def __init__(self, window: int = 8, init: str = "repeat"):
+        self.window = check_window(window)
+        if init not in ("repeat", "random"):
+            raise ValueError(f"init must be 'repeat' or 'random', got {init!r}")
+        self.init = init
+
+    def _fresh(self, last: torch.Tensor, n: int, state: StreamState) -> torch.Tensor:
+        u = state.rng.uniform(n, last.shape[1])
+        if self.init == "repeat":
+            return last[:, None].expand(-1, n, -1).clone()
+        return (u * state.vocab_size).long().clamp_(max=state.vocab_size - 1)
+
+    def begin(self, state: StreamState) -> None:
+        self.tokens = self._fresh(state.last_frame, self.window, state)
+        self.q = one_hot(self.tokens, state.vocab_size)
+
+    def propose(self, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tokens, self.q
+
+    def update(self, state: StreamState, p: torch.Tensor, n: torch.Tensor) -> None:
+        w, k, v = self.window, p.shape[2], p.shape[3]
+        ar = torch.arange(w, device=p.device)
+        rows = n[:, None] + 1 + ar
+        seen = rows <= w
+        p_rows = p.gather(1, rows.clamp(max=w).view(-1, w, 1, 1).expand(-1, -1, k, v))
+        refreshed = sample(p_rows, state.rng.uniform(w, k))
+        n_seen = seen.sum(1)
+        # The frame before the first fresh slot: the last redrawn one, or the last committed frame.
+        last_seen = refreshed.gather(1, (n_seen - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, k)).squeeze(1)
+        last = torch.where((n_seen > 0)[:, None], last_seen, state.last_frame)
+        fresh = self._fresh(last, w, state)
+        self.tokens = torch.where(seen[..., None], refreshed, fresh)
+        self.q = torch.where(seen[..., None, None], p_rows, one_hot(self.tokens, v))
+
+
+class StreamDecoder:
+    """Generates ``[B, N, K]`` step tokens from a :class:`StreamModel`, AR (``drafter=None``) or speculative with
+    any acceptance rule; ``tables`` ``[K, V, D]`` (one nearby-token table per stream) for rules that read one."""
+
+    def __init__(
+        self,
+        model: StreamModel,
+        drafter: FrameJacobiDrafter | None = None,
+        rule: str = "exact",
+        sampling: SamplingConfig | None = None,
+        tables: torch.Tensor | None = None,
+        **rule_params: Any,
+    ):
+        self.model, self.drafter = model, drafter
+        self.sampling = sampling or SamplingConfig()
+        if rule_class(rule).table is not None:
+            if tables is None:
+                raise ValueError(f"rule {rule!r} needs nearby-token tables (one per stream)")
+            self.rules = [make_rule(rule, table, **rule_params) for table in tables]
+        else:
+            self.rules = [make_rule(rule, **rule_params)]
+
+    def _probs(self, logits: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        p = target_probs(logits, self.sampling)
+        forced = self.model.forced(steps)
+        return torch.where(
+            forced[..., None], one_hot(torch.zeros_like(steps[..., None].expand_as(forced)), p.shape[-1]), p
+        )
+
+    @torch.no_grad()
+    def generate(
+        self, prompt: Any, max_steps: int, seeds: Sequence[int] | None = None, progress: bool = False
+    ) -> StreamOutput:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+        batch, k = prompt.batch_size, self.model.num_streams
+        seeds = list(range(batch)) if seeds is None else list(seeds)
+        if len(seeds) != batch:
+            raise ValueError(f"seeds must hold one seed per sample ({batch}), got {len(seeds)}")
+        device = self.model.device
+        start = time.perf_counter()
+        w = self.drafter.window if self.drafter is not None else 0
+        slots = max_steps + 2 * w + 2
+        cache = self.model.new_cache(batch, int(prompt.lengths.max()) + slots)
+        stats = StreamStats()
+        prefill = self.model.prefill(prompt, cache)
+        stats.nfe += 1
+        rng = SampleRNG(seeds, device)
+        zeros = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        p0 = self._probs(prefill.logits, zeros)[:, 0]
+        generated = torch.zeros(batch, slots, k, dtype=torch.long, device=device)
+        generated[:, 0] = sample(p0, rng.uniform(k))
+        accept_step = torch.zeros(batch, slots, dtype=torch.long, device=device)
+        from_draft = torch.zeros(batch, slots, k, dtype=torch.bool, device=device)
+        state = StreamState(
+            rng,
+            generated,
+            torch.ones(batch, dtype=torch.long, device=device),
+            prompt.lengths.to(device).clone(),
+            torch.zeros(batch, dtype=torch.bool, device=device),
+            self.model.vocab_size,
+        )
+        stop = self.model.stop_token
+        stop_at = torch.full((batch,), slots, dtype=torch.long, device=device)
+        if self.drafter is not None:
+            self.drafter.begin(state)
+        bar = tqdm(total=max_steps, disable=not progress, desc="frames", leave=False)
+        ar = torch.arange(w + 1, device=device)
+        while True:
+            stop_at = self._stops(state, stop, stop_at)
+            state.done |= (state.count >= max_steps) | (state.count >= stop_at + 1 + self.model.stop_lag)
+            if bool(state.done.all()):
+                break
+            positions = state.last_pos[:, None] + ar
+            steps = state.count[:, None] + ar
+            if self.drafter is None:
+                out = self.model.forward(state.last_frame[:, None], positions[:, :1], cache)
+                p = self._probs(out.logits, steps[:, :1])
+                n = torch.zeros(batch, dtype=torch.long, device=device)
+                nxt = sample(p[:, 0], rng.uniform(k))
+                kept = torch.zeros(batch, k, dtype=torch.bool, device=device)
+                drafts = nxt.new_zeros(batch, 0, k)
+            else:
+                drafts, q = self.drafter.propose(state)
+                forced = self.model.forced(steps[:, 1:])
+                drafts = drafts.masked_fill(forced, 0)
+                q = torch.where(forced[..., None], one_hot(drafts, q.shape[-1]), q)
+                out = self.model.forward(torch.cat([state.last_frame[:, None], drafts], 1), positions, cache)
+                p = self._probs(out.logits, steps)
+                n, nxt, kept = accept_steps(self.rules, p, q, drafts, rng.uniform(k, w + 1))
+            stats.nfe += 1
+            committed = self._commit(state, drafts, n, nxt, kept, accept_step, from_draft, stats.nfe - 1)
+            stats.tokens_per_step.append(committed)
+            if self.drafter is not None:
+                self.drafter.update(state, p, n)
+            bar.update(int(committed.max()))
+        bar.close()
+        # A speculative step may commit past the stop's lag: those steps are dropped.
+        lengths = state.count.clamp(max=max_steps).minimum(stop_at + 1 + self.model.stop_lag)
+        stats.lengths = lengths
+        stats.accept_step = accept_step[:, :max_steps]
+        stats.from_draft = from_draft[:, :max_steps]
+        stats.wall_s = time.perf_counter() - start
+        return StreamOutput(state.generated[:, :max_steps], stats)
+
+    @staticmethod
+    def _stops(state: StreamState, stop: int | None, stop_at: torch.Tensor) -> torch.Tensor:
+        """The first committed step whose stream 0 is the stop token (``slots`` when none yet)."""
+        if stop is None:
+            return stop_at
+        slots = state.generated.shape[1]
+        index = torch.arange(slots, device=state.count.device)
+        hit = (state.generated[..., 0] == stop) & (index < state.count[:, None])
+        return torch.where(hit, index, slots).min(1).values
+
+    @staticmethod
+    def _commit(state, drafts, n, nxt, kept, accept_step, from_draft, forward_index) -> torch.Tensor:
+        """Write ``drafts[:n]`` then ``nxt`` after each running sample's committed steps."""
+        b, _, k = state.generated.shape
+        committed = torch.where(state.done, 0, n + 1)
+        new = torch.cat([drafts, nxt[:, None]], 1)
+        new = new.scatter(1, n.view(-1, 1, 1).expand(-1, 1, k), nxt[:, None])
+        offsets = torch.arange(new.shape[1], device=new.device)
+        drafted = (offsets[None] < n[:, None])[..., None].expand(-1, -1, k).clone()
+        drafted.scatter_(1, n.view(-1, 1, 1).expand(-1, 1, k), kept[:, None])
+        index = (state.count[:, None] + offsets).clamp(max=state.generated.shape[1] - 1)
+        keep = offsets < committed[:, None]
+        idx3 = index[..., None].expand(-1, -1, k)
+        state.generated.scatter_(1, idx3, torch.where(keep[..., None], new, state.generated.gather(1, idx3)))
+        from_draft.scatter_(1, idx3, torch.where(keep[..., None], drafted, from_draft.gather(1, idx3)))
+        accept_step.scatter_(1, index, torch.where(keep, forward_index, accept_step.gather(1, index)))
+        state.count += committed
+        state.last_pos += committed
+        return committed
+
+
+__all__ = ["FrameJacobiDrafter", "StreamDecoder", "StreamModel", "StreamOutput", "StreamStats", "accept_steps"]
