@@ -1,0 +1,131 @@
+"""``mmaccel bench speech``: every method side by side on the same texts and seeds, at batch 1 and batch B."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import torch
+
+from mmaccel.sampling import SamplingConfig
+
+from .data import sentence
+from .metrics import frechet, mel_features, token_agreement
+from .pipeline import SpeechARPipeline
+
+BENCH_SEED = 4
+
+
+def bench_texts(n: int) -> list[str]:
+    rng = random.Random(BENCH_SEED)
+    return [sentence(rng) for _ in range(n)]
+
+
+def forward_ratio(pipe: SpeechARPipeline, window: int, repeats: int = 20, batch: int = 1) -> float:
+    """t(1) / t(L+1): one step forward against one window verification forward, after a prompt."""
+    streams = pipe.lm.streams
+    prompt = pipe.prompts(bench_texts(batch), pipe.voices[0])
+    k = streams.num_streams
+
+    def cost(width: int) -> float:
+        cache = streams.new_cache(batch, int(prompt.lengths.max()) + 64)
+        streams.prefill(prompt, cache)
+        tokens = torch.zeros(batch, width, k, dtype=torch.long)
+        positions = prompt.lengths[:, None] + torch.arange(width)
+        streams.forward(tokens, positions, cache)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            streams.forward(tokens, positions, cache)
+        return (time.perf_counter() - start) / repeats
+
+    return cost(1) / cost(window + 1)
+
+
+def run(
+    pipe: SpeechARPipeline,
+    specs: list[str],
+    num_utterances: int,
+    batch_sizes: list[int],
+    voice: str = "m1",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> list[dict[str, Any]]:
+    texts = bench_texts(num_utterances)
+    sampling = SamplingConfig(temperature=temperature, top_k=top_k)
+    seeds = list(range(num_utterances))
+    records: list[dict[str, Any]] = []
+    for batch in batch_sizes:
+        results = {}
+        for spec in ["ar", *[s for s in specs if s != "ar"]]:
+            decoder = pipe.decoder(spec, sampling)
+            waves, tokens, nfe, steps, wall = [], [], 0, 0, 0.0
+            for i in range(0, num_utterances, batch):
+                out = pipe(texts[i : i + batch], voice, decoder=decoder, seeds=seeds[i : i + batch])
+                waves += out.waveforms
+                tokens += out.tokens
+                nfe += out.stats.nfe
+                steps += int(out.stats.lengths.sum())
+                wall += out.stats.wall_s
+            results[spec] = (waves, tokens, nfe, steps, wall, decoder)
+        ar_waves, ar_tokens, ar_nfe, _, ar_wall, _ = results["ar"]
+        # The noise floor: AR on a second seed set, against AR on the first.
+        floor = []
+        for i in range(0, num_utterances, batch):
+            out = pipe(
+                texts[i : i + batch],
+                voice,
+                decoder=pipe.decoder("ar", sampling),
+                seeds=[s + 10_000 for s in seeds[i : i + batch]],
+            )
+            floor += out.waveforms
+        ar_features = mel_features(ar_waves)
+        for spec, (waves, tokens, nfe, steps, wall, decoder) in results.items():
+            window = decoder.drafter.window if decoder.drafter is not None else 0
+            compression = ar_nfe / nfe
+            ratio = forward_ratio(pipe, window, batch=batch) if window else 1.0
+            records.append(
+                {
+                    "method": spec,
+                    "batch_size": batch,
+                    "nfe": nfe,
+                    "tokens": steps * pipe.lm.streams.num_streams,
+                    "steps": steps,
+                    "step_compression": compression,
+                    "wall_s": wall,
+                    "speedup": ar_wall / wall,
+                    "ceiling": compression * ratio,
+                    "t1_over_tL1": ratio,
+                    "token_agreement_with_ar": token_agreement(tokens, ar_tokens),
+                    "frechet_mel_vs_ar": frechet(mel_features(waves), ar_features) if spec != "ar" else 0.0,
+                }
+            )
+        records.append(
+            {
+                "method": "ar (second seed set: noise floor)",
+                "batch_size": batch,
+                "frechet_mel_vs_ar": frechet(mel_features(floor), ar_features),
+            }
+        )
+    return records
+
+
+def format_table(records: list[dict[str, Any]]) -> str:
+    cols = (
+        "method",
+        "batch_size",
+        "nfe",
+        "step_compression",
+        "speedup",
+        "ceiling",
+        "token_agreement_with_ar",
+        "frechet_mel_vs_ar",
+    )
+    lines = [" | ".join(cols)]
+    for r in records:
+        cells = []
+        for c in cols:
+            v = r.get(c, "")
+            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)

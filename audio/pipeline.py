@@ -1,0 +1,161 @@
+"""Text-to-speech in diffusers' shape: ``SpeechARPipeline.from_pretrained().to(device)(texts, method=...)``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmaccel.methods import DEFAULT_WINDOW, method, parse_method
+from mmaccel.sampling import SamplingConfig
+from mmaccel.streams import FrameJacobiDrafter, StreamDecoder, StreamStats
+
+from .codec import SAMPLE_RATE, MelCodec, griffin_lim
+from .data import phonemize
+from .musicgen import undelay
+from .speech_lm import SpeechLM
+
+WEIGHTS = Path(__file__).parent / "weights"
+#: Frame-repeat is the speech default: a new frame starts as a copy of the last one.
+INIT_NAMES = ("repeat", "random")
+#: Longest phoneme string the model conditions on (its training prefixes are well under this).
+MAX_PHONEMES = 160
+#: A stop row far from every code vector, so that no relaxed rule counts it near a code.
+_STOP_DISTANCE = 1e3
+
+
+@dataclass
+class SpeechOutput:
+    """Per utterance: ``waveforms`` (float32 at ``sample_rate``), codec ``tokens`` ``[T, K]``, ``acceptance_maps``
+    ``[T, K]`` (the forward that committed each frame, -1 where a codebook took a resampled token rather than a
+    kept draft), and the generation's ``stats``."""
+
+    waveforms: list[np.ndarray]
+    sample_rate: int
+    tokens: list[torch.Tensor]
+    acceptance_maps: list[torch.Tensor]
+    stats: StreamStats
+
+
+class SpeechARPipeline:
+    """Phonemes -> codec tokens (a MusicGen-class LM, any method of the method table) -> log-mel -> audio."""
+
+    def __init__(self, lm: SpeechLM, codec: MelCodec, lexicon: dict[str, str]):
+        if lm.streams.num_streams != codec.config.codebooks or lm.streams.vocab_size != codec.config.codebook_size + 1:
+            raise ValueError(
+                f"LM ({lm.streams.num_streams} codebooks x {lm.streams.vocab_size - 1}) does not fit the codec "
+                f"({codec.config.codebooks} x {codec.config.codebook_size})"
+            )
+        self.lm, self.codec, self.lexicon = lm, codec, lexicon
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path | None = None) -> SpeechARPipeline:
+        folder = Path(folder) if folder is not None else WEIGHTS
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder {folder} not found")
+        lexicon_path = folder / "lexicon.json"
+        if not lexicon_path.is_file():
+            raise FileNotFoundError(f"lexicon {lexicon_path} not found")
+        return cls(
+            SpeechLM.from_pretrained(folder), MelCodec.from_pretrained(folder), json.loads(lexicon_path.read_text())
+        )
+
+    def to(self, device: str | torch.device) -> SpeechARPipeline:
+        self.lm.to(device)
+        self.codec.to(device)
+        return self
+
+    @property
+    def voices(self) -> list[str]:
+        return self.lm.voices
+
+    def tables(self) -> torch.Tensor:
+        """``[K, V, D]`` nearby-token tables for LANTERN/GSD: each codebook's code vectors, the stop row far away."""
+        codes = self.codec.code_vectors()
+        stop = torch.full((codes.shape[0], 1, codes.shape[2]), _STOP_DISTANCE, device=codes.device)
+        return torch.cat([codes, stop], 1)
+
+    def decoder(self, spec: str = "ar", sampling: SamplingConfig | None = None) -> StreamDecoder:
+        """The stream decoder of method ``spec`` (``name[:param=value...]``, e.g. ``sjd:window=8:init=repeat``)."""
+        name, params = parse_method(spec, "method")
+        m = method(name)
+        drafter = None
+        if m.drafter == "draft":
+            raise ValueError(f"method {name!r} needs a draft model; the speech default model has none")
+        if m.drafter == "jacobi":
+            coupling = params.pop("coupling", m.drafter_defaults.get("coupling", "none"))
+            if coupling != "none":
+                raise ValueError(f"method {name!r}: coupling={coupling!r} is not available for codec streams yet")
+            window = params.pop("window", DEFAULT_WINDOW["jacobi"] // 2)
+            if window == "auto":
+                raise ValueError("window='auto' is not available for codec streams yet; give a number")
+            init = params.pop("init", "repeat")
+            if init not in INIT_NAMES:
+                raise ValueError(f"init of method {name!r} must be one of {list(INIT_NAMES)}, got {init!r}")
+            drafter = FrameJacobiDrafter(window, init)
+        return StreamDecoder(self.lm.streams, drafter, m.rule, sampling, tables=self.tables(), **params)
+
+    def prompts(self, texts: list[str], voice: str):
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise ValueError("text: no text given")
+        prefixes = []
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("text: empty text")
+            phonemes = phonemize(text, self.lexicon)
+            if len(phonemes) > MAX_PHONEMES:
+                raise ValueError(f"text: {len(phonemes)} phonemes is beyond the model's maximum of {MAX_PHONEMES}")
+            prefixes.append(self.lm.encode_prefix(phonemes, voice))
+        return self.lm.prompt(prefixes).to(self.lm.musicgen.device)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        texts: str | list[str],
+        voice: str = "m1",
+        method: str = "ar",
+        seeds: list[int] | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        max_steps: int | None = None,
+        progress: bool = False,
+        decoder: StreamDecoder | None = None,
+    ) -> SpeechOutput:
+        prompt = self.prompts(texts, voice)
+        limit = self.lm.max_steps
+        max_steps = limit if max_steps is None else max_steps
+        if not isinstance(max_steps, int) or not 1 <= max_steps <= limit:
+            raise ValueError(f"max_steps must be an integer in [1, {limit}] (the model's maximum), got {max_steps!r}")
+        decoder = decoder or self.decoder(method, SamplingConfig(temperature=temperature, top_k=top_k))
+        out = decoder.generate(prompt, max_steps, seeds=seeds, progress=progress)
+        return self.decode(out.tokens, out.stats)
+
+    def decode(self, steps: torch.Tensor, stats: StreamStats) -> SpeechOutput:
+        """Step tokens ``[B, N, K]`` -> frames (delay undone, cut at the stop) -> waveforms."""
+        k = self.lm.streams.num_streams
+        tokens, maps, waves = [], [], []
+        for b, n in enumerate(stats.lengths.tolist()):
+            frames = max(n - k + 1 if n > k else 1, 1)  # a stopped sample ends K - 1 steps after its last frame
+            stop = (steps[b, :n, 0] == self.lm.streams.stop_token).nonzero()
+            if len(stop):
+                frames = min(frames, int(stop[0]))
+            frames = max(frames, 1)
+            codes = undelay(steps[b, : frames + k - 1].clamp(max=self.codec.config.codebook_size - 1), frames)
+            step_of = undelay(stats.accept_step[b, : frames + k - 1, None].expand(-1, k), frames)
+            drafted = undelay(stats.from_draft[b, : frames + k - 1].long(), frames)
+            tokens.append(codes.cpu())
+            maps.append(torch.where(drafted.bool() | (step_of == 0), step_of, -1).cpu())
+            mel = self.codec.decode(codes[None])
+            waves.append(griffin_lim(mel, seed=b)[0].cpu().numpy().astype(np.float32))
+        return SpeechOutput(waves, SAMPLE_RATE, tokens, maps, stats)
+
+
+def describe(output: SpeechOutput) -> dict[str, Any]:
+    """Stats JSON of one generation."""
+    return {**output.stats.as_dict(), "frames": [len(t) for t in output.tokens], "sample_rate": output.sample_rate}

@@ -1,0 +1,120 @@
+"""Train the speech default model's codec LM: ``MusicgenForCausalLM`` with its delay pattern, conditioned on a
+prefix of (voice, phonemes, start) embedded by a table trained jointly; on a CPU.
+
+    python -m mmaccel.audio.training.train_lm --out audio/weights --minutes 20
+
+Data: the espeak-ng training set of :mod:`mmaccel.audio.training.dataset`, coded by the trained codec
+(``weights/codec.safetensors``). Loss: MusicGen's per-codebook cross-entropy over the delayed steps, the stop
+symbol (``vocab_size - 1``) included. Prints train/val loss and the mean per-token entropy of the model's
+distribution on validation steps (the AR entropy of the model card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from mmaccel.audio.codec import MelCodec
+from mmaccel.audio.data import VOICES
+from mmaccel.audio.musicgen import delay_steps, tiny_musicgen
+from mmaccel.audio.speech_lm import SpeechLM, symbols_for
+from mmaccel.audio.training.dataset import TRAIN_SEED, VAL_SEED, lexicon_cached, speech_set
+
+
+def batch_tensors(lm: SpeechLM, items: list[tuple[torch.Tensor, torch.Tensor]]):
+    """(prefix ids, step tokens) pairs -> inputs embeds ``[B, L, D]`` and targets ``[B, K, L]`` (-100: ignored)."""
+    k, pad = lm.streams.num_streams, lm.streams.pad_id
+    width = max(len(p) + len(s) - 1 for p, s in items)
+    embeds, targets = [], []
+    for prefix, steps in items:
+        inputs = steps[:-1].clamp(min=0).masked_fill(steps[:-1] < 0, pad)
+        step_index = torch.arange(len(inputs))[None]
+        e = torch.cat([lm.prefix(prefix), lm.streams.embed_steps(inputs[None], step_index)[0]])
+        embeds.append(F.pad(e, (0, 0, 0, width - len(e))))
+        target = torch.full((width, k), -100, dtype=torch.long)
+        target[len(prefix) - 1 : len(prefix) - 1 + len(steps)] = steps
+        targets.append(target.T)
+    return torch.stack(embeds), torch.stack(targets)
+
+
+def loss_and_entropy(lm: SpeechLM, items) -> tuple[torch.Tensor, float]:
+    embeds, targets = batch_tensors(lm, items)
+    logits = lm.musicgen(inputs_embeds=embeds, use_cache=False).logits
+    logits = logits.view(len(items), lm.streams.num_streams, embeds.shape[1], -1)
+    valid = targets >= 0
+    loss = F.cross_entropy(logits[valid], targets[valid])
+    probs = logits[valid].detach().softmax(-1)
+    entropy = float(-(probs * probs.clamp(min=1e-12).log()).sum(-1).mean())
+    return loss, entropy
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("audio/weights"))
+    parser.add_argument("--cache", type=Path, default=Path("runs/speech_data"))
+    parser.add_argument("--utterances", type=int, default=4000)
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    codec = MelCodec.from_pretrained(args.out)
+    lexicon = lexicon_cached(args.cache)
+    symbols = symbols_for(lexicon)
+    train = speech_set(args.utterances, TRAIN_SEED, args.cache)
+    val = speech_set(200, VAL_SEED, args.cache)
+    k, size = codec.config.codebooks, codec.config.codebook_size
+    musicgen = tiny_musicgen(codebooks=k, vocab=size + 1, hidden=args.hidden, layers=args.layers, seed=0)
+    lm = SpeechLM(musicgen, symbols, list(VOICES), max_steps=256)
+    stop = size
+
+    def items(data, n=None):
+        out = []
+        for i in range(len(data.mels) if n is None else n):
+            codes = codec.encode(data.mels[i][None])[0]
+            out.append((lm.encode_prefix(data.phonemes[i], data.voices[i]), delay_steps(codes, stop)))
+        return out
+
+    train_items, val_items = items(train), items(val, 64)
+    print(f"data ready in {time.time() - start:.0f}s; {sum(p.numel() for p in lm.parameters())} parameters", flush=True)
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-3, weight_decay=0.01)
+    g = torch.Generator().manual_seed(0)
+    deadline = start + args.minutes * 60
+    step = 0
+    lm.train()
+    while time.time() < deadline:
+        picks = torch.randint(len(train_items), (args.batch,), generator=g).tolist()
+        loss, _ = loss_and_entropy(lm, [train_items[i] for i in picks])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            print(f"step {step} loss {loss.item():.3f} ({time.time() - start:.0f}s)", flush=True)
+    lm.eval()
+    with torch.no_grad():
+        val_loss, entropy = loss_and_entropy(lm, val_items)
+    print(f"done: {step} steps, val loss {val_loss.item():.3f}, entropy {entropy:.3f} nats", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in lm.state_dict().items()}, str(args.out / "lm.safetensors"))
+    (args.out / "lm_config.json").write_text(json.dumps(lm.config_dict(), ensure_ascii=False, indent=1))
+    (args.out / "lexicon.json").write_text(json.dumps(lexicon, ensure_ascii=False, indent=1))
+    (args.out / "lm_train.json").write_text(
+        json.dumps(
+            {"steps": step, "val_loss": val_loss.item(), "val_entropy_nats": entropy, "minutes": args.minutes}, indent=1
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
