@@ -1,0 +1,59 @@
+"""Under sampling, SJD over codec streams draws what AR draws: a chi-square over 20k samples, with a broken
+merge (every stream takes its resampled token, kept drafts dropped) as the control the test must catch."""
+
+import numpy as np
+import torch
+from scipy.stats import chi2_contingency
+from torch import nn
+
+import mmaccel.streams as streams_module
+from mmaccel.audio.musicgen import MusicgenStreams, SpeechPrompt, tiny_musicgen
+from mmaccel.streams import FrameJacobiDrafter, StreamDecoder
+
+N, STEPS = 20000, 4
+
+
+def model():
+    m = tiny_musicgen(codebooks=2, vocab=3, hidden=16, layers=1, seed=3)
+    with torch.no_grad():  # peaked logits make drafts survive often, so the merge is exercised
+        for head in m.lm_heads:
+            head.weight.mul_(8.0)
+    torch.manual_seed(4)
+    return MusicgenStreams(m, nn.Embedding(4, 16))
+
+
+def draws(decoder):
+    prompt = SpeechPrompt(torch.tensor([[1, 2]]).expand(N, 2), torch.full((N,), 2))
+    out = decoder.generate(prompt, STEPS, seeds=list(range(N)))
+    t = out.tokens[:, 1:STEPS]  # steps 1..3 (step 0's codebook 1 is forced by the delay pattern)
+    return (t.reshape(N, -1) * torch.tensor([3**i for i in range(t[0].numel())])).sum(1).numpy()
+
+
+def p_value(a, b):
+    cells = np.union1d(a, b)
+    table = np.stack([[np.sum(a == c) for c in cells], [np.sum(b == c) for c in cells]])
+    table = table[:, table.sum(0) >= 10]
+    return chi2_contingency(table)[1]
+
+
+def test_sjd_streams_match_ar_and_a_broken_merge_is_caught(monkeypatch):
+    m = model()
+    ar = draws(StreamDecoder(m, None, "exact"))
+    sjd = draws(StreamDecoder(m, FrameJacobiDrafter(3, "repeat"), "sjd"))
+    assert p_value(ar, sjd) > 1e-3
+    real = streams_module.accept_steps
+
+    def broken(*args):
+        n, _, kept = real(*args)
+        rules, p, q, drafts, u = args
+        b, l, k = drafts.shape
+        verdict = rules[0](
+            *(x.transpose(1, 2).reshape(b * k, *x.shape[1:2], *x.shape[3:]) for x in (p, q, drafts)),
+            u[..., :l].reshape(b * k, l),
+            u[..., l].reshape(-1),
+        )
+        return n, verdict.next_token.view(b, k), kept
+
+    monkeypatch.setattr(streams_module, "accept_steps", broken)
+    bad = draws(StreamDecoder(m, FrameJacobiDrafter(3, "repeat"), "sjd"))
+    assert p_value(ar, bad) < 1e-6
