@@ -5,7 +5,7 @@ tokenizer checkpoint (Chameleon Team 2024, ``tokenizer/vqgan.ckpt`` + ``vqgan.ya
 taming-transformers ``VQModel`` (Esser et al. 2021); this module rebuilds the parts decoding needs under the
 same parameter names (``quantize.embedding``, ``post_quant_conv``, ``decoder.conv_in``, ``decoder.mid.block_1``,
 ``decoder.up.{i}.block.{j}``, ``decoder.norm_out``, ``decoder.conv_out``, ...), so the file loads unchanged.
-The building blocks are LlamaGen's (:mod:`mmaccel.image.vq`), which follow the same taming design.
+The building blocks are LlamaGen's (:mod:`mmaccel.models.vq`), which follow the same taming design.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from mmaccel.checkpoint import load_checked, read_state_dict
 
-from .vq import AttnBlock, ResnetBlock, Upsample
+from mmaccel.models.vq import AttnBlock, ResnetBlock, Upsample
 
 # Only these parts of the taming checkpoint are needed; the encoder, quant_conv and the GAN loss stay out.
 _DECODE_PREFIXES = ("decoder.", "post_quant_conv.", "quantize.")

@@ -13,7 +13,7 @@ from mmaccel.checkpoint import read_state_dict
 from .family import TokenLayout
 from .llamagen import GPT_CONFIGS, GPTConfig, LlamaGenModel, LlamaGenOutputs, gpt_config, load_llamagen
 from .llamagen_t2i import LlamaGenT2IFamily
-from .vq import VQModel
+from mmaccel.models.vq import VQModel
 
 # Official file names: c2i_{B,L,XL,XXL,3B}_{256,384}.pt beside vq_ds16_c2i.pt.
 _OFFICIAL_GPT = re.compile(r"c2i_(B|L|XL|XXL|3B)_(\d+)\.pt$")

@@ -36,7 +36,7 @@ from .llamagen import (
     gpt_config,
     load_llamagen,
 )
-from .vq import VQModel
+from mmaccel.models.vq import VQModel
 
 # Official file names: t2i_XL_stage1_256.pt / t2i_XL_stage2_512.pt beside vq_ds16_t2i.pt, and the T5
 # encoder in pretrained_models/t5-ckpt/flan-t5-xl. Any size named in GPT_CONFIGS is accepted.

@@ -269,7 +269,7 @@ def _llamagen_gpt(size: str, t2i: bool, device: torch.device, seed: int) -> nn.M
 
 
 def _llamagen_vq(size: str, device: torch.device) -> nn.Module:
-    from ..vq import VQConfig, VQModel
+    from mmaccel.models.vq import VQConfig, VQModel
 
     codes = _LLAMAGEN[size]["codes"]
     if size == "real":
@@ -281,7 +281,7 @@ def _llamagen_vq(size: str, device: torch.device) -> nn.Module:
 
 
 def _vq_named(name: str) -> dict:
-    from ..vq import NAMED_CONFIGS
+    from mmaccel.models.vq import NAMED_CONFIGS
 
     return dict(NAMED_CONFIGS[name])
 

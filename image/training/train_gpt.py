@@ -36,7 +36,7 @@ from mmaccel.data.scenes import CLASS_NAMES, NUM_CLASSES, make_dataset
 from mmaccel.image.defaults import GPT_STYLE
 from mmaccel.image.llamagen import GPTConfig, LlamaGenGPT, LlamaGenModel, gpt_config, load_llamagen
 from mmaccel.image.training.train_tokenizer import to_tensor, to_uint8
-from mmaccel.image.vq import VQModel
+from mmaccel.models.vq import VQModel
 from mmaccel.models import CFGModel
 from mmaccel.sampling import SampleRNG, sample
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mmaccel.data.scenes import make_dataset
-from mmaccel.image.vq import VQConfig, VQModel
+from mmaccel.models.vq import VQConfig, VQModel
 
 # Seeds of mmaccel.data.scenes.make_dataset used here; the classifier and the GPT use other seeds.
 TRAIN_SEED = 1000

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from mmaccel.image.llamagen import LlamaGenGPT, gpt_config
 from mmaccel.image.pipeline import DEFAULT_WEIGHTS
-from mmaccel.image.vq import VQConfig, VQModel
+from mmaccel.models.vq import VQConfig, VQModel
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from mmaccel.image.llamagen import LlamaGenGPT, gpt_config, hide_condition_paddi
 from mmaccel.image.llamagen_c2i import LlamaGenC2IFamily
 from mmaccel.image.llamagen_t2i import CaptionPrompt, LlamaGenT2IFamily, LlamaGenT2IModel
 from mmaccel.image.pipeline import ImageARPipeline
-from mmaccel.image.vq import VQConfig, VQModel
+from mmaccel.models.vq import VQConfig, VQModel
 from mmaccel.methods import METHODS
 from mmaccel.models import CFGModel
 from mmaccel.models.cache import SlotCache

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mmaccel.checkpoint import CheckpointError
-from mmaccel.image.vq import VQConfig, VQModel
+from mmaccel.models.vq import VQConfig, VQModel
 
 
 def _official_vq16_shapes() -> dict[str, tuple[int, ...]]:
