@@ -1,0 +1,30 @@
+"""`bench video` records: one per (method, batch), AR ratios of 1, ceilings, quality fields, the noise floor."""
+
+import shutil
+
+import pytest
+
+from mmaccel.video.bench import run_bench
+from mmaccel.video.classifier import VideoClassifier
+from mmaccel.video.data import NUM_CLASSES
+
+
+@pytest.fixture(scope="module")
+def bench_dir(model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench_model")
+    for f in model_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    VideoClassifier(NUM_CLASSES, width=8).save(folder / "classifier.safetensors")
+    return folder
+
+
+def test_bench_records(bench_dir):
+    records = run_bench(str(bench_dir), methods=["ar", "sjd:init=temporal-repeat"], num_videos=3,
+                        batch_sizes=[1, 2], num_reference=8)
+    assert [(r["method"], r["batch_size"]) for r in records] == [
+        ("ar", 1), ("sjd:init=temporal-repeat", 1), ("ar", 2), ("sjd:init=temporal-repeat", 2), ("ar@seed2", 2)]
+    for r in records:
+        for key in ("nfe", "tokens", "step_compression", "wall_s", "speedup", "ceiling", "class_accuracy", "fvd_domain"):
+            assert key in r
+    assert records[0]["step_compression"] == 1.0 and records[0]["speedup"] == 1.0
+    assert records[1]["nfe"] <= records[0]["nfe"] == 32

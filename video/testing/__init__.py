@@ -1,0 +1,25 @@
+"""Tiny random video models for tests (no weights needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import LlamaForCausalLM
+
+from mmaccel.models.vq import VQConfig, VQModel
+
+from ..model import save_video_gpt, video_config
+
+
+def save_tiny_video_model(folder: Path, frames: int = 2, grid: int = 4, num_classes: int = 3, seed: int = 0) -> Path:
+    """A random ``video-tiny`` GPT and a random ``VQ-tiny`` tokenizer (2x downsampling) saved into ``folder``."""
+    torch.manual_seed(seed)
+    vq = VQModel(VQConfig.named("VQ-tiny"))
+    vq.save_pretrained(folder, "vq")
+    k = vq.config.codebook_size
+    model = LlamaForCausalLM(video_config("video-tiny", k, num_classes, frames * grid * grid))
+    meta = {"codebook_size": k, "num_classes": num_classes, "frames": frames, "grid": grid,
+            "resolution": grid * vq.config.downsample}
+    save_video_gpt(model, meta, folder)
+    return folder

@@ -1,0 +1,115 @@
+"""Train the video default model on a CPU: the VQ copy and the class-conditional Llama GPT.
+
+Clips come from :mod:`mmaccel.video.data` (seed base ``SEEDS["gpt"]``), frames are tokenised by the image
+default model's VQ tokenizer, which this script reads once from ``--vq`` (default ``image/weights``) and copies
+into ``--out`` so the video modality never reads the image folder at run time. The GPT is trained with
+next-token cross-entropy on ``[class, frame 0 tokens, ..., frame T-1 tokens]``; labels drop to the null class
+with probability 0.1 (LlamaGen) so classifier-free guidance works. It stops after ``--minutes``.
+
+    nice -n 5 python -m mmaccel.video.training.train_gpt --out video/weights --minutes 18
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import LlamaForCausalLM
+
+from mmaccel.models.vq import VQModel
+from mmaccel.video.data import NUM_CLASSES, SEEDS, make_clips
+from mmaccel.video.model import save_video_gpt, video_config
+
+CLASS_DROPOUT = 0.1
+
+
+@torch.no_grad()
+def encode_clips(vq: VQModel, clips: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """uint8 clips [N, T, H, W, 3] -> tokens int64 [N, T * h * w] (frame after frame, raster order)."""
+    n, t = clips.shape[:2]
+    frames = clips.reshape(n * t, *clips.shape[2:])
+    out = []
+    for i in range(0, len(frames), batch):
+        x = torch.from_numpy(frames[i : i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out.append(vq.encode(x).flatten(1))
+    return torch.cat(out).reshape(n, -1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("video/weights"))
+    p.add_argument("--vq", type=Path, default=Path("image/weights"), help="folder holding vq.safetensors to copy")
+    p.add_argument("--size", default="video-small")
+    p.add_argument("--clips", type=int, default=3000)
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--minutes", type=float, required=True, help="wall-clock budget, data encoding included")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    start = time.monotonic()
+    deadline = start + 60 * a.minutes
+
+    vq = VQModel.from_pretrained(a.vq / "vq.safetensors").eval()
+    a.out.mkdir(parents=True, exist_ok=True)
+    vq.save_pretrained(a.out, "vq")
+    clips, labels = make_clips(a.clips, SEEDS["gpt"], a.frames, a.resolution)
+    val_clips, val_labels = make_clips(64, SEEDS["gpt"] + 1, a.frames, a.resolution)
+    tokens, val_tokens = encode_clips(vq, clips), encode_clips(vq, val_clips)
+    grid = a.resolution // vq.config.downsample
+    k = vq.config.codebook_size
+    print(f"encoded {len(tokens)} clips -> {tokens.shape[1]} tokens each in {time.monotonic() - start:.0f}s", flush=True)
+
+    config = video_config(a.size, k, NUM_CLASSES, tokens.shape[1])
+    model = LlamaForCausalLM(config)
+    print(f"params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.05, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(0)
+    meta = {"codebook_size": k, "num_classes": NUM_CLASSES, "frames": a.frames, "grid": grid,
+            "resolution": a.resolution, "train_clips": a.clips, "seed_base": SEEDS["gpt"]}
+
+    def batch_ids(tok: torch.Tensor, lab: torch.Tensor, drop: bool) -> torch.Tensor:
+        cls = lab + k
+        if drop:
+            cls = torch.where(torch.rand(len(lab), generator=gen) < CLASS_DROPOUT, torch.full_like(cls, k + NUM_CLASSES), cls)
+        return torch.cat([cls[:, None], tok], 1)
+
+    labels_t = torch.from_numpy(labels)
+    step, t_total = 0, 60 * a.minutes
+    while time.monotonic() < deadline:
+        model.train()
+        idx = torch.randint(len(tokens), (a.batch,), generator=gen)
+        ids = batch_ids(tokens[idx], labels_t[idx], True)
+        # Cosine decay over the wall-clock budget (the number of steps is unknown in advance).
+        frac = min(1.0, (time.monotonic() - start) / t_total)
+        for g in opt.param_groups:
+            g["lr"] = a.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))) * min(1.0, (step + 1) / 100)
+        logits = model(input_ids=ids[:, :-1]).logits
+        loss = F.cross_entropy(logits[..., :k].reshape(-1, k), ids[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            model.eval()
+            with torch.no_grad():
+                vids = batch_ids(val_tokens[:32], torch.from_numpy(val_labels[:32]), False)
+                vl = model(input_ids=vids[:, :-1]).logits[..., :k]
+                val = F.cross_entropy(vl.reshape(-1, k), vids[:, 1:].reshape(-1)).item()
+            print(f"step {step} loss {loss.item():.3f} val {val:.3f} t {time.monotonic() - start:.0f}s", flush=True)
+        if step % 200 == 0:
+            save_video_gpt(model, {**meta, "steps": step}, a.out)
+    save_video_gpt(model, {**meta, "steps": step}, a.out)
+    print(f"done: {step} steps in {time.monotonic() - start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
