@@ -10,9 +10,11 @@ import torch
 
 from mmaccel.sampling import SamplingConfig
 
-from .data import sentence
-from .metrics import frechet, mel_features, token_agreement
+from .codec import log_mel
+from .data import phonemize, sentence
+from .metrics import frechet, token_agreement
 from .pipeline import SpeechARPipeline
+from .recogniser import PhonemeRecogniser, phoneme_error_rate
 
 BENCH_SEED = 4
 
@@ -42,6 +44,24 @@ def forward_ratio(pipe: SpeechARPipeline, window: int, repeats: int = 20, batch:
     return cost(1) / cost(window + 1)
 
 
+class Judge:
+    """PER and Frechet features from the shipped CTC recogniser (mean-pooled states, one vector an utterance)."""
+
+    def __init__(self, pipe: SpeechARPipeline, folder):
+        self.recogniser = PhonemeRecogniser.from_pretrained(folder)
+        self.lexicon = pipe.lexicon
+
+    @torch.no_grad()
+    def per(self, waves, texts) -> float:
+        hyps = [self.recogniser.transcribe(log_mel(torch.from_numpy(w)[None])[0]) for w in waves]
+        return phoneme_error_rate(hyps, [phonemize(t, self.lexicon) for t in texts])
+
+    @torch.no_grad()
+    def features(self, waves):
+        feats = [self.recogniser.features(log_mel(torch.from_numpy(w)[None])).mean(1)[0] for w in waves]
+        return torch.stack(feats).double().numpy()
+
+
 def run(
     pipe: SpeechARPipeline,
     specs: list[str],
@@ -50,6 +70,7 @@ def run(
     voice: str = "m1",
     temperature: float = 1.0,
     top_k: int | None = None,
+    max_steps: int | None = None,
 ) -> list[dict[str, Any]]:
     texts = bench_texts(num_utterances)
     sampling = SamplingConfig(temperature=temperature, top_k=top_k)
@@ -61,7 +82,9 @@ def run(
             decoder = pipe.decoder(spec, sampling)
             waves, tokens, nfe, steps, wall = [], [], 0, 0, 0.0
             for i in range(0, num_utterances, batch):
-                out = pipe(texts[i : i + batch], voice, decoder=decoder, seeds=seeds[i : i + batch])
+                out = pipe(
+                    texts[i : i + batch], voice, decoder=decoder, seeds=seeds[i : i + batch], max_steps=max_steps
+                )
                 waves += out.waveforms
                 tokens += out.tokens
                 nfe += out.stats.nfe
@@ -77,9 +100,11 @@ def run(
                 voice,
                 decoder=pipe.decoder("ar", sampling),
                 seeds=[s + 10_000 for s in seeds[i : i + batch]],
+                max_steps=max_steps,
             )
             floor += out.waveforms
-        ar_features = mel_features(ar_waves)
+        judge = Judge(pipe, pipe.folder)
+        ar_features = judge.features(ar_waves)
         for spec, (waves, tokens, nfe, steps, wall, decoder) in results.items():
             window = decoder.drafter.window if decoder.drafter is not None else 0
             compression = ar_nfe / nfe
@@ -97,17 +122,33 @@ def run(
                     "ceiling": compression * ratio,
                     "t1_over_tL1": ratio,
                     "token_agreement_with_ar": token_agreement(tokens, ar_tokens),
-                    "frechet_mel_vs_ar": frechet(mel_features(waves), ar_features) if spec != "ar" else 0.0,
+                    "per": judge.per(waves, texts),
+                    "frechet_vs_ar": frechet(judge.features(waves), ar_features) if spec != "ar" else 0.0,
                 }
             )
         records.append(
             {
                 "method": "ar (second seed set: noise floor)",
                 "batch_size": batch,
-                "frechet_mel_vs_ar": frechet(mel_features(floor), ar_features),
+                "per": judge.per(floor, texts),
+                "frechet_vs_ar": frechet(judge.features(floor), ar_features),
             }
         )
+    reference = espeak_reference(texts, voice)
+    if reference is not None:  # the recogniser's own PER on real espeak-ng speech of the same texts
+        records.append({"method": "espeak-ng reference speech", "per": judge.per(reference, texts)})
     return records
+
+
+def espeak_reference(texts: list[str], voice: str):
+    """espeak-ng speaking ``texts`` (None where espeak-ng is not installed)."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        return None
+    from .data import speak
+
+    return [speak(t, voice, 50, 190) for t in texts]
 
 
 def format_table(records: list[dict[str, Any]]) -> str:

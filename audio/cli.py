@@ -42,7 +42,13 @@ def _generate(args: argparse.Namespace) -> int:
     path, png, stats = _outputs(args.out)
     pipe = _pipeline(args)
     out = pipe(
-        args.text, args.voice, args.method, seeds=[args.seed], temperature=args.temperature, progress=not args.quiet
+        args.text,
+        args.voice,
+        args.method,
+        seeds=[args.seed],
+        temperature=args.temperature,
+        progress=not args.quiet,
+        max_steps=args.max_steps,
     )
     fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
     write_atomic(path, lambda tmp: soundfile.write(tmp, out.waveforms[0], out.sample_rate, format=fmt))
@@ -69,7 +75,7 @@ def _bench(args: argparse.Namespace) -> int:
     specs = [s.strip() for s in args.methods.split(",") if s.strip()]
     for spec in specs:
         pipe.decoder(spec)  # refuse a bad method before any generation
-    records = run(pipe, specs, args.num_utterances, batches, args.voice, args.temperature)
+    records = run(pipe, specs, args.num_utterances, batches, args.voice, args.temperature, max_steps=args.max_steps)
     print(format_table(records))
     if args.json:
         write_json_atomic(args.json, records)
@@ -89,6 +95,7 @@ def register(commands, generate, bench) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True, help="output .wav or .flac; OUT_acceptance.png and OUT.json beside it")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--max-steps", type=int, default=None, help="steps (frames + codebooks - 1) at most")
     _common(g)
     g.set_defaults(func=_generate)
 
@@ -97,6 +104,7 @@ def register(commands, generate, bench) -> None:
     b.add_argument("--num-utterances", type=int, default=16)
     b.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default: 1,8)")
     b.add_argument("--json", default=None, help="write the records here")
+    b.add_argument("--max-steps", type=int, default=None, help="steps per utterance at most (default: the model's)")
     _common(b)
     b.set_defaults(func=_bench)
 

@@ -1,4 +1,4 @@
-"""Speech quality measures that need no recogniser: a Frechet distance over log-mel statistics, token agreement."""
+"""Speech quality measures: a Frechet distance between feature sets, codec-token agreement."""
 
 from __future__ import annotations
 
@@ -6,23 +6,12 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from .codec import log_mel
-
-
-def mel_features(waveforms: list[np.ndarray]) -> np.ndarray:
-    """Per utterance: the mean and standard deviation of each log-mel bin over time, ``[N, 160]``."""
-    out = []
-    for w in waveforms:
-        mel = log_mel(torch.from_numpy(np.ascontiguousarray(w))[None])[0]
-        out.append(torch.cat([mel.mean(0), mel.std(0)]).numpy())
-    return np.stack(out).astype(np.float64)
-
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
     """Frechet distance between Gaussians fitted to feature sets ``a`` and ``b`` (Heusel et al. 2017's formula)."""
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
 
 

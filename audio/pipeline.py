@@ -51,6 +51,7 @@ class SpeechARPipeline:
                 f"({codec.config.codebooks} x {codec.config.codebook_size})"
             )
         self.lm, self.codec, self.lexicon = lm, codec, lexicon
+        self.folder: Path | None = None  # where from_pretrained read it (the bench's recogniser sits beside it)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None) -> SpeechARPipeline:
@@ -60,9 +61,10 @@ class SpeechARPipeline:
         lexicon_path = folder / "lexicon.json"
         if not lexicon_path.is_file():
             raise FileNotFoundError(f"lexicon {lexicon_path} not found")
-        return cls(
-            SpeechLM.from_pretrained(folder), MelCodec.from_pretrained(folder), json.loads(lexicon_path.read_text())
-        )
+        lexicon = json.loads(lexicon_path.read_text())
+        pipe = cls(SpeechLM.from_pretrained(folder), MelCodec.from_pretrained(folder), lexicon)
+        pipe.folder = folder
+        return pipe
 
     def to(self, device: str | torch.device) -> SpeechARPipeline:
         self.lm.to(device)

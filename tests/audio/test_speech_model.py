@@ -85,7 +85,19 @@ def test_bad_checkpoints(tmp_path):
 
 def test_cli_writes_three_files_atomically(tmp_path, capsys):
     out = tmp_path / "hello.wav"
-    args = ["generate", "speech", "--text", TEXTS[0], "--method", "sjd", "--out", str(out), "--quiet"]
+    args = [
+        "generate",
+        "speech",
+        "--text",
+        TEXTS[0],
+        "--method",
+        "sjd",
+        "--out",
+        str(out),
+        "--quiet",
+        "--max-steps",
+        "40",
+    ]
     assert main(args) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.json", "hello.wav", "hello_acceptance.png"]
     audio, rate = soundfile.read(out)
@@ -108,3 +120,35 @@ def test_cli_errors_leave_nothing(tmp_path, monkeypatch, capsys, extra, message)
     err = capsys.readouterr().err
     assert err.startswith("mmaccel: error:") and message in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_phoneme_error_rate():
+    from mmaccel.audio.recogniser import edit_distance, phoneme_error_rate
+
+    assert edit_distance("kitten", "sitting") == 3
+    assert phoneme_error_rate(["ab c"], ["abc d"]) == pytest.approx(1 / 4)
+
+
+def test_bench_speech_writes_records(tmp_path, monkeypatch, capsys):
+    import mmaccel.audio.bench as bench
+
+    monkeypatch.setattr(bench, "espeak_reference", lambda texts, voice: None)  # no espeak-ng in tests
+    out = tmp_path / "speech.json"
+    args = [
+        "bench",
+        "speech",
+        "--methods",
+        "ar,sjd:window=4",
+        "--num-utterances",
+        "2",
+        "--batch-sizes",
+        "2",
+        "--max-steps",
+        "24",
+    ]
+    assert main([*args, "--json", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [r["method"] for r in records] == ["ar", "sjd:window=4", "ar (second seed set: noise floor)"]
+    for r in records[:2]:
+        assert r["step_compression"] > 0 and 0 <= r["per"] and r["ceiling"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["speech.json"]
