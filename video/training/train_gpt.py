@@ -6,7 +6,7 @@ into ``--out`` so the video modality never reads the image folder at run time. T
 next-token cross-entropy on ``[class, frame 0 tokens, ..., frame T-1 tokens]``; labels drop to the null class
 with probability 0.1 (LlamaGen) so classifier-free guidance works. It stops after ``--minutes``.
 
-    nice -n 5 python -m mmaccel.video.training.train_gpt --out video/weights --minutes 18
+    nice -n 5 python -m mmaccel.video.training.train_gpt --out video/weights --clips 800 --minutes 10
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("video/weights"))
     p.add_argument("--vq", type=Path, default=Path("image/weights"), help="folder holding vq.safetensors to copy")
-    p.add_argument("--size", default="video-small")
+    p.add_argument("--size", default="video-mini")
     p.add_argument("--clips", type=int, default=3000)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, required=True, help="wall-clock budget, data encoding included")
     p.add_argument("--threads", type=int, default=1)
