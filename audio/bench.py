@@ -160,7 +160,8 @@ def format_table(records: list[dict[str, Any]]) -> str:
         "speedup",
         "ceiling",
         "token_agreement_with_ar",
-        "frechet_mel_vs_ar",
+        "per",
+        "frechet_vs_ar",
     )
     lines = [" | ".join(cols)]
     for r in records:
