@@ -90,6 +90,7 @@ def _generate(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
+        compile=args.compile,
         **params,
     )
     save_image_atomic(grid(result.images), out)
@@ -353,6 +354,11 @@ def register(commands, generate, bench) -> None:
     )
     g.add_argument("--draft", default=None, help="draft checkpoint of the same family (for the draft methods)")
     g.add_argument("--method", default=None, help=f"acceleration method, listed below (default: {DEFAULT_METHOD})")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the step forward under torch.compile (static shapes, CUDA graphs on a GPU; pays off on a GPU)",
+    )
     g.add_argument(
         "--window",
         type=_window,

@@ -388,7 +388,8 @@ class LlamaGenGPT(nn.Module):
         inputs); with one, each row's tokens go to the slots named by its positions. ``condition_valid``
         ``[B, n]`` hides padded caption slots (a :class:`ConditionCache` carries its own).
         """
-        if int(positions.min()) < 0:
+        # A compiled step forward skips the checks: they are host syncs, and the engine's positions are valid.
+        if not torch.compiler.is_compiling() and int(positions.min()) < 0:
             raise ValueError(f"positions must be >= 0, got {int(positions.min())}")
         # Speculative windows may run past the last image token; those slots are drafter scratch whose
         # outputs are discarded and which only later scratch slots can see, so reusing the last grid
@@ -555,8 +556,8 @@ class LlamaGenModel:
         if tokens.shape != positions.shape:
             raise ValueError(f"tokens {tuple(tokens.shape)} and positions {tuple(positions.shape)} must match")
         low, high = torch.aminmax(tokens)
-        # One host sync for all three checks: this runs once per step.
-        if bool((positions.min() < self.config.cls_token_num) | (low < 0) | (high >= self.vocab_size)):
+        # One host sync for all three checks: this runs once per step (and not at all when compiled).
+        if not torch.compiler.is_compiling() and bool((positions.min() < self.config.cls_token_num) | (low < 0) | (high >= self.vocab_size)):
             if int(positions.min()) < self.config.cls_token_num:
                 raise ValueError(f"positions must be >= {self.config.cls_token_num}: earlier slots hold the class")
             raise ValueError(f"tokens must lie in [0, {self.vocab_size})")

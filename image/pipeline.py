@@ -132,9 +132,11 @@ class ImageARPipeline:
         method: str,
         sampling: SamplingConfig | None = None,
         guidance_scale: float | None = None,
+        compile: bool = False,
         **params: Any,
     ) -> SpeculativeDecoder:
-        """The decoder for ``method`` with ``params`` (drafter and rule parameters); unknown ones raise."""
+        """The decoder for ``method`` with ``params`` (drafter and rule parameters); unknown ones raise.
+        ``compile`` runs the step forward under ``torch.compile``."""
         layout = self.family.layout
         codes = self.model.vocab_size - (layout.row_end is not None)
         inits = {name: (lambda cls=cls: cls(codes, layout.width, layout.row_end)) for name, cls in INITS.items()}
@@ -151,6 +153,7 @@ class ImageARPipeline:
             draft=self.draft,
             tables=tables,
             inits=inits,
+            compile=compile,
         )
 
     def decode(self, tokens: torch.Tensor) -> list[Image.Image]:
@@ -193,13 +196,15 @@ class ImageARPipeline:
         seed: int = 0,
         progress: bool = True,
         prompt: str | list[str] | None = None,
+        compile: bool = False,
         **method_params: Any,
     ) -> ImagePipelineOutput:
         """Generate ``num_images`` images (default: one per class label or prompt; a single one is repeated).
 
         Class-conditional families take ``class_labels``, text-to-image families ``prompt``. Image ``i`` uses
         seed ``seed + i``, so an image is the same whatever batch it is generated in. ``method``,
-        ``guidance_scale`` and ``temperature`` default to :data:`mmaccel.image.defaults.DEFAULTS`.
+        ``guidance_scale`` and ``temperature`` default to :data:`mmaccel.image.defaults.DEFAULTS`. ``compile=True``
+        runs the step forward under ``torch.compile`` (static shapes; CUDA graphs on a GPU), with the same tokens.
         """
         method = DEFAULT_METHOD if method is None else method
         check_params(method, method_params)  # a bad method or parameter fails before the prompt is built
@@ -207,7 +212,7 @@ class ImageARPipeline:
         conditioned = self.family.prompt(class_labels=labels, prompts=prompts)
         temperature = DEFAULTS["temperature"] if temperature is None else temperature
         sampling = SamplingConfig(temperature, top_k, top_p)
-        decoder = self.build_decoder(method, sampling, guidance_scale, **method_params)
+        decoder = self.build_decoder(method, sampling, guidance_scale, compile=compile, **method_params)
         seeds = [seed + i for i in range(count)]
         n = self.num_tokens
         out = decoder.generate(conditioned, n, seeds=seeds, progress=progress)

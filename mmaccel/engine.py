@@ -60,6 +60,11 @@ class SpeculativeDecoder:
 
     ``auto_window`` (:class:`~mmaccel.window.AutoWindow`) lets the decoder change the drafter's window as it
     goes, to the one that commits the most tokens per second on this model, device and batch, down to plain AR.
+
+    ``compile=True`` runs the step forward (verify, or the AR step) under ``torch.compile`` with static shapes:
+    the cache attends over its whole buffer, the buffers sit at fixed addresses, and the batch stays whole (no
+    retirement), so each window length is one graph; on CUDA the mode is ``"reduce-overhead"`` (CUDA graphs).
+    The prefill stays eager. Tokens are those of the eager path.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class SpeculativeDecoder:
         embeddings: torch.Tensor | None = None,
         retire_below: float = 0.75,
         auto_window: AutoWindow | None = None,
+        compile: bool = False,
         **rule_params: Any,
     ):
         if auto_window is not None:
@@ -80,8 +86,14 @@ class SpeculativeDecoder:
         self.auto_window = auto_window
         if not 0 <= retire_below <= 1:
             raise ValueError(f"retire_below must be in [0, 1], got {retire_below}")
-        self.retire_below = retire_below
+        self.compile = compile
+        # A batch that shrinks would be a new graph (and new CUDA graphs) for every size it passes through.
+        self.retire_below = 0.0 if compile else retire_below
         self.model = model
+        self._forward = model.forward
+        if compile:
+            mode = "reduce-overhead" if model.device.type == "cuda" else None
+            self._forward = torch.compile(model.forward, mode=mode, dynamic=False)
         self.drafter = drafter
         self.sampling = sampling or SamplingConfig()
         if isinstance(rule, str):
@@ -142,6 +154,8 @@ class SpeculativeDecoder:
 
         prefill = self.model.prefill(prompt, cache, output_hidden=needs_hidden)
         stats.nfe += 1
+        if self.compile:
+            cache.mark_static()
         rng = SampleRNG(seeds, device)
         generated = torch.zeros(batch, slots, dtype=torch.long, device=device)
         generated[:, 0] = sample(target_probs(prefill.logits[:, 0], self.sampling), rng.uniform(1)[:, 0])
@@ -169,7 +183,7 @@ class SpeculativeDecoder:
             costs = auto.costs
             if costs is None:
                 measured = time.perf_counter()
-                costs = measure_costs(self.model, cache, state, auto.windows)
+                costs = measure_costs(self.model, cache, state, auto.windows, forward=self._forward)
                 stats.calibration_s = time.perf_counter() - measured
             key = (model_key(self.model), str(device), batch, type(self.drafter).__name__, type(self.rule).__name__)
             window = self._resize(state, window, auto.begin(costs, key if auto.costs is None else None))
@@ -226,7 +240,7 @@ class SpeculativeDecoder:
         """Draft ``w`` tokens, verify them in one forward, and let the rule decide: gpt-fast's speculative step."""
         positions = state.last_pos[:, None] + torch.arange(w + 1, device=state.device)
         if w == 0:  # plain AR: no drafts, the forward's own sample ends the step
-            out = self.model.forward(state.last_token[:, None], positions, cache)
+            out = self._forward(state.last_token[:, None], positions, cache)
             state.stats.nfe += 1
             p = target_probs(out.logits, self.sampling)
             next_token = sample(p[:, 0], state.rng.uniform(1)[:, 0])
@@ -234,7 +248,7 @@ class SpeculativeDecoder:
             return Step(no_drafts, torch.zeros_like(next_token), next_token, out, p)
         draft = self.drafter.propose(state)
         tokens = torch.cat([state.last_token[:, None], draft.tokens], 1)
-        out = self.model.forward(tokens, positions, cache, output_hidden=needs_hidden)
+        out = self._forward(tokens, positions, cache, output_hidden=needs_hidden)
         state.stats.nfe += 1
         p = target_probs(out.logits, self.sampling)
         uniforms = state.rng.uniform(w + 1)

@@ -186,11 +186,13 @@ def build_decoder(
     draft: TokenModel | None = None,
     tables: TokenTables | None = None,
     inits: Mapping[str, Callable[[], WindowInit]] | None = None,
+    compile: bool = False,
 ) -> SpeculativeDecoder:
     """The decoder for method ``name`` with ``params`` (its drafter's and its rule's; text values are parsed).
 
     ``guidance_scale != 1`` (or ``always_guided``) wraps the model, and the draft model, in classifier-free
     guidance. ``inits`` are the modality's Jacobi initialisations by name (default: uniformly random tokens).
+    ``compile`` runs the step forward under ``torch.compile`` (see :class:`~mmaccel.engine.SpeculativeDecoder`).
     """
     m = method(name)
     params = check_params(name, params or {})
@@ -222,7 +224,9 @@ def build_decoder(
     if rule_cls.table is not None and table is None:  # the model's own table defines nearby tokens
         table = model.embedding_table()
     rule = rule_cls.build(table, tables.keep_dir, **params)
-    return SpeculativeDecoder(wrap(model), drafter, rule, sampling or SamplingConfig(), auto_window=auto_window)
+    return SpeculativeDecoder(
+        wrap(model), drafter, rule, sampling or SamplingConfig(), auto_window=auto_window, compile=compile
+    )
 
 
 __all__ = [

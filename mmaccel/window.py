@@ -57,12 +57,21 @@ def model_key(model) -> tuple:
     return (*chain, id(getattr(model, "model", model)))
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a host clock times it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
-def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3) -> dict[int, float]:
+def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3, forward=None) -> dict[int, float]:
     """``t(L+1) / t(1)`` for each window on ``model`` at this batch's size, measured on its own ``cache`` at the
     committed frontier (the slots written are rewritten by the next step before any query reads them), and kept
-    per model, device and batch size for the process."""
-    key = (model_key(model), str(state.device), state.batch_size, tuple(windows))
+    per model, device and batch size for the process. ``forward`` is the step forward the decoder will run
+    (default ``model.forward``; the compiled one when compiling, whose costs differ)."""
+    forward = forward or model.forward
+    compiled = forward is not model.forward
+    key = (model_key(model), str(state.device), state.batch_size, tuple(windows), compiled)
     if key in _MEASURED:
         return _MEASURED[key]
     lengths = sorted({0, *windows})
@@ -71,8 +80,10 @@ def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3)
         for length in lengths:
             tokens = state.last_token[:, None].expand(-1, length + 1)
             positions = state.last_pos[:, None] + torch.arange(length + 1, device=state.device)
+            synchronize(state.device)
             start = time.perf_counter()
-            model.forward(tokens, positions, cache)
+            forward(tokens, positions, cache)
+            synchronize(state.device)
             if attempt:
                 times[length].append(time.perf_counter() - start)
     base = statistics.median(times[0])

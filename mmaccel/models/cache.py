@@ -71,8 +71,9 @@ class SlotCache(Cache):
     :meth:`attention_mask` gives the matching additive mask (query at position ``p`` sees slots ``<= p``).
     """
 
-    def __init__(self, max_length: int):
+    def __init__(self, max_length: int, static: bool = False):
         self.max_length = int(max_length)
+        self.static = static
         self.write_positions: torch.Tensor | None = None
         self.seq_length = 0
         self.live_length = 0  # highest position of the current forward + 1: the slots attention reads
@@ -83,6 +84,14 @@ class SlotCache(Cache):
     def set_positions(self, positions: torch.Tensor) -> None:
         if positions.dim() != 2:
             raise ValueError(f"positions must be [batch, T], got shape {tuple(positions.shape)}")
+        if self.static:
+            # A compiled forward needs the same shapes every step and no host sync: attention reads the whole
+            # buffer (the mask hides what no query may see) and writes always scatter.
+            self.write_positions = positions
+            self.shared_start = None
+            self.live_length = self.max_length
+            self.seq_length = self.max_length
+            return
         top, bottom = int(positions.max()), int(positions.min())
         if top >= self.max_length or bottom < 0:
             raise ValueError(f"positions must lie in [0, {self.max_length}), got max {top}")
@@ -107,6 +116,15 @@ class SlotCache(Cache):
         mask = torch.zeros(visible.shape, dtype=dtype, device=positions.device)
         mask.masked_fill_(~visible, torch.finfo(dtype).min)
         return mask[:, None]
+
+    def mark_static(self) -> None:
+        """Full-buffer attention from now on, with the key and value buffers at fixed addresses, so that a
+        compiled forward (CUDA graphs included) can update them in place: the compiled path of the engine."""
+        self.static = True
+        for layer in self.layers:
+            if layer.is_initialized:
+                torch._dynamo.mark_static_address(layer.keys)
+                torch._dynamo.mark_static_address(layer.values)
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep only the batch rows in ``index`` (used when finished samples leave the batch)."""

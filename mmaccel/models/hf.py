@@ -12,6 +12,7 @@ from .base import ModelOutput, TokenPrompt, gather_last
 from .cache import SlotCache
 
 
+@torch.compiler.assume_constant_result
 @functools.cache
 def _cache_argument(model_class: type) -> str:
     # transformers 5 renames `past_key_values` to `cache`; older model classes still take the old name.
