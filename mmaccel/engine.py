@@ -183,7 +183,7 @@ class SpeculativeDecoder:
             costs = auto.costs
             if costs is None:
                 measured = time.perf_counter()
-                costs = measure_costs(self.model, cache, state, auto.windows, forward=self._forward)
+                costs = measure_costs(self.model, cache, state, auto.windows, forward=self._forward if self.compile else None)
                 stats.calibration_s = time.perf_counter() - measured
             key = (model_key(self.model), str(device), batch, type(self.drafter).__name__, type(self.rule).__name__)
             window = self._resize(state, window, auto.begin(costs, key if auto.costs is None else None))

@@ -69,8 +69,8 @@ def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3,
     committed frontier (the slots written are rewritten by the next step before any query reads them), and kept
     per model, device and batch size for the process. ``forward`` is the step forward the decoder will run
     (default ``model.forward``; the compiled one when compiling, whose costs differ)."""
+    compiled = forward is not None  # a bound method is a new object each access: `is` cannot compare them
     forward = forward or model.forward
-    compiled = forward is not model.forward
     key = (model_key(model), str(state.device), state.batch_size, tuple(windows), compiled)
     if key in _MEASURED:
         return _MEASURED[key]
