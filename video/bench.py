@@ -25,6 +25,7 @@ from .classifier import VideoClassifier
 from .data import SEEDS, make_clips
 from .model import WEIGHTS_DIR
 from .pipeline import DEFAULTS, VideoARPipeline
+from .schedule import split_schedule
 
 SECOND_SEED_SET = 1_000_000
 
@@ -37,7 +38,8 @@ def forward_times(pipe: VideoARPipeline, batch: int, windows: list[int], guidanc
 
 
 def run_method(pipe: VideoARPipeline, spec: str, labels: list[int], seed: int, batch_size: int, bar=None, **kw) -> dict:
-    name, params = parse_method(spec)
+    core_spec, schedule = split_schedule(spec)
+    name, params = parse_method(core_spec)
     clips, steps, wall = [], [], 0.0
     for start in range(0, len(labels), batch_size):
         out = pipe(labels[start : start + batch_size], method=spec, seed=seed + start, progress=False, **kw)
@@ -46,8 +48,9 @@ def run_method(pipe: VideoARPipeline, spec: str, labels: list[int], seed: int, b
         wall += out.stats[0]["batch_wall_s"]
         if bar is not None:
             bar.update(len(out.frames))
+    # A schedule's window varies from step to step; the ceiling is then quoted at its widest (a lower bound).
     window = 0 if name == "ar" else int(params.get("window", 16))
-    return {"method": spec, "batch_size": batch_size, "window": window, "clips": np.stack(clips),
+    return {"method": spec, "batch_size": batch_size, "window": window, "schedule": schedule, "clips": np.stack(clips),
             "nfe": float(np.mean(steps)), "wall_s": wall}
 
 
@@ -64,7 +67,7 @@ def run_bench(
 ) -> list[dict[str, Any]]:
     """One record per (method, batch size), plus ``ar@seed2``; all in this process, on the same seeds."""
     for spec in methods:
-        parse_method(spec)  # an unknown method or parameter fails before any work
+        parse_method(split_schedule(spec)[0])  # an unknown method, parameter or schedule fails before any work
     pipe = VideoARPipeline.from_pretrained(model)
     folder = Path(model) if model is not None else WEIGHTS_DIR
     classifier = VideoClassifier.from_pretrained(folder / "classifier.safetensors")

@@ -10,9 +10,15 @@ from mmaccel.cli import with_method_help
 from mmaccel.io import check_writable, save_image_atomic, write_atomic, write_json_atomic
 from mmaccel.params import split_assignment
 
-#: The video Jacobi initialisations (temporal.video_inits), named here so registration imports no torch.
-INIT_NAMES = ("random", "temporal-repeat", "temporal-sample")
+#: The video Jacobi initialisations (temporal.init_names()), named here so registration imports no torch.
+INIT_NAMES = (
+    "random", "vertical", "horizontal", "horizontal-sample", "temporal-repeat", "temporal-sample",
+    "temporal-repeat+vertical", "temporal-repeat+horizontal", "temporal-repeat+horizontal-sample",
+    "temporal-sample+vertical", "temporal-sample+horizontal", "temporal-sample+horizontal-sample",
+)
 VIDEO_SUFFIXES = (".gif", ".mp4")
+#: schedule.SCHEDULES, for the same reason.
+SCHEDULE_NAMES = ("frame", "row", "diagonal")
 
 
 def _param(text: str) -> tuple[str, str]:
@@ -91,6 +97,7 @@ def acceptance_strip(maps, frames, scale: int = 4):
 
 def _generate(args: argparse.Namespace) -> int:
     from mmaccel.methods import check_params, parse_method
+    from mmaccel.methods import method as method_entry
 
     from .pipeline import DEFAULT_METHOD, VideoARPipeline
 
@@ -104,6 +111,11 @@ def _generate(args: argparse.Namespace) -> int:
             raise ValueError(f"--init must be one of {', '.join(INIT_NAMES)}, got {args.init!r}")
         extra["init"] = args.init
     params = check_params(method, {**params, **extra})
+    if args.schedule is not None:
+        if args.schedule not in SCHEDULE_NAMES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULE_NAMES)}, got {args.schedule!r}")
+        if method_entry(method).drafter != "jacobi" or params.get("window") == "auto":
+            raise ValueError(f"--schedule {args.schedule} needs a Jacobi method with a fixed window, not {method!r}")
     pipe = VideoARPipeline.from_pretrained(args.model)
     try:
         label = pipe.class_label(args.class_id)
@@ -117,6 +129,7 @@ def _generate(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
         progress=True,
+        schedule=args.schedule,
         **params,
     )
     for i, (clip_path, png_path, json_path) in enumerate(paths):
@@ -138,9 +151,11 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(Path(args.json))
+    from .schedule import split_schedule
+
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
-        parse_method(m)
+        parse_method(split_schedule(m)[0])
     if args.num_videos < 1:
         raise ValueError(f"--num-videos must be >= 1, got {args.num_videos}")
     try:
@@ -188,6 +203,8 @@ def register(commands, generate, bench) -> None:
                    help=f"class name ({', '.join(CLASS_NAMES)}) or index")
     g.add_argument("--method", default=None, help="mc-sjd (default), ar, sjd, gsd, ... (listed below)")
     g.add_argument("--init", default=None, help=f"Jacobi init of new window positions: {', '.join(INIT_NAMES)}")
+    g.add_argument("--schedule", default=None,
+                   help=f"window schedule of a Jacobi method: {', '.join(SCHEDULE_NAMES)} (default: a fixed window)")
     g.add_argument("--param", type=_param, action="append", help="a method parameter, name=value (repeatable)")
     g.add_argument("--num-videos", type=int, default=1)
     g.add_argument("--out", required=True, help="output clip (.gif, or .mp4 with PyAV); OUT.png and OUT.json beside it")
@@ -197,7 +214,8 @@ def register(commands, generate, bench) -> None:
     b = bench.add_parser("video", help="video methods side by side: forwards, wall clock, FVD (domain), accuracy")
     with_method_help(b, INIT_NAMES)
     b.add_argument("--methods", default="ar,sjd,mc-sjd,mc-sjd:init=temporal-repeat,mc-sjd:init=temporal-sample",
-                   help="comma-separated method specs (default: %(default)s)")
+                   help="comma-separated method specs; a Jacobi method may add :schedule=frame|row|diagonal "
+                        "(default: %(default)s)")
     b.add_argument("--num-videos", type=int, default=16, help="clips per method, classes in turn")
     b.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default: 1,8)")
     b.add_argument("--json", help="write the records here")

@@ -19,6 +19,7 @@ from mmaccel.sampling import SamplingConfig
 from .data import CLASS_NAMES
 from .layout import VideoLayout
 from .model import WEIGHTS_DIR, VideoGPT, load_video_gpt
+from .schedule import SCHEDULES, schedule_decoder, split_schedule
 from .temporal import video_inits
 
 #: Sampling settings of the default model (CLI, bench and model card use them).
@@ -90,11 +91,17 @@ class VideoARPipeline:
             raise ValueError(f"class must be an integer in [0, {n}), got {value!r}")
         return int(value)
 
-    def build_decoder(self, method: str, sampling: SamplingConfig, guidance_scale: float, **params: Any):
+    def build_decoder(
+        self, method: str, sampling: SamplingConfig, guidance_scale: float, schedule: str | None = None, **params: Any
+    ):
+        """The core decoder of ``method``; ``schedule`` (``frame``, ``row``, ``diagonal``: :mod:`.schedule`)
+        sets each step's window from where the prefix stands in the clip."""
+        if schedule is not None and schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         k = self.model.codebook_size
         providers = {"codebook": self.vq.codebook, "embeddings": lambda: self.model.embedding_table()[:k]}
         tables = TokenTables(providers, self.cache_dir)
-        return build_decoder(
+        decoder = build_decoder(
             self.model,
             method,
             params,
@@ -103,6 +110,7 @@ class VideoARPipeline:
             tables=tables,
             inits=video_inits(self.layout, self.model.codebook_size),
         )
+        return decoder if schedule is None else schedule_decoder(decoder, schedule, self.layout)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> list[np.ndarray]:
@@ -125,15 +133,23 @@ class VideoARPipeline:
         top_p: float | None = None,
         seed: int = 0,
         progress: bool = True,
+        schedule: str | None = None,
         **method_params: Any,
     ) -> VideoPipelineOutput:
         """Generate ``num_videos`` clips (default: one per class label; a single label is repeated).
 
         Clip ``i`` uses seed ``seed + i``, so a clip is the same alone or in a batch. ``method`` is a name of
         the core's table or a spec such as ``"sjd:init=temporal-repeat"``; ``method_params`` add parameters.
+        ``schedule`` (``frame``, ``row``, ``diagonal``; or ``:schedule=frame`` in the spec) aligns each step's
+        window (:mod:`mmaccel.video.schedule`).
         """
         spec = DEFAULT_METHOD if method is None else method
-        name, params = parse_method(spec)
+        core_spec, spec_schedule = split_schedule(spec)
+        if spec_schedule is not None:
+            if schedule is not None and schedule != spec_schedule:
+                raise ValueError(f"schedule {schedule!r} differs from the method's schedule {spec_schedule!r}")
+            schedule = spec_schedule
+        name, params = parse_method(core_spec)
         params = {**params, **method_params}
         labels = [class_labels] if isinstance(class_labels, (int, str, np.integer)) else list(class_labels)
         if not labels:
@@ -149,7 +165,7 @@ class VideoARPipeline:
         guidance_scale = DEFAULTS["guidance_scale"] if guidance_scale is None else guidance_scale
         temperature = DEFAULTS["temperature"] if temperature is None else temperature
         sampling = SamplingConfig(temperature, top_k, top_p)
-        decoder = self.build_decoder(name, sampling, guidance_scale, **params)
+        decoder = self.build_decoder(name, sampling, guidance_scale, schedule, **params)
         prompt = self.model.class_prompt(torch.tensor(labels))
         n = self.layout.num_tokens
         seeds = [seed + i for i in range(len(labels))]
@@ -165,6 +181,7 @@ class VideoARPipeline:
                     "label": labels[i],
                     "seed": seeds[i],
                     "method": spec,
+                    "schedule": schedule,
                     "tokens": n,
                     "steps": steps,
                     "ar_steps": n,

@@ -4,9 +4,12 @@ Speculative Jacobi decoding (Teng et al. 2024) starts each new window position f
 clip most of a frame repeats the previous frame (static background, a shape that moves a little), so a new
 position starts from the token at the same place one frame earlier (``temporal-repeat``) or from a token
 drawn from its 3x3 neighbourhood there (``temporal-sample``, which covers motion of up to one token). In the
-first frame there is no earlier frame: the token above is used, then a uniformly random one.
+first frame there is no earlier frame: the image modality's spatial initialisations
+(:mod:`mmaccel.drafting.grid_init`, inside the frame's grid) fill it, ``vertical`` (the token above, else the
+last known one) unless the init's name says otherwise (``temporal-repeat+horizontal-sample``). The spatial
+inits also exist alone (``vertical``, ``horizontal``, ``horizontal-sample``) for comparison.
 
-Each init is a callable with the drafter's hook signature (as the image modality's spatial inits)::
+Each init is a callable with the drafter's hook signature (:class:`~mmaccel.drafting.jacobi.WindowInit`)::
 
     init(context [B, N], index [B, K], uniforms [B, K]) -> tokens [B, K]
 
@@ -17,40 +20,44 @@ back as needed to land on a known token, so the result never reads an undefined 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from mmaccel.drafting.grid_init import GridInit, HorizontalRepeat, HorizontalSample, SpatialInit, VerticalRepeat
 
 from .layout import VideoLayout
 
+#: The image modality's spatial inits, used inside the first frame (and on their own), by name.
+SPATIAL_INITS: dict[str, Callable[[int, int], SpatialInit]] = {
+    "vertical": lambda vocab, width: VerticalRepeat(vocab, width),
+    "horizontal": lambda vocab, width: HorizontalRepeat(vocab, width),
+    "horizontal-sample": lambda vocab, width: HorizontalSample(vocab, width),
+}
+DEFAULT_FIRST_FRAME = "vertical"
 
-class TemporalInit:
-    """Common checks and the first-frame fallback; subclasses choose the previous-frame source."""
 
-    def __init__(self, layout: VideoLayout, vocab: int):
+class TemporalInit(GridInit):
+    """The previous-frame source of each position (subclasses choose it); a spatial init where there is none."""
+
+    def __init__(self, layout: VideoLayout, vocab: int, first_frame: str = DEFAULT_FIRST_FRAME):
         if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
             raise ValueError(f"vocab must be an integer >= 1, got {vocab!r}")
+        if first_frame not in SPATIAL_INITS:
+            raise ValueError(f"first_frame must be one of {', '.join(SPATIAL_INITS)}, got {first_frame!r}")
         self.layout = layout
         self.vocab = vocab
+        # Rows of the flat sequence are the frame's rows, so the spatial init's grid is the frame's grid.
+        self.spatial = SPATIAL_INITS[first_frame](vocab, layout.width)
 
-    def __call__(self, context: torch.Tensor, index: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        if context.dim() != 2:
-            raise ValueError(f"context must be [batch, N], got shape {tuple(context.shape)}")
-        if index.dim() != 2 or index.shape[0] != context.shape[0]:
-            raise ValueError(f"index must be [batch, K] with batch {context.shape[0]}, got {tuple(index.shape)}")
-        if uniforms.shape != index.shape:
-            raise ValueError(f"uniforms must have index's shape {tuple(index.shape)}, got {tuple(uniforms.shape)}")
-        index = index.long()
+    def fill(self, context: torch.Tensor, index: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         start = index[:, :1]
         # Positions past the clip (the engine may draft beyond the end) are clamped; their tokens are unused.
         idx = index.clamp(max=self.layout.num_tokens - 1)
         source = self.source(idx, start, uniforms)
-        # First frame: the token above, as many rows up as needed to be known.
-        w = self.layout.width
-        above = idx - w * ((idx - start) // w + 1)
-        source = torch.where(source >= 0, source, above)
-        random = (uniforms * self.vocab).long().clamp(max=self.vocab - 1)
         known = (source >= 0) & (source < start)
-        gathered = context.long().gather(1, source.clamp(0, max(context.shape[1] - 1, 0))) if context.shape[1] else random
-        return torch.where(known, gathered, random)
+        gathered = context.gather(1, source.clamp(0, max(context.shape[1] - 1, 0))) if context.shape[1] else source
+        return torch.where(known, gathered, self.spatial.fill(context, index, uniforms))
 
     def frames_back(self, idx: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
         """How many frames back from ``idx`` the nearest known frame is (>= 1)."""
@@ -83,9 +90,22 @@ class TemporalSample(TemporalInit):
         return lay.index(t - self.frames_back(idx, start), h, w)
 
 
-def video_inits(layout: VideoLayout, vocab: int) -> dict:
+TEMPORAL_INITS: dict[str, type[TemporalInit]] = {"temporal-repeat": TemporalRepeat, "temporal-sample": TemporalSample}
+
+
+def init_names() -> tuple[str, ...]:
+    """Every video init name: random, the spatial inits, the temporal inits, and temporal+spatial pairs."""
+    pairs = [f"{t}+{s}" for t in TEMPORAL_INITS for s in SPATIAL_INITS]
+    return ("random", *SPATIAL_INITS, *TEMPORAL_INITS, *pairs)
+
+
+def video_inits(layout: VideoLayout, vocab: int) -> dict[str, Callable[[], GridInit]]:
     """The video Jacobi inits by name, for :func:`mmaccel.methods.build_decoder`'s ``inits``."""
-    return {
-        "temporal-repeat": lambda: TemporalRepeat(layout, vocab),
-        "temporal-sample": lambda: TemporalSample(layout, vocab),
+    inits: dict[str, Callable[[], GridInit]] = {
+        name: (lambda make=make: make(vocab, layout.width)) for name, make in SPATIAL_INITS.items()
     }
+    for name, cls in TEMPORAL_INITS.items():
+        inits[name] = lambda cls=cls: cls(layout, vocab)
+        for spatial in SPATIAL_INITS:
+            inits[f"{name}+{spatial}"] = lambda cls=cls, spatial=spatial: cls(layout, vocab, spatial)
+    return inits

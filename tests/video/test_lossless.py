@@ -32,6 +32,25 @@ def _prompt(pipe):
     ],
 )
 def test_greedy_identical_to_ar(pipe, method, params, guidance):
+    _check_identical(pipe, method, params, guidance)
+
+
+# First-frame spatial inits and window schedules: guided only (the unguided path is the same code).
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("mc-sjd", {"init": "temporal-repeat+horizontal-sample"}),
+        ("sjd", {"init": "vertical"}),
+        ("mc-sjd", {"init": "temporal-repeat", "schedule": "frame"}),
+        ("sjd", {"init": "temporal-sample", "schedule": "row", "window": 6}),
+        ("mc-sjd", {"init": "temporal-repeat", "schedule": "diagonal"}),
+    ],
+)
+def test_inits_and_schedules_greedy_identical_to_ar(pipe, method, params):
+    _check_identical(pipe, method, params, 2.0)
+
+
+def _check_identical(pipe, method, params, guidance):
     greedy = SamplingConfig(0.0)
     n = pipe.layout.num_tokens - 4
     ar = pipe.build_decoder("ar", greedy, guidance).generate(_prompt(pipe), n, seeds=[0, 1, 2])

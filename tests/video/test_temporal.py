@@ -1,6 +1,7 @@
 """Temporal Jacobi inits read only known tokens: the previous frame's (repeat, or a 3x3 neighbour), the token
 above in the first frame, and a uniformly random token when nothing is known."""
 
+import pytest
 import torch
 
 from mmaccel.video.layout import VideoLayout
@@ -25,12 +26,38 @@ def test_window_longer_than_a_frame_goes_further_back():
     assert out.tolist() == [[100, 101, 102, 103, 100, 101]]
 
 
-def test_first_frame_uses_above_then_random():
+def test_first_frame_uses_the_spatial_init():
     idx = torch.tensor([[1, 2, 3]])
     u = torch.tensor([[0.5, 0.0, 0.99]])
     out = TemporalRepeat(LAY, 50)(_ctx(1), idx, u)
-    # 1: nothing known above it -> random 25; 2: token 0 above -> 100; 3: token 1 above is not known -> random 49
-    assert out.tolist() == [[25, 100, 49]]
+    # vertical (default): 1: nothing above -> the last known token 100; 2: token 0 above -> 100;
+    # 3: token 1 above is not known -> the last known token 100
+    assert out.tolist() == [[100, 100, 100]]
+    # horizontal-sample draws from the known tokens; with nothing known it is uniformly random
+    ctx = _ctx(1)
+    assert TemporalRepeat(LAY, 50, "horizontal-sample")(ctx, torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.99]])).tolist() == [[25, 49]]
+    # frames after the first still copy the previous frame, whatever the first-frame init
+    assert TemporalRepeat(LAY, 50, "horizontal")(ctx, torch.tensor([[4, 5]]), u[:, :2]).tolist() == [[100, 101]]
+
+
+def test_spatial_init_matches_the_core_grid_init():
+    from mmaccel.drafting.grid_init import HorizontalSample
+
+    ctx, idx, u = _ctx(2), torch.tensor([[1, 2, 3], [2, 3, 4]]), torch.rand(2, 3)
+    ours = video_inits(LAY, 50)["horizontal-sample"]()(ctx, idx, u)
+    assert torch.equal(ours, HorizontalSample(50, LAY.width)(ctx, idx, u))
+
+
+def test_init_names_listed_by_the_cli():
+    from mmaccel.video.cli import INIT_NAMES
+    from mmaccel.video.temporal import init_names
+
+    assert INIT_NAMES == init_names() and set(video_inits(LAY, 5)) | {"random"} == set(INIT_NAMES)
+
+
+def test_unknown_first_frame_init_is_refused():
+    with pytest.raises(ValueError, match="first_frame"):
+        TemporalRepeat(LAY, 5, "diagonal")
 
 
 def test_sample_stays_in_previous_frame_neighbourhood():
