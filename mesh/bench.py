@@ -25,8 +25,9 @@ from mmaccel.models import CFGModel
 
 from .classifier import PointNetClassifier
 from .data import CLASS_NAMES, make_meshes
+from .grammar import FaceGrammarModel
 from .methods import HEADS_METHOD, parse_mesh_method
-from .metrics import nearest_reference, set_metrics, surface_points
+from .metrics import nearest_reference, set_metrics, surface_points, validity_breakdown
 from .model import WEIGHTS_DIR
 from .pipeline import DEFAULTS, MeshARPipeline
 
@@ -37,10 +38,18 @@ SECOND_SEED_SET = 1_000_000
 
 @torch.no_grad()
 def forward_times(
-    pipe: MeshARPipeline, batch: int, windows: list[int], guidance_scale: float, repeats: int = 5, context: int = 160
+    pipe: MeshARPipeline,
+    batch: int,
+    windows: list[int],
+    guidance_scale: float,
+    repeats: int = 5,
+    context: int = 160,
+    structure_mask: bool = False,
 ) -> dict[int, float]:
-    """Median seconds of one guided forward of ``L + 1`` tokens after ``context`` tokens, per window ``L`` (0: AR)."""
-    model = CFGModel(pipe.model, guidance_scale) if guidance_scale != 1.0 else pipe.model
+    """Median seconds of one guided forward of ``L + 1`` tokens after ``context`` tokens, per window ``L`` (0: AR),
+    of the target the methods run (with the structure mask when it is on)."""
+    model = FaceGrammarModel(pipe.model, pipe.vocab.levels, pipe.vocab.eos) if structure_mask else pipe.model
+    model = CFGModel(model, guidance_scale) if guidance_scale != 1.0 else model
     prompt = pipe.prompt([0] * batch)
     out = {}
     for w in sorted(set([0, *windows])):
@@ -69,7 +78,7 @@ def run_method(
     **kwargs: Any,
 ) -> dict[str, Any]:
     name, params = parse_mesh_method(spec)
-    meshes, steps, to_end, end_tokens, wall = [], [], [], [], 0.0
+    meshes, reports, steps, to_end, end_tokens, wall = [], [], [], [], [], 0.0
     window = 0
     for start in range(0, len(labels), batch_size):
         if bar is not None:
@@ -78,6 +87,7 @@ def run_method(
             labels[start : start + batch_size], method=name, seed=seed + start, progress=False, **kwargs, **params
         )
         meshes += out.meshes
+        reports += out.reports
         steps += [s["steps"] for s in out.stats]
         to_end += [s["steps_to_end"] for s in out.stats]
         end_tokens += [s["end_tokens"] for s in out.stats]
@@ -93,6 +103,7 @@ def run_method(
         "batch_size": batch_size,
         "window": window,
         "meshes": meshes,
+        "reports": reports,
         "nfe": float(np.mean(steps)),
         "nfe_to_end": float(np.mean(to_end)),
         "tokens_to_end": float(np.mean(end_tokens)),
@@ -100,7 +111,7 @@ def run_method(
     }
 
 
-def quality(meshes, labels, classifier, references, reference_feats) -> dict[str, float]:
+def quality(meshes, reports, labels, classifier, references, reference_feats) -> dict[str, Any]:
     clouds = [surface_points(m) for m in meshes]
     chamfer, hausdorff = [], []
     for cloud, label in zip(clouds, labels):
@@ -123,6 +134,7 @@ def quality(meshes, labels, classifier, references, reference_feats) -> dict[str
         "class_accuracy": float(np.mean(correct)),
         "fid": fid_from_features(reference_feats, torch.stack(kept).double()) if len(kept) > 1 else float("nan"),
         "faces_mean": float(np.mean([len(m.faces) for m in meshes])),
+        "validity": validity_breakdown(meshes, reports),
         **sets,
     }
 
@@ -137,8 +149,10 @@ def run_bench(
     seed: int = 0,
     num_reference: int = 12,
     progress: bool = False,
+    structure_mask: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per (method, batch size), plus ``ar@seed2``; all in this process, on the same seeds."""
+    """One record per (method, batch size), plus ``ar@seed2``; all in this process, on the same seeds.
+    ``structure_mask`` (default: the pipeline's, on) is the target's grammar mask, for every method and AR."""
     for spec in methods:
         parse_mesh_method(spec)  # an unknown method or parameter fails before any work
     pipe = MeshARPipeline.from_pretrained(model)
@@ -150,7 +164,8 @@ def run_bench(
     labels = [i % pipe.vocab.num_classes for i in range(num_meshes)]
     guidance_scale = DEFAULTS["guidance_scale"] if guidance_scale is None else guidance_scale
     temperature = DEFAULTS["temperature"] if temperature is None else temperature
-    kwargs = dict(guidance_scale=guidance_scale, temperature=temperature)
+    structure_mask = DEFAULTS["structure_mask"] if structure_mask is None else bool(structure_mask)
+    kwargs = dict(guidance_scale=guidance_scale, temperature=temperature, structure_mask=structure_mask)
     methods = ["ar", *[m for m in methods if m != "ar"]]
     batch_sizes = sorted(set(batch_sizes))
     records = []
@@ -160,14 +175,14 @@ def run_bench(
         noise = run_method(pipe, "ar", labels, seed + SECOND_SEED_SET, batch_sizes[-1], bar, **kwargs)
     noise["method"] = "ar@seed2"
     windows = sorted({r["window"] for rs in runs.values() for r in rs})
-    times = {b: forward_times(pipe, b, windows, guidance_scale) for b in batch_sizes}
+    times = {b: forward_times(pipe, b, windows, guidance_scale, structure_mask=structure_mask) for b in batch_sizes}
     scored: dict[str, dict] = {}
     for b in batch_sizes:
         ar = runs[b][0]
         for r in [*runs[b], *([noise] if b == batch_sizes[-1] else [])]:
-            meshes = r.pop("meshes")
+            meshes, reports = r.pop("meshes"), r.pop("reports")
             if r["method"] not in scored:  # a seed's mesh is the same at every batch size: score it once
-                scored[r["method"]] = quality(meshes, labels, classifier, references, reference_feats)
+                scored[r["method"]] = quality(meshes, reports, labels, classifier, references, reference_feats)
             t1, tl = times[b][0], times[b][r["window"]]
             r.update(
                 tokens=pipe.model.max_faces * 9 + 1,
@@ -200,4 +215,16 @@ def format_table(records: list[dict[str, Any]]) -> str:
             f"{r['valid_rate']:>5.2f} {r['chamfer']:>7.4f} {r['hausdorff']:>6.3f} {r['class_accuracy']:>5.2f} "
             f"{r['mmd']:>6.4f} {r['cov']:>5.2f} {r['nna']:>5.2f} {r['fid']:>6.1f}"
         )
+    return "\n".join(lines)
+
+
+def format_validity(records: list[dict[str, Any]]) -> str:
+    """Which validity check fails, per method (one row per method: the meshes are the same at every batch size)."""
+    keys = list(next(iter(records))["validity"])
+    lines = [f"{'validity (fraction of meshes)':<20} " + " ".join(f"{k[:10]:>10}" for k in keys)]
+    seen = set()
+    for r in records:
+        if r["method"] not in seen:
+            seen.add(r["method"])
+            lines.append(f"{r['method']:<20} " + " ".join(f"{r['validity'][k]:>10.2f}" for k in keys))
     return "\n".join(lines)

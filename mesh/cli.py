@@ -82,6 +82,7 @@ def _generate(args: argparse.Namespace) -> int:
         prefix=prefix,
         seed=args.seed,
         progress=True,
+        structure_mask=args.structure_mask == "on",
         **params,
     )
     for i, (mesh_path, png_path, json_path) in enumerate(paths):
@@ -103,7 +104,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, run_bench
+    from .bench import format_table, format_validity, run_bench
     from .methods import parse_mesh_method
 
     if args.json:
@@ -126,8 +127,10 @@ def _bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_reference=args.num_reference,
         progress=True,
+        structure_mask=args.structure_mask == "on",
     )
     print(format_table(records))
+    print(format_validity(records))
     if args.json:
         write_json_atomic(args.json, records)
         print(f"wrote {args.json}")
@@ -139,6 +142,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale (default 1.5)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 is greedy (default 0.7)")
     p.add_argument("--seed", type=int, default=0, help="mesh i uses seed + i (default: 0)")
+    p.add_argument(
+        "--structure-mask",
+        choices=("on", "off"),
+        default="on",
+        help="mask the model to the layout's grammar and sort order, for AR and every method alike (default: on)",
+    )
 
 
 def register(commands, generate, bench) -> None:

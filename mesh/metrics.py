@@ -71,3 +71,38 @@ def set_metrics(generated: list[np.ndarray], reference: list[np.ndarray]) -> dic
     label = np.r_[np.zeros(n_g), np.ones(len(reference))]
     nna = float((label[full.argmin(1)] == label).mean())
     return {"mmd": mmd, "cov": cov, "nna": nna}
+
+
+def validity_breakdown(meshes: list[trimesh.Trimesh], reports: list) -> dict[str, float]:
+    """Which check fails, as fractions of the meshes (``boundary_edges`` and ``overfull_edges``: means per mesh).
+
+    ``reports`` are the :class:`~mmaccel.mesh.tokenizer.DecodeReport` of each mesh. A closed manifold triangle
+    mesh has every edge in exactly two faces and every vertex in at least three, so ``stray_vertex`` (a vertex in
+    fewer than three faces: a coordinate written once, matching no other corner) and ``boundary_edges`` point at
+    coordinates the model got wrong, ``out_of_order`` / ``degenerate`` / ``duplicates`` / ``bad_tokens`` at syntax.
+    """
+    edges_one, edges_many, stray = [], [], []
+    for mesh in meshes:
+        if len(mesh.faces) == 0:
+            edges_one.append(0)
+            edges_many.append(0)
+            stray.append(True)
+            continue
+        _, count = np.unique(np.sort(mesh.edges, 1), axis=0, return_counts=True)
+        edges_one.append(int((count == 1).sum()))
+        edges_many.append(int((count > 2).sum()))
+        stray.append(bool((np.bincount(mesh.faces.reshape(-1), minlength=len(mesh.vertices)) < 3).any()))
+    frac = lambda flags: float(np.mean(flags)) if len(flags) else float("nan")  # noqa: E731
+    return {
+        "valid": frac([r.valid for r in reports]),
+        "watertight": frac([r.watertight for r in reports]),
+        "winding_consistent": frac([bool(len(m.faces)) and bool(m.is_winding_consistent) for m in meshes]),
+        "ended": frac([r.ended for r in reports]),
+        "out_of_order": frac([r.out_of_order > 0 for r in reports]),
+        "degenerate": frac([r.degenerate > 0 for r in reports]),
+        "duplicates": frac([r.duplicates > 0 for r in reports]),
+        "bad_tokens": frac([r.bad_tokens > 0 for r in reports]),
+        "stray_vertex": frac(stray),
+        "boundary_edges": frac(edges_one),
+        "overfull_edges": frac(edges_many),
+    }

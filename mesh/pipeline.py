@@ -18,6 +18,7 @@ from mmaccel.models import TokenPrompt
 from mmaccel.sampling import SamplingConfig
 
 from .data import CLASS_NAMES
+from .grammar import FaceGrammarModel
 from .methods import build_mesh_decoder, check_mesh_params, heads_from
 from .model import WEIGHTS_DIR, MeshGPT, load_mesh_gpt
 from .tokenizer import TOKENS_PER_FACE, DecodeReport, decode, encode
@@ -25,7 +26,7 @@ from .tokenizer import TOKENS_PER_FACE, DecodeReport, decode, encode
 #: Sampling settings of the default model (CLI, bench and model card use them). On 18 AR meshes of the default
 #: model (seeds 0-17) temperature 0.7 with guidance 1.5 gave the best class accuracy (0.67; 0.50 at temperature 1,
 #: 0.28 at guidance 3), and validity stays low at every setting tried (0-22%): see mesh/weights/README.md.
-DEFAULTS = {"guidance_scale": 1.5, "temperature": 0.7, "top_k": None, "top_p": None}
+DEFAULTS = {"guidance_scale": 1.5, "temperature": 0.7, "top_k": None, "top_p": None, "structure_mask": True}
 DEFAULT_METHOD = "xspec"
 
 
@@ -131,10 +132,15 @@ class MeshARPipeline:
             )
         return budget
 
-    def build_decoder(self, method: str, sampling: SamplingConfig, guidance_scale: float, **params: Any):
+    def build_decoder(
+        self, method: str, sampling: SamplingConfig, guidance_scale: float, structure_mask: bool = False, **params: Any
+    ):
+        """The decoder of ``method``; with ``structure_mask`` its target (AR's too) is the model masked to the
+        layout's grammar and sort order (:mod:`mmaccel.mesh.grammar`)."""
         tables = TokenTables({"embeddings": self.model.embedding_table}, self.cache_dir)
+        target = FaceGrammarModel(self.model, self.vocab.levels, self.vocab.eos) if structure_mask else self.model
         return build_mesh_decoder(
-            self.model,
+            target,
             method,
             params,
             heads=self.heads,
@@ -159,6 +165,7 @@ class MeshARPipeline:
         prefix: trimesh.Trimesh | list[trimesh.Trimesh | None] | None = None,
         seed: int = 0,
         progress: bool = True,
+        structure_mask: bool | None = None,
         **method_params: Any,
     ) -> MeshPipelineOutput:
         """Generate ``num_meshes`` meshes (default: one per class label; a single label is repeated).
@@ -166,7 +173,8 @@ class MeshARPipeline:
         Mesh ``i`` uses seed ``seed + i``. ``max_faces`` is the face budget (default: the model's context);
         ``prefix`` meshes are completed (their faces, sorted, are the start of the sequence). The sequence after
         each mesh's ``eos`` is generated too (the engine runs a fixed length) and counted apart in the stats:
-        ``steps_to_end`` is the forwards until the ``eos`` was committed.
+        ``steps_to_end`` is the forwards until the ``eos`` was committed. ``structure_mask`` (default on) masks
+        the model to the layout's grammar and sort order, for AR and every method alike.
         """
         method = DEFAULT_METHOD if method is None else method
         params = check_mesh_params(method, method_params)
@@ -190,7 +198,8 @@ class MeshARPipeline:
         guidance_scale = DEFAULTS["guidance_scale"] if guidance_scale is None else guidance_scale
         temperature = DEFAULTS["temperature"] if temperature is None else temperature
         sampling = SamplingConfig(temperature, top_k, top_p)
-        decoder = self.build_decoder(method, sampling, guidance_scale, **params)
+        structure_mask = DEFAULTS["structure_mask"] if structure_mask is None else bool(structure_mask)
+        decoder = self.build_decoder(method, sampling, guidance_scale, structure_mask, **params)
         n = budget * TOKENS_PER_FACE + 1
         seeds = [seed + i for i in range(len(labels))]
         out = decoder.generate(prompt, n, seeds=seeds, progress=progress)
@@ -212,6 +221,7 @@ class MeshARPipeline:
                     "class": CLASS_NAMES[labels[i]] if self.class_names else labels[i],
                     "seed": seeds[i],
                     "method": method,
+                    "structure_mask": structure_mask,
                     "tokens": n,
                     "steps": steps,
                     "ar_steps": n,

@@ -1,5 +1,7 @@
 """Greedy decoding with every lossless mesh method is token-identical to plain AR, at batch >= 2 with different
-prompt lengths (prefix faces), with and without guidance; xspec with relaxed rules runs and stays in range."""
+prompt lengths (prefix faces), with and without guidance, with the structure mask (mmaccel.mesh.grammar) on and
+off; the mask is part of the target, so it changes AR and speculation alike; xspec with relaxed rules runs and
+stays in range."""
 
 import numpy as np
 import pytest
@@ -32,6 +34,7 @@ def _run(pipe, spec, **kwargs):
     return pipe([4, 0, 2], method=name, seed=3, progress=False, max_faces=2, prefix=_prefixes(), **kwargs, **params)
 
 
+@pytest.mark.parametrize("structure_mask", [True, False])
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
 @pytest.mark.parametrize(
     "spec",
@@ -45,11 +48,26 @@ def _run(pipe, spec, **kwargs):
         "xspec:rule=sjd",
     ],
 )
-def test_greedy_lossless_methods_match_ar(pipe, spec, guidance):
-    ar = _run(pipe, "ar", temperature=0.0, guidance_scale=guidance)
-    out = _run(pipe, spec, temperature=0.0, guidance_scale=guidance)
+def test_greedy_lossless_methods_match_ar(pipe, spec, guidance, structure_mask):
+    ar = _run(pipe, "ar", temperature=0.0, guidance_scale=guidance, structure_mask=structure_mask)
+    out = _run(pipe, spec, temperature=0.0, guidance_scale=guidance, structure_mask=structure_mask)
     assert torch.equal(out.tokens, ar.tokens)
     assert all(s["steps"] <= a["steps"] for s, a in zip(out.stats, ar.stats))
+    assert all(s["structure_mask"] is structure_mask for s in out.stats)
+
+
+@pytest.mark.parametrize("spec", ["ar", "sjd:init=face", "xspec"])
+def test_the_structure_mask_applies_to_ar_and_speculation_alike(pipe, spec):
+    """The tiny random model writes garbage unmasked; masked, every method's output keeps the layout's grammar
+    and sort order, and greedy outputs differ from the unmasked ones (the mask is really in the target)."""
+    masked = _run(pipe, spec, temperature=1.0, structure_mask=True)
+    for report in masked.reports:  # a mesh cut at the face budget keeps the one token past it
+        assert report.bad_tokens == 0 and report.out_of_order == 0
+        assert report.trailing_tokens == (0 if report.ended else 1)
+    greedy = [_run(pipe, spec, temperature=0.0, structure_mask=m).tokens for m in (True, False)]
+    assert not torch.equal(*greedy)
+    unmasked = _run(pipe, spec, temperature=1.0, structure_mask=False)
+    assert any(r.bad_tokens or r.trailing_tokens or r.out_of_order for r in unmasked.reports)
 
 
 @pytest.mark.parametrize("spec", ["xspec:rule=typical", "xspec:rule=gsd", "gsd:init=face", "lantern:init=face"])
