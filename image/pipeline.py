@@ -12,8 +12,10 @@ import torch
 from diffusers.utils import BaseOutput
 from PIL import Image
 
+from mmaccel.drafting.eagle import EagleHead, load_eagle
 from mmaccel.engine import SpeculativeDecoder
 from mmaccel.methods import TokenTables, build_decoder, check_params
+from mmaccel.methods import method as find_method
 from mmaccel.sampling import SamplingConfig
 
 from .acceptance_map import acceptance_map
@@ -71,6 +73,7 @@ class ImageARPipeline:
     def __init__(self, family: ImageFamily):
         self.family = family
         self.draft_family: ImageFamily | None = None  # a separately loaded draft checkpoint, moved by .to()
+        self._eagle: EagleHead | None = None
 
     @classmethod
     def from_pretrained(
@@ -97,6 +100,8 @@ class ImageARPipeline:
         self.family.to(device)
         if self.draft_family is not None:
             self.draft_family.to(device)
+        if self._eagle is not None:
+            self._eagle.to(device)
         return self
 
     @property
@@ -110,6 +115,18 @@ class ImageARPipeline:
     @draft.setter
     def draft(self, value) -> None:
         self.family.draft = value
+
+    @property
+    def eagle(self) -> EagleHead | None:
+        """The EAGLE draft head shipped beside a LlamaGen GPT (``eagle.safetensors`` in its folder), bound to the
+        GPT's token embedding and output layer; None for a folder or family without one."""
+        gpt = getattr(self.model, "gpt", None)
+        folder = self.family.cache_dir
+        path = None if folder is None else Path(folder) / "eagle.safetensors"
+        if self._eagle is None and gpt is not None and path is not None and path.is_file():
+            head = load_eagle(path).to(self.device)
+            self._eagle = head.bind(gpt.tok_embeddings, gpt.output)
+        return self._eagle
 
     @property
     def device(self) -> torch.device:
@@ -151,6 +168,7 @@ class ImageARPipeline:
             guidance_scale=DEFAULTS["guidance_scale"] if guidance_scale is None else guidance_scale,
             always_guided=self.family.always_guided,
             draft=self.draft,
+            eagle=self.eagle if find_method(method).drafter == "eagle" else None,  # loaded only when used
             tables=tables,
             inits=inits,
             compile=compile,

@@ -24,6 +24,7 @@ import torch
 from .acceptance import rule_class, rule_parameters
 from .acceptance.neighbours import cache_root
 from .drafting import DraftModelDrafter, JacobiDrafter
+from .drafting.eagle import EagleDrafter, EagleHead
 from .drafting.jacobi import WindowInit
 from .engine import SpeculativeDecoder
 from .models import CFGModel, TokenModel
@@ -63,15 +64,21 @@ METHODS: dict[str, Method] = {
         Method("draft", "draft", "exact", "speculative sampling with a draft model, lossless"),
         Method("lantern-draft", "draft", "lantern", "LANTERN's relaxed acceptance over draft-model drafts"),
         Method("lantern++", "draft", "lantern++", "LANTERN++'s multiplicative bound over draft-model drafts"),
+        Method("eagle", "eagle", "exact", "speculative sampling with an EAGLE draft head (Li et al. 2024), lossless"),
+        Method("lantern-eagle", "eagle", "lantern", "LANTERN's relaxed acceptance over EAGLE drafts"),
     )
 }
 
 #: Drafts per step when the user gives no window: SJD's 16 for Jacobi windows, 4 for a draft model (each of
 #: its drafts costs a draft forward).
-DEFAULT_WINDOW: dict[str, int] = {"jacobi": 16, "draft": 4}
-DRAFTERS: dict[str, type] = {"jacobi": JacobiDrafter, "draft": DraftModelDrafter}
+DEFAULT_WINDOW: dict[str, int] = {"jacobi": 16, "draft": 4, "eagle": 5}  # EAGLE: its official draft depth, 5
+DRAFTERS: dict[str, type] = {"jacobi": JacobiDrafter, "draft": DraftModelDrafter, "eagle": EagleDrafter}
 #: What a drafter takes from the user; the rest (the draft model, the init object) the modality supplies.
-DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {"jacobi": ("window", "init", "coupling"), "draft": ("window",)}
+DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "jacobi": ("window", "init", "coupling"),
+    "draft": ("window",),
+    "eagle": ("window",),
+}
 #: How a command line may write each drafter parameter: a window is a count or "auto"; an init is chosen by name
 #: from the modality's table; a coupling is one of the Jacobi drafter's.
 DRAFTER_TYPES: dict[str, Any] = {
@@ -184,6 +191,7 @@ def build_decoder(
     guidance_scale: float = 1.0,
     always_guided: bool = False,
     draft: TokenModel | None = None,
+    eagle: EagleHead | None = None,
     tables: TokenTables | None = None,
     inits: Mapping[str, Callable[[], WindowInit]] | None = None,
     compile: bool = False,
@@ -193,6 +201,8 @@ def build_decoder(
     ``guidance_scale != 1`` (or ``always_guided``) wraps the model, and the draft model, in classifier-free
     guidance. ``inits`` are the modality's Jacobi initialisations by name (default: uniformly random tokens).
     ``compile`` runs the step forward under ``torch.compile`` (see :class:`~mmaccel.engine.SpeculativeDecoder`).
+    ``eagle`` is an EAGLE head bound to ``model`` (:meth:`~mmaccel.drafting.eagle.EagleHead.bind`), for the
+    ``eagle`` methods.
     """
     m = method(name)
     params = check_params(name, params or {})
@@ -214,6 +224,10 @@ def build_decoder(
                 raise ValueError(f"init of method {name!r} must be one of {sorted({'random', *inits})}, got {init!r}")
             coupling = params.pop("coupling", m.drafter_defaults.get("coupling", "none"))
             drafter = JacobiDrafter(window, inits[init]() if init in inits else None, coupling=coupling)
+        elif m.drafter == "eagle":
+            if eagle is None:
+                raise ValueError(f"method {name!r} needs EAGLE head weights; none were given")
+            drafter = EagleDrafter(eagle, window)
         else:
             if draft is None:
                 raise ValueError(f"method {name!r} needs a draft model; none was given")

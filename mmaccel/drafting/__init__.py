@@ -6,6 +6,7 @@ from typing import Any
 
 from .base import Draft, Drafter
 from .draft_model import DraftModelDrafter
+from .eagle import EagleConfig, EagleDrafter, EagleHead, load_eagle, save_eagle
 from .heads import DraftHeads, MultiHeadDrafter, distill_heads
 from .jacobi import JacobiDrafter, UniformInit, WindowInit
 
@@ -13,11 +14,13 @@ DRAFTERS: dict[str, type[Drafter]] = {
     "jacobi": JacobiDrafter,
     "draft": DraftModelDrafter,
     "heads": MultiHeadDrafter,
+    "eagle": EagleDrafter,
 }
 
 
 def make_drafter(name: str, **params: Any) -> Drafter:
-    """Build a drafter by name: ``jacobi`` (window, init), ``draft`` (model, window), ``heads`` (heads)."""
+    """Build a drafter by name: ``jacobi`` (window, init), ``draft`` (model, window), ``heads`` (heads),
+    ``eagle`` (head, window)."""
     if name not in DRAFTERS:
         raise ValueError(f"unknown drafter {name!r}; choose one of {sorted(DRAFTERS)}")
     try:
@@ -32,10 +35,15 @@ __all__ = [
     "DraftHeads",
     "DraftModelDrafter",
     "Drafter",
+    "EagleConfig",
+    "EagleDrafter",
+    "EagleHead",
     "JacobiDrafter",
     "MultiHeadDrafter",
     "UniformInit",
     "WindowInit",
     "distill_heads",
+    "load_eagle",
     "make_drafter",
+    "save_eagle",
 ]

@@ -1,0 +1,46 @@
+"""EAGLE on image models: the pipeline finds the head beside the GPT, greedy EAGLE under guidance equals AR on the
+tiny config."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from mmaccel.drafting import EagleHead, save_eagle
+from mmaccel.image.pipeline import ImageARPipeline
+from mmaccel.image.training.distill_eagle import eagle_config_for
+
+
+@pytest.fixture(scope="module")
+def eagle_dir(model_dir, tmp_path_factory):
+    """The tiny image model's folder with a random EAGLE head beside its GPT."""
+    folder = tmp_path_factory.mktemp("tiny_eagle") / "model"
+    shutil.copytree(model_dir, folder)
+    gpt = ImageARPipeline.from_pretrained(folder).model.gpt
+    torch.manual_seed(0)
+    head = EagleHead(eagle_config_for(gpt))
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.3)
+    save_eagle(head, folder)
+    return folder
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 2.0])
+def test_greedy_eagle_equals_ar_on_the_tiny_image_model(eagle_dir, guidance_scale):
+    pipe = ImageARPipeline.from_pretrained(eagle_dir)
+    assert pipe.eagle is not None
+    common = dict(class_labels=[0, 1, 2], temperature=0, guidance_scale=guidance_scale, progress=False)
+    ar = pipe(method="ar", **common)
+    for method in ("eagle", "lantern-eagle"):
+        out = pipe(method=method, window=3, **common)
+        assert torch.equal(out.tokens, ar.tokens), method
+
+
+def test_a_folder_without_a_head_refuses_the_eagle_method(model_dir):
+    pipe = ImageARPipeline.from_pretrained(model_dir)
+    assert pipe.eagle is None
+    with pytest.raises(ValueError, match="EAGLE head weights"):
+        pipe(class_labels=[0], method="eagle", progress=False)
