@@ -36,10 +36,17 @@ def delay_steps(codes: torch.Tensor, stop: int, ignore: int = -100) -> torch.Ten
     return out
 
 
-def undelay(steps: torch.Tensor, frames: int) -> torch.Tensor:
-    """Steps ``[S, K]`` -> the first ``frames`` frames ``[frames, K]`` (the inverse of :func:`delay_steps`)."""
-    k = steps.shape[1]
-    return torch.stack([steps[book : book + frames, book] for book in range(k)], 1)
+def undelay(steps: torch.Tensor, frames: int, delays: list[int] | None = None) -> torch.Tensor:
+    """Steps ``[S, K]`` -> the first ``frames`` frames ``[frames, K]`` (the inverse of :func:`delay_steps`);
+    ``delays`` per codebook, ``0, 1, ..., K - 1`` by default (stereo MusicGen: ``0, 0, 1, 1, ...``)."""
+    delays = range(steps.shape[1]) if delays is None else delays
+    return torch.stack([steps[d : d + frames, book] for book, d in enumerate(delays)], 1)
+
+
+def codebook_delays(config: MusicgenDecoderConfig) -> list[int]:
+    """MusicGen's delay of each codebook: ``k``, or ``k // 2`` when stereo codebooks interleave left and right."""
+    k = config.num_codebooks
+    return [book // 2 for book in range(k)] if config.audio_channels == 2 else list(range(k))
 
 
 class SlotSinusoids(nn.Module):
@@ -90,6 +97,7 @@ class MusicgenStreams:
             decoder.embed_positions = SlotSinusoids(decoder.embed_positions)
         self.positions = decoder.embed_positions
         self.num_streams = model.config.num_codebooks
+        self.delays = codebook_delays(model.config)
         self.vocab_size = model.config.vocab_size
         self.pad_id = model.config.vocab_size  # MusicGen's pad/bos id: the extra embedding row
         self.stop_token = stop_token
@@ -104,9 +112,8 @@ class MusicgenStreams:
         return SlotCache(max_length)
 
     def forced(self, steps: torch.Tensor) -> torch.Tensor:
-        """``[B, T, K]``: the step slots the delay pattern fixes (codebook ``k`` before step ``k``)."""
-        books = torch.arange(self.num_streams, device=steps.device)
-        return steps[..., None] < books
+        """``[B, T, K]``: the step slots the delay pattern fixes (codebook ``k`` before step ``k``, its delay)."""
+        return steps[..., None] < torch.tensor(self.delays, device=steps.device)
 
     def _run(self, embeds: torch.Tensor, positions: torch.Tensor, cache: SlotCache, output_hidden: bool):
         self.positions.positions = positions

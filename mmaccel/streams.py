@@ -177,6 +177,84 @@ class FrameJacobiDrafter:
         self.tokens = torch.where(seen[..., None], refreshed, fresh)
         self.q = torch.where(seen[..., None, None], p_rows, one_hot(self.tokens, v))
 
+    def update_frames(self, state: StreamState, frames: torch.Tensor, n: torch.Tensor) -> None:
+        """Slide the window given the model's own frames ``[B, L + 1, K]`` at the verified positions (the
+        depth-transformer layout, where no per-codebook ``p`` exists): rows past the committed one are redrafted
+        from them, the rest initialised; one-hot ``q`` throughout."""
+        w, k = self.window, frames.shape[2]
+        rows = n[:, None] + 1 + torch.arange(w, device=frames.device)
+        seen = rows <= w
+        redrawn = frames.gather(1, rows.clamp(max=w).view(-1, w, 1).expand(-1, -1, k))
+        n_seen = seen.sum(1)
+        last_seen = redrawn.gather(1, (n_seen - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, k)).squeeze(1)
+        last = torch.where((n_seen > 0)[:, None], last_seen, state.last_frame)
+        self.tokens = torch.where(seen[..., None], redrawn, self._fresh(last, w, state))
+        self.q = one_hot(self.tokens, state.vocab_size)
+
+
+@dataclass
+class StreamRun:
+    """What both stream decoders (:class:`StreamDecoder`, the depth layout's) hold during one generation: the
+    cache, the state, the acceptance records, the stats, the progress bar."""
+
+    state: StreamState
+    cache: Any
+    stats: StreamStats
+    accept_step: torch.Tensor
+    from_draft: torch.Tensor
+    slots: int
+    start: float
+    bar: Any
+
+    @property
+    def batch(self) -> int:
+        return self.state.generated.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.state.generated.shape[2]
+
+    @property
+    def device(self) -> torch.device:
+        return self.state.generated.device
+
+    @classmethod
+    def open(
+        cls, model: Any, prompt: Any, max_steps: int, seeds: Sequence[int] | None, window: int, progress: bool
+    ) -> StreamRun:
+        """Check ``max_steps`` and ``seeds``; a cache of the final length and an empty state (step 0 to fill)."""
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+        batch, k = prompt.batch_size, model.num_streams
+        seeds = list(range(batch)) if seeds is None else list(seeds)
+        if len(seeds) != batch:
+            raise ValueError(f"seeds must hold one seed per sample ({batch}), got {len(seeds)}")
+        device = model.device
+        start = time.perf_counter()
+        slots = max_steps + 2 * window + 2
+        cache = model.new_cache(batch, int(prompt.lengths.max()) + slots)
+        state = StreamState(
+            SampleRNG(seeds, device),
+            torch.zeros(batch, slots, k, dtype=torch.long, device=device),
+            torch.ones(batch, dtype=torch.long, device=device),
+            prompt.lengths.to(device).clone(),
+            torch.zeros(batch, dtype=torch.bool, device=device),
+            model.vocab_size,
+        )
+        accept_step = torch.zeros(batch, slots, dtype=torch.long, device=device)
+        from_draft = torch.zeros(batch, slots, k, dtype=torch.bool, device=device)
+        bar = tqdm(total=max_steps, disable=not progress, desc="frames", leave=False)
+        return cls(state, cache, StreamStats(), accept_step, from_draft, slots, start, bar)
+
+    def close(self, max_steps: int, lengths: torch.Tensor) -> StreamOutput:
+        self.bar.close()
+        stats = self.stats
+        stats.lengths = lengths
+        stats.accept_step = self.accept_step[:, :max_steps]
+        stats.from_draft = self.from_draft[:, :max_steps]
+        stats.wall_s = time.perf_counter() - self.start
+        return StreamOutput(self.state.generated[:, :max_steps], stats)
+
 
 class StreamDecoder:
     """Generates ``[B, N, K]`` step tokens from a :class:`StreamModel`, AR (``drafter=None``) or speculative with
@@ -211,40 +289,19 @@ class StreamDecoder:
     def generate(
         self, prompt: Any, max_steps: int, seeds: Sequence[int] | None = None, progress: bool = False
     ) -> StreamOutput:
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-        batch, k = prompt.batch_size, self.model.num_streams
-        seeds = list(range(batch)) if seeds is None else list(seeds)
-        if len(seeds) != batch:
-            raise ValueError(f"seeds must hold one seed per sample ({batch}), got {len(seeds)}")
-        device = self.model.device
-        start = time.perf_counter()
         w = self.drafter.window if self.drafter is not None else 0
-        slots = max_steps + 2 * w + 2
-        cache = self.model.new_cache(batch, int(prompt.lengths.max()) + slots)
-        stats = StreamStats()
+        run = StreamRun.open(self.model, prompt, max_steps, seeds, w, progress)
+        state, cache, stats, k, batch, device = run.state, run.cache, run.stats, run.k, run.batch, run.device
+        accept_step, from_draft, rng, slots = run.accept_step, run.from_draft, state.rng, run.slots
         prefill = self.model.prefill(prompt, cache)
         stats.nfe += 1
-        rng = SampleRNG(seeds, device)
         zeros = torch.zeros(batch, 1, dtype=torch.long, device=device)
         p0 = self._probs(prefill.logits, zeros)[:, 0]
-        generated = torch.zeros(batch, slots, k, dtype=torch.long, device=device)
-        generated[:, 0] = sample(p0, rng.uniform(k))
-        accept_step = torch.zeros(batch, slots, dtype=torch.long, device=device)
-        from_draft = torch.zeros(batch, slots, k, dtype=torch.bool, device=device)
-        state = StreamState(
-            rng,
-            generated,
-            torch.ones(batch, dtype=torch.long, device=device),
-            prompt.lengths.to(device).clone(),
-            torch.zeros(batch, dtype=torch.bool, device=device),
-            self.model.vocab_size,
-        )
+        state.generated[:, 0] = sample(p0, rng.uniform(k))
         stop = self.model.stop_token
         stop_at = torch.full((batch,), slots, dtype=torch.long, device=device)
         if self.drafter is not None:
             self.drafter.begin(state)
-        bar = tqdm(total=max_steps, disable=not progress, desc="frames", leave=False)
         ar = torch.arange(w + 1, device=device)
         while True:
             stop_at = self._stops(state, stop, stop_at)
@@ -273,15 +330,9 @@ class StreamDecoder:
             stats.tokens_per_step.append(committed)
             if self.drafter is not None:
                 self.drafter.update(state, p, n)
-            bar.update(int(committed.max()))
-        bar.close()
+            run.bar.update(int(committed.max()))
         # A speculative step may commit past the stop's lag: those steps are dropped.
-        lengths = state.count.clamp(max=max_steps).minimum(stop_at + 1 + self.model.stop_lag)
-        stats.lengths = lengths
-        stats.accept_step = accept_step[:, :max_steps]
-        stats.from_draft = from_draft[:, :max_steps]
-        stats.wall_s = time.perf_counter() - start
-        return StreamOutput(state.generated[:, :max_steps], stats)
+        return run.close(max_steps, state.count.clamp(max=max_steps).minimum(stop_at + 1 + self.model.stop_lag))
 
     @staticmethod
     def _stops(state: StreamState, stop: int | None, stop_at: torch.Tensor) -> torch.Tensor:
@@ -314,4 +365,12 @@ class StreamDecoder:
         return committed
 
 
-__all__ = ["FrameJacobiDrafter", "StreamDecoder", "StreamModel", "StreamOutput", "StreamStats", "accept_steps"]
+__all__ = [
+    "FrameJacobiDrafter",
+    "StreamDecoder",
+    "StreamRun",
+    "StreamModel",
+    "StreamOutput",
+    "StreamStats",
+    "accept_steps",
+]
