@@ -156,8 +156,20 @@ def decode(tokens: torch.Tensor | np.ndarray, vocab: MeshVocab) -> tuple[trimesh
     if len(faces) > 1:
         first = faces[:, 0] @ np.array([vocab.levels**2, vocab.levels, 1])
         report.out_of_order = int((np.diff(first) < 0).sum())
-    corners = faces.reshape(-1, 3)[:, ::-1]  # z y x -> x y z
-    unique, inverse = np.unique(corners, axis=0, return_inverse=True)
+    mesh = clean_mesh(dequantise(faces[:, :, ::-1], vocab.levels), report, source)  # z y x -> x y z
+    return mesh, report
+
+
+def clean_mesh(corners: np.ndarray, report: DecodeReport, source: np.ndarray | None = None) -> trimesh.Trimesh:
+    """Triangles given by their corners' coordinates ``[F, 3, 3]`` (x y z) to a mesh, filling in ``report``.
+
+    Equal corners merge into one vertex; degenerate faces (two equal corners) and repeated faces (the same three
+    vertices) are dropped and counted; ``watertight``, ``manifold``, ``valid`` and ``faces_kept`` are set.
+    ``mesh.metadata["source_faces"]`` is the entry of ``source`` (default: the row of ``corners``) each face
+    came from.
+    """
+    source = np.arange(len(corners)) if source is None else np.asarray(source)
+    unique, inverse = np.unique(corners.reshape(-1, 3), axis=0, return_inverse=True)
     f = inverse.reshape(-1, 3)
     degenerate = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2])
     report.degenerate = int(degenerate.sum())
@@ -166,7 +178,7 @@ def decode(tokens: torch.Tensor | np.ndarray, vocab: MeshVocab) -> tuple[trimesh
     _, first_index = np.unique(order_free, axis=0, return_index=True)
     report.duplicates = len(f) - len(first_index)
     f, source = f[np.sort(first_index)], source[np.sort(first_index)]
-    mesh = trimesh.Trimesh(dequantise(unique, vocab.levels), f, process=False)
+    mesh = trimesh.Trimesh(unique.reshape(-1, 3), f, process=False)
     mesh.metadata["source_faces"] = source
     if len(f):
         mesh.remove_unreferenced_vertices()
@@ -177,7 +189,7 @@ def decode(tokens: torch.Tensor | np.ndarray, vocab: MeshVocab) -> tuple[trimesh
         report.watertight = bool(mesh.is_watertight)
         report.manifold = bool(mesh.is_watertight and mesh.is_winding_consistent)
     report.valid = report.faces_kept > 0 and report.watertight and report.manifold
-    return mesh, report
+    return mesh
 
 
 def write_mesh(mesh: trimesh.Trimesh, path: str | os.PathLike) -> Path:
