@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-from mmaccel.models import HFCausalLM, ModelOutput, SlotCache, TokenPrompt
-from mmaccel.models.base import gather_last
-from mmaccel.models.hf import slot_forward
+from mmaccel.models import TokenPrompt
+from mmaccel.models.subvocab import SubVocabLM
 
 from .family import TokenLayout, hf_model_type, read_json, text_prompts
 from .hf_folder import checked_config, load_complete
@@ -41,68 +40,21 @@ def generation_grid(image_area: int, ratio: str, spatial_factor: int) -> tuple[i
     return int(round(height * scale / spatial_factor)), int(round(width * scale / spatial_factor))
 
 
-class Emu3ImageLM(HFCausalLM):
+class Emu3ImageLM(SubVocabLM):
     """Emu3's language model over its image vocabulary, driven through a :class:`SlotCache`.
 
     Compact id ``i < n_codes`` is the visual token of VQ code ``i``, id ``n_codes`` is end-of-line; ``token_ids``
     maps them to Emu3's ids. Only those rows of ``lm_head`` are multiplied, so text tokens cannot be sampled, and
     the :class:`TokenLayout` forces EOL at the end of every row and nowhere else. Prompts hold Emu3 token ids.
+    (The compact-vocabulary machinery is the core's :class:`~mmaccel.models.subvocab.SubVocabLM`.)
     """
 
     def __init__(self, model: Any, token_ids: torch.Tensor, layout: TokenLayout, uncond_ids: list[int], pad_id: int):
-        super().__init__(model)
-        self.token_ids = token_ids.long()
-        self.vocab_size = int(token_ids.numel())
-        self.layout = layout
-        self.uncond_ids = list(uncond_ids)
-        self.pad_id = pad_id
-        self._prompt_lengths: torch.Tensor | None = None
-        self._head: torch.Tensor | None = None
+        super().__init__(model, token_ids, layout, uncond_ids, pad_id)
 
-    def compact_head(self) -> torch.Tensor:
-        """``[vocab, D]``: the ``lm_head`` rows of the image vocabulary, gathered once per device and dtype."""
-        weight = self.model.get_output_embeddings().weight
-        if self._head is None or self._head.device != weight.device or self._head.dtype != weight.dtype:
-            self._head = weight.detach().index_select(0, self.token_ids.to(weight.device))
-        return self._head
-
-    def unconditional_prompt(self, prompt: TokenPrompt) -> TokenPrompt:
-        """The negative prompt for every row (same image prefix, its own length)."""
-        uncond = TokenPrompt.from_lists([self.uncond_ids] * prompt.batch_size, self.pad_id)
-        return uncond.to(prompt.ids.device)
-
-    def _run(self, ids: torch.Tensor, positions: torch.Tensor, cache: SlotCache, output_hidden: bool) -> ModelOutput:
-        """Forward Emu3 token ``ids``; image-vocabulary logits with the layout forced on them."""
-        # The base model (no lm_head): the full-vocabulary logits are never computed.
-        hidden = slot_forward(self.model.model, positions, cache, input_ids=ids).last_hidden_state
-        logits = torch.nn.functional.linear(hidden, self.compact_head()).float()
-        # The logits at position t choose generated token t + 1 - prompt_len.
-        index = positions + 1 - self._prompt_lengths.to(positions.device)[:, None]
+    def constrain(self, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         # A finite floor instead of -inf: guidance subtracts the two rows (-inf - -inf is NaN), and equal floors cancel.
-        logits = self.layout.constrain(logits, index).clamp_min(torch.finfo(logits.dtype).min)
-        return ModelOutput(logits, hidden if output_hidden else None)
-
-    @torch.no_grad()
-    def forward(
-        self, tokens: torch.Tensor, positions: torch.Tensor, cache: SlotCache, output_hidden: bool = False
-    ) -> ModelOutput:
-        ids = self.token_ids.to(tokens.device)[tokens]
-        return self._run(ids, positions, cache, output_hidden)
-
-    @torch.no_grad()
-    def prefill(self, prompt: TokenPrompt, cache: SlotCache, output_hidden: bool = False) -> ModelOutput:
-        ids = prompt.ids.to(self.device)
-        self._prompt_lengths = prompt.lengths.to(self.device)
-        # Padding gets positions past each prompt's end; those slots are rewritten by the first step.
-        positions = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
-        out = self._run(ids, positions, cache, output_hidden)
-        hidden = gather_last(out.hidden, prompt.lengths) if output_hidden else None
-        return ModelOutput(gather_last(out.logits, prompt.lengths), hidden)
-
-    def reorder(self, cache: SlotCache, rows: torch.Tensor) -> None:
-        """Keep batch ``rows`` (finished samples leaving the batch): the cache and each row's prompt length."""
-        cache.reorder(rows)
-        self._prompt_lengths = self._prompt_lengths.index_select(0, rows.to(self.device))
+        return self.layout.constrain(logits, index).clamp_min(torch.finfo(logits.dtype).min)
 
     def embedding_table(self) -> torch.Tensor:
         embed = self.model.get_input_embeddings().weight.detach()

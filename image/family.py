@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from mmaccel.models import TokenModel
+from mmaccel.models.hf_folder import read_json
 
 
 @dataclass(frozen=True)
@@ -138,17 +139,6 @@ class ImageFamily(Protocol):
 def pixels_to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     """A VQ decoder's ``[B, 3, H, W]`` output in [-1, 1] -> uint8 ``[B, H, W, 3]`` on the CPU."""
     return ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
-
-
-def read_json(path: Path) -> dict | None:
-    """The JSON object in ``path`` (e.g. a folder's ``config.json``); None if missing, unreadable or not an object."""
-    import json
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def hf_model_type(folder: Path) -> str | None:

@@ -30,6 +30,11 @@ class VideoLayout:
         return self.height * self.width
 
     @property
+    def row_tokens(self) -> int:
+        """Slots of one row (no separators here: the width)."""
+        return self.width
+
+    @property
     def num_tokens(self) -> int:
         return self.frames * self.frame_tokens
 

@@ -21,6 +21,7 @@ back as needed to land on a known token, so the result never reads an undefined 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -38,17 +39,21 @@ DEFAULT_FIRST_FRAME = "vertical"
 
 
 class TemporalInit(GridInit):
-    """The previous-frame source of each position (subclasses choose it); a spatial init where there is none."""
+    """The previous-frame source of each position (subclasses choose it); a spatial init where there is none.
 
-    def __init__(self, layout: VideoLayout, vocab: int, first_frame: str = DEFAULT_FIRST_FRAME):
+    ``layout`` is a :class:`~mmaccel.video.layout.VideoLayout` or any layout with ``frame_tokens``,
+    ``num_tokens`` and ``row_tokens`` (frames with separators, as Emu3's); ``temporal-sample`` needs (t, h, w)
+    positions and so a ``VideoLayout``."""
+
+    def __init__(self, layout: VideoLayout | Any, vocab: int, first_frame: str = DEFAULT_FIRST_FRAME):
         if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
             raise ValueError(f"vocab must be an integer >= 1, got {vocab!r}")
         if first_frame not in SPATIAL_INITS:
             raise ValueError(f"first_frame must be one of {', '.join(SPATIAL_INITS)}, got {first_frame!r}")
         self.layout = layout
         self.vocab = vocab
-        # Rows of the flat sequence are the frame's rows, so the spatial init's grid is the frame's grid.
-        self.spatial = SPATIAL_INITS[first_frame](vocab, layout.width)
+        # Rows of the flat sequence are the frame's rows (with a separator layout, a row's slots: row_tokens).
+        self.spatial = SPATIAL_INITS[first_frame](vocab, layout.row_tokens)
 
     def fill(self, context: torch.Tensor, index: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         start = index[:, :1]
