@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from mmaccel.demo import DemoSide, DemoTab
+from mmaccel.demo import DemoSide, DemoTab, check_folder, class_side_by_side
 
 
 def _load(folder: str | None):
-    from pathlib import Path
-
     from .pipeline import ImageARPipeline
 
-    if folder is not None and not Path(folder).expanduser().is_dir():
-        raise FileNotFoundError(f"model folder {folder!r} does not exist")
-    return ImageARPipeline.from_pretrained(None if folder is None else Path(folder).expanduser())
+    return ImageARPipeline.from_pretrained(check_folder(folder))
 
 
 def class_names(pipe) -> list[str]:
@@ -37,16 +32,11 @@ def _compare(
         raise ValueError(f"class {condition!r} is not a class of this model ({', '.join(names)})")
     params = check_params(method, params)  # refused before anything runs
     label = names.index(condition)
-    sides = []
-    for share, name, kwargs in ((0.0, "ar", {}), (0.5, method, params)):
-        progress(share, desc=f"{name}: generating")
-        start = time.perf_counter()
-        out = pipe(class_labels=[label], method=name, seed=seed, progress=False, **kwargs)
-        wall = time.perf_counter() - start
-        s = out.stats[0]
-        sides.append(DemoSide(out.images[0], out.acceptance_maps[0], s["steps"], s["tokens"], wall))
-    progress(1.0, desc="done")
-    return sides[0], sides[1]
+
+    def present(out):
+        return out.images[0], out.acceptance_maps[0], out.stats[0]["steps"], out.stats[0]["tokens"]
+
+    return class_side_by_side(pipe, label, method, params, seed, progress, present)
 
 
 def demo_tab() -> DemoTab:

@@ -25,6 +25,8 @@ def check_port(host: str, port: int) -> None:
         raise ValueError(f"--port must be in [1, 65535], got {port}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the server binds (SO_REUSEADDR): a listener refuses it, a just-stopped demo's TIME_WAIT does not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as err:

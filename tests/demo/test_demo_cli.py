@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import pytest
 
 from mmaccel.cli import main
-from mmaccel.demo import DemoSide, parse_params, stats_table, tradeoff_points
+from mmaccel.demo import DemoSide, DemoTab, parse_params, stats_table, tradeoff_metrics, tradeoff_points
+
+BENCH = Path(__file__).parents[2] / "bench"
 
 
 def test_a_port_in_use_is_refused(capsys):
@@ -67,3 +70,72 @@ def test_params_stats_and_tradeoff_points(tmp_path):
     path.write_text("[]")
     with pytest.raises(ValueError, match="step_compression"):
         tradeoff_points(str(path))
+
+
+def test_a_just_stopped_demo_port_is_free_again():
+    """A port whose last connection is in TIME_WAIT (a demo stopped a moment ago) is not "in use"."""
+    from mmaccel.demo_cli import check_port
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server side closes first: its end waits in TIME_WAIT
+        client.close()
+    check_port("127.0.0.1", port)
+
+
+NOOP = lambda *a, **k: None  # noqa: E731 - the progress callback
+
+
+@pytest.mark.parametrize(
+    "module, output, condition, bad_condition, method",
+    [
+        ("mmaccel.video.demo_tab", "video", "square-down", "dragon", "sjd"),
+        ("mmaccel.mesh.demo_tab", "model3d", "cone", "dragon", "sjd"),
+        ("mmaccel.audio.demo_tab", "audio", "the red star", "the dragon", "sjd"),
+    ],
+)
+def test_the_other_tabs_refuse_bad_input_before_generating(tmp_path, module, output, condition, bad_condition, method):
+    import importlib
+
+    tab = importlib.import_module(module).demo_tab()
+    assert tab.output == output and tab.default_method in tab.methods and "ar" not in tab.methods
+    with pytest.raises(FileNotFoundError, match="no_model"):
+        tab.load(str(tmp_path / "no_model"))
+    with pytest.raises((ValueError, FileNotFoundError), match=str(tmp_path)):
+        tab.load(str(tmp_path))  # a folder, but without the model's files (the page shows either)
+    model = tab.load(None)
+    with pytest.raises(ValueError, match="dragon"):
+        tab.compare(model, bad_condition, method, {}, 0, NOOP)
+    with pytest.raises(ValueError, match="window"):
+        tab.compare(model, condition, method, {"window": "x"}, 0, NOOP)
+    with pytest.raises(ValueError, match="nomethod"):
+        tab.compare(model, condition, "nomethod", {}, 0, NOOP)
+
+
+def test_a_tab_names_a_known_output_kind():
+    with pytest.raises(ValueError, match="hologram"):
+        DemoTab("x", ["a"], ["sjd"], "sjd", lambda f: None, lambda *a: None, output="hologram")
+
+
+@pytest.mark.parametrize(
+    "name, quality",
+    [
+        ("image_default.json", {"fid", "class_accuracy"}),
+        ("video_default.json", {"fvd_domain", "class_accuracy"}),
+        ("speech_default.json", {"per", "frechet_vs_ar", "token_agreement_with_ar"}),
+        ("mesh_default.json", {"fid", "class_accuracy", "chamfer", "mmd", "cov", "nna", "valid_rate"}),
+    ],
+)
+def test_the_tradeoff_plot_reads_every_modalitys_bench_json(name, quality):
+    records = json.loads((BENCH / name).read_text())
+    points = tradeoff_points(str(BENCH / name))
+    assert quality <= set(tradeoff_metrics(points))
+    methods = {p["method"] for p in points}
+    if len({r.get("batch_size") for r in records}) > 1:  # one point per method and batch
+        assert any("(batch " in m for m in methods)
+    assert len({(p["method"], p["metric"]) for p in points}) == len(points)
