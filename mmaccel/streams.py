@@ -33,7 +33,10 @@ from .sampling import SampleRNG, SamplingConfig, sample, target_probs
 
 class StreamModel(Protocol):
     """What :class:`StreamDecoder` drives: ``forward`` takes ``[B, T, K]`` tokens and returns ``[B, T, K, V]``
-    logits; ``prefill`` returns the prompt's last position, ``[B, 1, K, V]``."""
+    logits; ``prefill`` returns the prompt's last position, ``[B, 1, K, V]``. Optional:
+    ``pinned(steps [B, T], known [B, S, K]) -> (mask [B, T, K], tokens [B, T, K])``, slots that the known past fixes
+    (``known``: committed steps and the window's drafts, -1 where unknown; a pin at step ``t`` may read only
+    steps before ``t``)."""
 
     num_streams: int
     vocab_size: int
@@ -278,12 +281,33 @@ class StreamDecoder:
         else:
             self.rules = [make_rule(rule, **rule_params)]
 
-    def _probs(self, logits: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        p = target_probs(logits, self.sampling)
+    def _pins(self, steps: torch.Tensor, known: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slots ``[B, T, K]`` the layout fixes at ``steps`` and their tokens: the delay pattern's forced
+        slots (token 0) and, for a model with ``pinned(steps, known)``, slots fixed by the known past (Dia forces
+        EOS in codebook ``k`` ``delay_k`` steps after codebook 0's EOS)."""
         forced = self.model.forced(steps)
-        return torch.where(
-            forced[..., None], one_hot(torch.zeros_like(steps[..., None].expand_as(forced)), p.shape[-1]), p
-        )
+        tokens = torch.zeros(forced.shape, dtype=torch.long, device=steps.device)
+        if known is not None:
+            mask, value = self.model.pinned(steps, known)
+            forced, tokens = forced | mask, torch.where(mask, value, tokens)
+        return forced, tokens
+
+    def _known(self, state: StreamState, drafts: torch.Tensor) -> torch.Tensor | None:
+        """Committed steps with the window's drafts after them, -1 elsewhere (``None`` without ``pinned``)."""
+        if getattr(self.model, "pinned", None) is None:
+            return None
+        slots, k = state.generated.shape[1:]
+        index = torch.arange(slots, device=drafts.device)
+        known = torch.where((index < state.count[:, None])[..., None], state.generated, -1)
+        if drafts.shape[1]:
+            at = (state.count[:, None] + index[: drafts.shape[1]]).clamp(max=slots - 1)
+            known.scatter_(1, at[..., None].expand(-1, -1, k), drafts)
+        return known
+
+    def _probs(self, logits: torch.Tensor, steps: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        p = target_probs(logits, self.sampling)
+        forced, tokens = self._pins(steps, known)
+        return torch.where(forced[..., None], one_hot(tokens, p.shape[-1]), p)
 
     @torch.no_grad()
     def generate(
@@ -312,18 +336,19 @@ class StreamDecoder:
             steps = state.count[:, None] + ar
             if self.drafter is None:
                 out = self.model.forward(state.last_frame[:, None], positions[:, :1], cache)
-                p = self._probs(out.logits, steps[:, :1])
+                p = self._probs(out.logits, steps[:, :1], self._known(state, state.generated[:, :0]))
                 n = torch.zeros(batch, dtype=torch.long, device=device)
                 nxt = sample(p[:, 0], rng.uniform(k))
                 kept = torch.zeros(batch, k, dtype=torch.bool, device=device)
                 drafts = nxt.new_zeros(batch, 0, k)
             else:
                 drafts, q = self.drafter.propose(state)
-                forced = self.model.forced(steps[:, 1:])
-                drafts = drafts.masked_fill(forced, 0)
+                # draft i sits at step count + i, the step p[:, i] predicts
+                forced, pins = self._pins(steps[:, :w], self._known(state, drafts))
+                drafts = torch.where(forced, pins, drafts)
                 q = torch.where(forced[..., None], one_hot(drafts, q.shape[-1]), q)
                 out = self.model.forward(torch.cat([state.last_frame[:, None], drafts], 1), positions, cache)
-                p = self._probs(out.logits, steps)
+                p = self._probs(out.logits, steps, self._known(state, drafts))
                 n, nxt, kept = accept_steps(self.rules, p, q, drafts, rng.uniform(k, w + 1))
             stats.nfe += 1
             committed = self._commit(state, drafts, n, nxt, kept, accept_step, from_draft, stats.nfe - 1)

@@ -1,11 +1,13 @@
-"""Real families on tiny random configs of their transformers classes: our AR equals the class's own greedy
-``generate``, and every lossless method equals our AR, at batch 2 with prompts of different lengths."""
+"""Real families (MusicGen, CSM, Dia) on tiny random configs of their transformers classes: our AR equals the
+class's own greedy ``generate``, and every lossless method equals our AR, at batch 2 with prompts of different
+lengths."""
 
 import pytest
 import torch
 from transformers.utils import logging as hf_logging
 
 from mmaccel.audio.csm import CsmStreams, TokenIdsPrompt, tiny_csm
+from mmaccel.audio.dia import DiaStreams, tiny_dia
 from mmaccel.audio.musicgen_text import MusicgenTextStreams, TextPrompt, tiny_musicgen_text
 from mmaccel.depth_streams import DepthStreamDecoder
 from mmaccel.sampling import SamplingConfig
@@ -129,3 +131,44 @@ def test_csm_depth_verify_accepts_and_rejects(csm):
 def test_depth_decoder_refuses_relaxed_rules(csm):
     with pytest.raises(ValueError, match="lantern"):
         DepthStreamDecoder(CsmStreams(csm), FrameJacobiDrafter(4), "lantern")
+
+
+@pytest.fixture(scope="module")
+def dia():
+    model = tiny_dia(seed=2)
+    with torch.no_grad():  # a stronger EOS row, so that both utterances end inside the tests' length
+        model.logits_dense.weight[model.config.decoder_config.eos_token_id] *= 3
+    return model
+
+
+def test_dia_ar_is_generate(dia):
+    """Through the end of speech: EOS in codebook 0, each codebook's EOS after its delay, pads after it."""
+    steps = 30
+    prompt = text_prompt()
+    model = DiaStreams(dia, guidance_scale=3.0, guidance_top_k=None)
+    theirs = dia.generate(
+        input_ids=prompt.ids,
+        attention_mask=prompt.mask,
+        decoder_input_ids=model.decoder_inputs(2),
+        decoder_attention_mask=torch.ones(2, 1 + max(model.delays), dtype=torch.long),
+        do_sample=False,
+        guidance_scale=3.0,
+        top_k=None,
+        max_new_tokens=steps + 10,
+    )
+    ours = StreamDecoder(model, None, "exact", GREEDY).generate(prompt, steps)
+    for b, n in enumerate(ours.stats.lengths.tolist()):
+        assert n < steps and (ours.tokens[b, :n, 0] == model.eos).any()
+        forced = model.forced(torch.arange(n)[None])[0]
+        assert torch.equal(theirs[b, 1 : n + 1].masked_fill(forced, 0), ours.tokens[b, :n])
+
+
+@pytest.mark.parametrize("method", LOSSLESS)
+def test_dia_lossless_methods(dia, method):
+    rule, init, window = method
+    model = DiaStreams(dia, guidance_scale=3.0, guidance_top_k=None)
+    ar = StreamDecoder(model, None, "exact", GREEDY).generate(text_prompt(), 30)
+    spec = StreamDecoder(model, FrameJacobiDrafter(window, init), rule, GREEDY).generate(text_prompt(), 30)
+    assert torch.equal(ar.stats.lengths, spec.stats.lengths) and spec.stats.nfe <= ar.stats.nfe
+    for b, n in enumerate(ar.stats.lengths.tolist()):
+        assert torch.equal(ar.tokens[b, :n], spec.tokens[b, :n])
