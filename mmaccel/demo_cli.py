@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import socket
 import sys
@@ -41,10 +42,9 @@ def _demo(args: argparse.Namespace) -> int:
             "demo, which has no authentication",
             file=sys.stderr,
         )
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise ValueError("mmaccel demo needs gradio: pip install 'mmaccel[demo]'") from None
+    # found, not imported: building the page imports it (seconds), and a refusal above needs none of it
+    if importlib.util.find_spec("gradio") is None:
+        raise ValueError("mmaccel demo needs gradio: pip install 'mmaccel[demo]'")
     from .demo import build_demo, launch
 
     demo = build_demo(bench_json=args.bench_json)
