@@ -90,7 +90,7 @@ class SpeechARPipeline:
             raise ValueError(f"method {name!r} needs a draft model; the speech default model has none")
         if m.drafter == "jacobi":
             coupling = params.pop("coupling", m.drafter_defaults.get("coupling", "none"))
-            if coupling != "none":
+            if coupling not in ("none", "maximal"):
                 raise ValueError(f"method {name!r}: coupling={coupling!r} is not available for codec streams yet")
             window = params.pop("window", DEFAULT_WINDOW["jacobi"] // 2)
             if window == "auto":
@@ -98,7 +98,7 @@ class SpeechARPipeline:
             init = params.pop("init", "repeat")
             if init not in INIT_NAMES:
                 raise ValueError(f"init of method {name!r} must be one of {list(INIT_NAMES)}, got {init!r}")
-            drafter = FrameJacobiDrafter(window, init)
+            drafter = FrameJacobiDrafter(window, init, coupling)
         return StreamDecoder(self.lm.streams, drafter, m.rule, sampling, tables=self.tables(), **params)
 
     def prompts(self, texts: list[str], voice: str):

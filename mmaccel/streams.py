@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .acceptance import AcceptanceRule, make_rule, rule_class
 from .drafting.base import check_window, one_hot
+from .drafting.coupling import maximal_coupling
 from .models.base import ModelOutput
 from .models.cache import SlotCache
 from .sampling import SampleRNG, SamplingConfig, sample, target_probs
@@ -144,13 +145,19 @@ class FrameJacobiDrafter:
     After a verification the window slides; steps the forward already saw are redrawn from their ``p`` (their
     ``q``), steps beyond are initialised: ``init="repeat"`` copies the last known frame (frame-repeat: speech
     frames change slowly), ``"random"`` draws uniform tokens (one-hot ``q`` either way).
+
+    ``coupling="maximal"`` is MC-SJD (So et al. 2025) on every stream: a redraft keeps the token its step held in
+    the previous window with probability ``min(1, p_new / q_old)``, else draws from the residual, so that it
+    changes as rarely as any draw from ``p_new`` can (:func:`~mmaccel.drafting.coupling.maximal_coupling`).
     """
 
-    def __init__(self, window: int = 8, init: str = "repeat"):
+    def __init__(self, window: int = 8, init: str = "repeat", coupling: str = "none"):
         self.window = check_window(window)
         if init not in ("repeat", "random"):
             raise ValueError(f"init must be 'repeat' or 'random', got {init!r}")
-        self.init = init
+        if coupling not in ("none", "maximal"):
+            raise ValueError(f"coupling must be 'none' or 'maximal' for codec streams, got {coupling!r}")
+        self.init, self.coupling = init, coupling
 
     def _fresh(self, last: torch.Tensor, n: int, state: StreamState) -> torch.Tensor:
         u = state.rng.uniform(n, last.shape[1])
@@ -171,7 +178,16 @@ class FrameJacobiDrafter:
         rows = n[:, None] + 1 + ar
         seen = rows <= w
         p_rows = p.gather(1, rows.clamp(max=w).view(-1, w, 1, 1).expand(-1, -1, k, v))
-        refreshed = sample(p_rows, state.rng.uniform(w, k))
+        if self.coupling == "maximal":
+            # rows below w held a draft of the same step in the window just verified
+            u_draw, u_keep = state.rng.uniform(2, w, k).unbind(1)
+            old_rows = rows.clamp(max=w - 1).view(-1, w, 1).expand(-1, -1, k)
+            old = self.tokens.gather(1, old_rows)
+            q_old = self.q.gather(1, old_rows[..., None].expand(-1, -1, -1, v))
+            coupled = maximal_coupling(old, q_old, p_rows, u_keep, u_draw)
+            refreshed = torch.where((rows < w)[..., None], coupled, sample(p_rows, u_draw))
+        else:
+            refreshed = sample(p_rows, state.rng.uniform(w, k))
         n_seen = seen.sum(1)
         # The frame before the first fresh slot: the last redrawn one, or the last committed frame.
         last_seen = refreshed.gather(1, (n_seen - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, k)).squeeze(1)

@@ -45,6 +45,16 @@ def test_greedy_identity(method):
     assert torch.equal(alone.tokens[0], ar.tokens[1])
 
 
+def test_mc_sjd_greedy_identity():
+    greedy = SamplingConfig(temperature=0.0)
+    model = streams()
+    ar = StreamDecoder(model, None, "exact", greedy).generate(prompt(), 20)
+    mc = StreamDecoder(model, FrameJacobiDrafter(5, coupling="maximal"), "sjd", greedy).generate(prompt(), 20)
+    assert torch.equal(ar.tokens, mc.tokens) and mc.stats.nfe <= ar.stats.nfe
+    with pytest.raises(ValueError, match="coupling"):
+        FrameJacobiDrafter(4, coupling="gumbel")
+
+
 def test_stop_token_ends_each_sample():
     model = streams(stop=3)
     greedy = SamplingConfig(temperature=0.0)

@@ -1,7 +1,8 @@
-"""Under sampling, SJD over codec streams draws what AR draws: a chi-square over 20k samples, with a broken
+"""Under sampling, SJD and MC-SJD over codec streams draw what AR draws: a chi-square over 20k samples, with a broken
 merge (every stream takes its resampled token, kept drafts dropped) as the control the test must catch."""
 
 import numpy as np
+import pytest
 import torch
 from scipy.stats import chi2_contingency
 from torch import nn
@@ -36,11 +37,14 @@ def p_value(a, b):
     return chi2_contingency(table)[1]
 
 
+@pytest.mark.slow
 def test_sjd_streams_match_ar_and_a_broken_merge_is_caught(monkeypatch):
     m = model()
     ar = draws(StreamDecoder(m, None, "exact"))
     sjd = draws(StreamDecoder(m, FrameJacobiDrafter(3, "repeat"), "sjd"))
     assert p_value(ar, sjd) > 1e-3
+    mc_sjd = draws(StreamDecoder(m, FrameJacobiDrafter(3, "repeat", coupling="maximal"), "sjd"))
+    assert p_value(ar, mc_sjd) > 1e-3
     real = streams_module.accept_steps
 
     def broken(*args):
