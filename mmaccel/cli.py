@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from .io import check_writable, write_json_atomic
 
@@ -27,6 +28,59 @@ def with_method_help(parser: argparse.ArgumentParser, inits: tuple[str, ...] = (
     parser.__class__ = _MethodHelpParser
     parser.inits = inits
     return parser
+
+
+def param_argument(text: str) -> tuple[str, str]:
+    """``--param name=value`` as an argparse ``type``: a malformed one is a usage error naming ``--param``."""
+    from .params import split_assignment
+
+    try:
+        return split_assignment(text, "--param")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def class_argument(text: str) -> int | str:
+    """``--class`` as an argparse ``type``: an index, or a class name for the pipeline to resolve."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def count_argument(value: int, flag: str) -> int:
+    """``value`` of a count option (``--num-videos``, ``--num-meshes``), refused below 1."""
+    if value < 1:
+        raise ValueError(f"{flag} must be >= 1, got {value}")
+    return value
+
+
+def batch_sizes_argument(text: str, flag: str = "--batch-sizes") -> list[int]:
+    """``"1,8"`` -> ``[1, 8]``; anything but comma-separated integers >= 1 is refused, naming ``flag``."""
+    try:
+        sizes = [int(b) for b in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"{flag} takes integers >= 1, got {text!r}")
+    return sizes
+
+
+def output_files(
+    out: str | Path, count: int, suffixes: tuple[str, ...], what: str, beside: tuple[str, ...] = (".png", ".json")
+) -> list[tuple[Path, ...]]:
+    """The files of ``count`` outputs for ``--out``: ``OUT`` and ``OUT`` with each of ``beside``'s suffixes for one
+    output, ``OUT_i.*`` for several. Refused before any work unless ``OUT`` ends with one of ``suffixes`` (``what``
+    names the kind of file) and every file can be written (a missing folder, a collision)."""
+    out = Path(out)
+    if out.suffix.lower() not in suffixes:
+        raise ValueError(
+            f"--out {str(out)!r}: unsupported {what} file extension {out.suffix or '(none)'!r}; use one of "
+            f"{', '.join(suffixes)} (the {' and '.join(s.lstrip('.').upper() for s in beside)} files are written beside it)"
+        )
+    stems = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
+    files = [(p, *(p.with_suffix(s) for s in beside)) for p in stems]
+    for group in files:
+        for path in group:
+            check_writable(path)
+    return files
 
 
 def _version() -> str:

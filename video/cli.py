@@ -6,9 +6,15 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from mmaccel.cli import with_method_help
+from mmaccel.cli import (
+    batch_sizes_argument,
+    class_argument,
+    count_argument,
+    output_files,
+    param_argument,
+    with_method_help,
+)
 from mmaccel.io import check_writable, save_image_atomic, write_atomic, write_json_atomic
-from mmaccel.params import split_assignment
 
 #: The video Jacobi initialisations (temporal.init_names()), named here so registration imports no torch.
 INIT_NAMES = (
@@ -21,36 +27,14 @@ VIDEO_SUFFIXES = (".gif", ".mp4")
 SCHEDULE_NAMES = ("frame", "row", "diagonal")
 
 
-def _param(text: str) -> tuple[str, str]:
-    try:
-        return split_assignment(text, "--param")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _class_label(text: str) -> int | str:
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
 def output_paths(out: str | Path, count: int) -> list[tuple[Path, Path, Path]]:
     """(clip, acceptance-map strip PNG, stats JSON) per clip: ``OUT``, ``OUT.png``, ``OUT.json`` for one clip,
     ``OUT_i.*`` for several. Refused (before any work) for an unknown format, MP4 without ``av``, colliding or
     unwritable names."""
-    out = Path(out)
-    suffix = out.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
-        raise ValueError(
-            f"--out {str(out)!r}: unsupported video file extension {out.suffix or '(none)'!r}; use one of "
-            f"{', '.join(VIDEO_SUFFIXES)} (the acceptance-map PNG and the stats JSON are written beside it)"
-        )
-    if suffix == ".mp4" and importlib.util.find_spec("av") is None:
+    files = output_files(out, count, VIDEO_SUFFIXES, "video")
+    if Path(out).suffix.lower() == ".mp4" and importlib.util.find_spec("av") is None:
         raise ValueError(f"--out {str(out)!r}: writing MP4 needs PyAV (pip install av); use .gif instead")
-    stems = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
-    paths = [(p, p.with_suffix(".png"), p.with_suffix(".json")) for p in stems]
-    for triple in paths:
-        for path in triple:
-            check_writable(path)
-    return paths
+    return files
 
 
 def write_clip(frames, path: Path, fps: int = 4, scale: int = 4) -> None:
@@ -101,8 +85,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     from .pipeline import DEFAULT_METHOD, VideoARPipeline
 
-    if args.num_videos < 1:
-        raise ValueError(f"--num-videos must be >= 1, got {args.num_videos}")
+    count_argument(args.num_videos, "--num-videos")
     paths = output_paths(args.out, args.num_videos)
     method, params = parse_method(args.method or DEFAULT_METHOD, "--method")
     extra = dict(args.param or [])
@@ -156,14 +139,8 @@ def _bench(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         parse_method(split_schedule(m)[0])
-    if args.num_videos < 1:
-        raise ValueError(f"--num-videos must be >= 1, got {args.num_videos}")
-    try:
-        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    except ValueError:
-        batch_sizes = []
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError(f"--batch-sizes takes integers >= 1, got {args.batch_sizes!r}")
+    count_argument(args.num_videos, "--num-videos")
+    batch_sizes = batch_sizes_argument(args.batch_sizes)
     records = run_bench(
         model=args.model,
         methods=methods,
@@ -199,13 +176,13 @@ def register(commands, generate, bench) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     with_method_help(g, INIT_NAMES)
-    g.add_argument("--class", dest="class_id", type=_class_label, required=True,
+    g.add_argument("--class", dest="class_id", type=class_argument, required=True,
                    help=f"class name ({', '.join(CLASS_NAMES)}) or index")
     g.add_argument("--method", default=None, help="mc-sjd (default), ar, sjd, gsd, ... (listed below)")
     g.add_argument("--init", default=None, help=f"Jacobi init of new window positions: {', '.join(INIT_NAMES)}")
     g.add_argument("--schedule", default=None,
                    help=f"window schedule of a Jacobi method: {', '.join(SCHEDULE_NAMES)} (default: a fixed window)")
-    g.add_argument("--param", type=_param, action="append", help="a method parameter, name=value (repeatable)")
+    g.add_argument("--param", type=param_argument, action="append", help="a method parameter, name=value (repeatable)")
     g.add_argument("--num-videos", type=int, default=1)
     g.add_argument("--out", required=True, help="output clip (.gif, or .mp4 with PyAV); OUT.png and OUT.json beside it")
     _common(g)

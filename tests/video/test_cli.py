@@ -79,3 +79,23 @@ def test_bench_refuses_bad_input(capsys, tmp_path):
         code = main(["bench", "video", *extra, "--json", str(tmp_path / "b.json")])
         assert code == 2 and word in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_core_cli_helpers_the_video_cli_uses(tmp_path):
+    import argparse
+
+    from mmaccel.cli import batch_sizes_argument, class_argument, count_argument, output_files, param_argument
+
+    assert batch_sizes_argument("1,8") == [1, 8] and class_argument("3") == 3 and class_argument("disk") == "disk"
+    assert param_argument("window=8") == ("window", "8")
+    with pytest.raises(argparse.ArgumentTypeError, match="--param"):
+        param_argument("window")
+    for bad in ("", "0,8", "a"):
+        with pytest.raises(ValueError, match="--batch-sizes"):
+            batch_sizes_argument(bad)
+    with pytest.raises(ValueError, match="--num-videos must be >= 1"):
+        count_argument(0, "--num-videos")
+    files = output_files(tmp_path / "c.gif", 2, (".gif",), "video")
+    assert [f.name for f in files[1]] == ["c_1.gif", "c_1.png", "c_1.json"]
+    with pytest.raises(ValueError, match="unsupported video file extension '.avi'"):
+        output_files(tmp_path / "c.avi", 1, (".gif",), "video")
