@@ -72,40 +72,38 @@ def allowed_tokens(history: torch.Tensor, positions: torch.Tensor, levels: int, 
 
     current, previous = window(face_start), window(face_start - TOKENS_PER_FACE)
     top = levels - 1
-    known = slots < slot[..., None]  # current-face slots already written, [B, T, 9]
-    later = slots > slot[..., None]
     # Face order: while the face so far equals the previous one, the next token is at least the previous face's,
     # and equal to it only while a later slot can still go above the previous face's (no repeated face).
-    tied = ((current == previous) | ~known).all(-1) & (s >= TOKENS_PER_FACE)
+    tied = ((current == previous) | (slots >= slot[..., None])).all(-1) & (s >= TOKENS_PER_FACE)
     face_ref = previous.gather(2, slot[..., None])[..., 0]
-    face_equal_ok = ((previous < top) & later).any(-1)
+    face_tight = ~((previous < top) & (slots > slot[..., None])).any(-1)
     # Vertex order: vertex 1 or 2 (slots 3-8) is above vertex 0, compared coordinate by coordinate (z, y, x).
     coordinate = slot % 3
-    vertex_start = slot - coordinate
-    mine = current.gather(2, (vertex_start[..., None] + slots[:3]).clamp(max=TOKENS_PER_FACE - 1))
+    mine = current.gather(2, (slot - coordinate)[..., None] + slots[:3])
     base = current[..., :3]
-    prior = slots[:3] < coordinate[..., None]
-    vertex_tied = ((mine == base) | ~prior).all(-1) & (slot >= 3)
+    vertex_tied = ((mine == base) | (slots[:3] >= coordinate[..., None])).all(-1) & (slot >= 3)
     vertex_ref = base.gather(2, coordinate[..., None])[..., 0]
-    vertex_equal_ok = ((base < top) & (slots[:3] > coordinate[..., None])).any(-1)
-    # Clamped so that a coordinate always remains, even after a non-coordinate draft a relaxed rule accepted.
-    floor = torch.maximum(torch.where(tied, face_ref, 0), torch.where(vertex_tied, vertex_ref, 0)).clamp(max=top)
-
-    token = torch.arange(vocab, device=positions.device)
-    coordinates = token < levels
-    loose = coordinates & (token >= floor[..., None])
-    strict = loose & ~((tied & ~face_equal_ok)[..., None] & (token == face_ref[..., None]))
-    strict &= ~((vertex_tied & ~vertex_equal_ok)[..., None] & (token == vertex_ref[..., None]))
+    vertex_tight = ~((base < top) & (slots[:3] > coordinate[..., None])).any(-1)
+    # The rules are lower bounds on the next coordinate; strict ones add 1 where equality leaves no way up.
+    loose = torch.maximum(torch.where(tied, face_ref, 0), torch.where(vertex_tied, vertex_ref, 0)).clamp(max=top)
+    strict = torch.maximum(
+        torch.where(tied, face_ref + face_tight.long(), 0), torch.where(vertex_tied, vertex_ref + vertex_tight.long(), 0)
+    )
     # Vertex 2 differs from vertex 1: its x may not complete a copy of vertex 1.
     copy = (slot == 8) & (current[..., 6] == current[..., 3]) & (current[..., 7] == current[..., 4])
-    strict &= ~(copy[..., None] & (token == current[..., 5:6]))
-    # Where the strict rules leave nothing (a tie at the top of the range), the loose ones still leave a token.
-    allowed = torch.where(strict.any(-1, keepdim=True), strict, loose)
-    allowed |= ((slot == 0) & (s >= TOKENS_PER_FACE))[..., None] & (token == eos)
-    # Ended: an eos among the face tokens up to position p (positions 2 .. p).
+    copied = current[..., 5]
+    # Where the strict rules leave nothing (a tie at the top of the range), the loose bound still leaves a token;
+    # loose is clamped so that a coordinate remains even after a non-coordinate draft a relaxed rule accepted.
+    empty = (strict > top) | ((strict == top) & copy & (copied == top))
+    bound = torch.where(empty, loose, strict)
+    exclude = torch.where(copy & ~empty, copied, -1)
+    token = torch.arange(vocab, device=positions.device)
+    allowed = (token >= bound[..., None]) & (token <= top) & (token != exclude[..., None])
+    # eos at a face boundary after a face; after an eos among the face tokens (positions 2 .. p), eos only.
     where = torch.arange(span, device=positions.device)
-    seen = ((history == eos) & (where >= 2)).int().cummax(1).values.bool()
-    ended = seen.gather(1, positions.clamp(0, span - 1))
+    first_eos = torch.where((history == eos) & (where >= 2), where, span).min(1, keepdim=True).values
+    ended = positions >= first_eos
+    allowed |= ((slot == 0) & (s >= TOKENS_PER_FACE))[..., None] & (token == eos)
     allowed = torch.where(ended[..., None], token == eos, allowed)
     return allowed | (s < 0)[..., None]  # the class token's logits (choosing bos) stay free
 
