@@ -25,6 +25,15 @@ def _outputs(out: str) -> tuple[Path, Path, Path]:
 def _pipeline(args):
     from .pipeline import SpeechARPipeline
 
+    family = getattr(args, "family", "default")
+    if family != "default":
+        from .families import FamilySpeech
+
+        if args.model is None:
+            raise ValueError(f"--family {family} needs --model DIR (a local checkpoint folder of the family)")
+        return FamilySpeech.from_pretrained(family, args.model)
+    if args.voice is None:
+        args.voice = "m1"
     pipe = SpeechARPipeline.from_pretrained(args.model)
     if args.voice not in pipe.voices:
         raise ValueError(f"--voice: unknown voice {args.voice!r}; choose one of {pipe.voices}")
@@ -84,7 +93,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped speech model)")
-    p.add_argument("--voice", default="m1", help="voice: m1, m3, f1 or f3 for the default model (default: m1)")
+    p.add_argument(
+        "--voice",
+        default=None,
+        help="voice: m1, m3, f1 or f3 for the default model (default: m1); CSM: a speaker number",
+    )
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = greedy (default: 1)")
 
 
@@ -96,6 +109,12 @@ def register(commands, generate, bench) -> None:
     g.add_argument("--out", required=True, help="output .wav or .flac; OUT_acceptance.png and OUT.json beside it")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--max-steps", type=int, default=None, help="steps (frames + codebooks - 1) at most")
+    g.add_argument(
+        "--family",
+        default="default",
+        choices=["default", "musicgen", "csm", "dia"],
+        help="the shipped model (default), or a real family's checkpoint folder given by --model",
+    )
     _common(g)
     g.set_defaults(func=_generate)
 

@@ -153,7 +153,7 @@ def tiny_dia(channels: int = 4, vocab: int = 20, delays: list[int] | None = None
     torch.manual_seed(seed)
     delays = delays or [0, 2, 3, 4][:channels]
     encoder = DiaEncoderConfig(
-        vocab_size=64,
+        vocab_size=256,  # bytes, as DiaTokenizer writes them
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,

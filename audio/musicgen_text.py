@@ -30,7 +30,7 @@ from mmaccel.models.base import ModelOutput
 from mmaccel.models.cache import SlotCache
 from mmaccel.models.hf import slot_forward
 
-from .musicgen import MusicgenStreams, undelay
+from .musicgen import MusicgenStreams
 
 
 class CrossAttentionSlotCache(EncoderDecoderCache):
@@ -143,15 +143,15 @@ class MusicgenTextStreams(MusicgenStreams):
         return self._run(embeds, positions, cache, output_hidden)
 
     @torch.no_grad()
-    def decode_audio(self, steps: torch.Tensor, frames: int) -> torch.Tensor:
-        """Step tokens ``[B, S, K]`` -> the first ``frames`` frames through EnCodec -> waveforms ``[B, C, samples]``."""
-        codes = torch.stack([undelay(s, frames, self.delays) for s in steps])  # [B, frames, K]
-        codes = codes.transpose(1, 2)[None]  # EnCodec's [chunks, B, K, frames]
+    def decode_audio(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, T, K]`` (delay undone: :func:`~mmaccel.audio.musicgen.undelay` with :attr:`delays`) through
+        EnCodec -> waveforms ``[B, C, samples]``."""
+        codes = frames.transpose(1, 2)[None]  # EnCodec's [chunks, B, K, frames]
         if self.full.config.decoder.audio_channels == 2:
-            left = self.full.audio_encoder.decode(codes[:, :, ::2], audio_scales=[None] * len(steps)).audio_values
-            right = self.full.audio_encoder.decode(codes[:, :, 1::2], audio_scales=[None] * len(steps)).audio_values
+            left = self.full.audio_encoder.decode(codes[:, :, ::2], audio_scales=[None] * len(frames)).audio_values
+            right = self.full.audio_encoder.decode(codes[:, :, 1::2], audio_scales=[None] * len(frames)).audio_values
             return torch.cat([left, right], 1)
-        return self.full.audio_encoder.decode(codes, audio_scales=[None] * len(steps)).audio_values
+        return self.full.audio_encoder.decode(codes, audio_scales=[None] * len(frames)).audio_values
 
     @property
     def sample_rate(self) -> int:

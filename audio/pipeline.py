@@ -28,6 +28,27 @@ MAX_PHONEMES = 160
 _STOP_DISTANCE = 1e3
 
 
+def frame_drafter(name: str, params: dict[str, Any]) -> FrameJacobiDrafter | None:
+    """The frame drafter of method ``name`` (``None`` for AR), taking its drafter parameters out of ``params``;
+    a method whose drafter codec streams do not have is refused, naming it."""
+    m = method(name)
+    if m.drafter is None:
+        return None
+    if m.drafter != "jacobi":
+        needs = {"draft": "a draft model", "eagle": "an EAGLE head"}.get(m.drafter, f"a {m.drafter} drafter")
+        raise ValueError(f"method {name!r} needs {needs}; the speech models here have none (use sjd, gsd, ...)")
+    coupling = params.pop("coupling", m.drafter_defaults.get("coupling", "none"))
+    if coupling not in ("none", "maximal"):
+        raise ValueError(f"method {name!r}: coupling={coupling!r} is not available for codec streams yet")
+    window = params.pop("window", DEFAULT_WINDOW["jacobi"] // 2)
+    if window == "auto":
+        raise ValueError("window='auto' is not available for codec streams yet; give a number")
+    init = params.pop("init", "repeat")
+    if init not in INIT_NAMES:
+        raise ValueError(f"init of method {name!r} must be one of {list(INIT_NAMES)}, got {init!r}")
+    return FrameJacobiDrafter(window, init, coupling)
+
+
 @dataclass
 class SpeechOutput:
     """Per utterance: ``waveforms`` (float32 at ``sample_rate``), codec ``tokens`` ``[T, K]``, ``acceptance_maps``
@@ -85,20 +106,7 @@ class SpeechARPipeline:
         """The stream decoder of method ``spec`` (``name[:param=value...]``, e.g. ``sjd:window=8:init=repeat``)."""
         name, params = parse_method(spec, "method")
         m = method(name)
-        drafter = None
-        if m.drafter == "draft":
-            raise ValueError(f"method {name!r} needs a draft model; the speech default model has none")
-        if m.drafter == "jacobi":
-            coupling = params.pop("coupling", m.drafter_defaults.get("coupling", "none"))
-            if coupling not in ("none", "maximal"):
-                raise ValueError(f"method {name!r}: coupling={coupling!r} is not available for codec streams yet")
-            window = params.pop("window", DEFAULT_WINDOW["jacobi"] // 2)
-            if window == "auto":
-                raise ValueError("window='auto' is not available for codec streams yet; give a number")
-            init = params.pop("init", "repeat")
-            if init not in INIT_NAMES:
-                raise ValueError(f"init of method {name!r} must be one of {list(INIT_NAMES)}, got {init!r}")
-            drafter = FrameJacobiDrafter(window, init, coupling)
+        drafter = frame_drafter(name, params)
         return StreamDecoder(self.lm.streams, drafter, m.rule, sampling, tables=self.tables(), **params)
 
     def prompts(self, texts: list[str], voice: str):

@@ -8,6 +8,7 @@ from transformers.utils import logging as hf_logging
 
 from mmaccel.audio.csm import CsmStreams, TokenIdsPrompt, tiny_csm
 from mmaccel.audio.dia import DiaStreams, tiny_dia
+from mmaccel.audio.musicgen import undelay
 from mmaccel.audio.musicgen_text import MusicgenTextStreams, TextPrompt, tiny_musicgen_text
 from mmaccel.depth_streams import DepthStreamDecoder
 from mmaccel.sampling import SamplingConfig
@@ -55,7 +56,7 @@ def test_musicgen_ar_is_generate(musicgen, guidance):
     ours = StreamDecoder(model, None, "exact", GREEDY).generate(prompt, steps)
     forced = model.forced(torch.arange(steps).expand(2, -1))
     assert torch.equal(theirs.masked_fill(forced, 0), ours.tokens)
-    wave = model.decode_audio(ours.tokens, steps - k + 1)
+    wave = model.decode_audio(torch.stack([undelay(t, steps - k + 1) for t in ours.tokens]))
     assert wave.shape[:2] == (2, 1) and wave.shape[2] > 0
 
 
