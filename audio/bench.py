@@ -12,7 +12,7 @@ from mmaccel.sampling import SamplingConfig
 
 from .codec import log_mel
 from .data import phonemize, sentence
-from .metrics import frechet, token_agreement
+from .metrics import frechet, mel_cepstral_distortion, token_agreement
 from .pipeline import SpeechARPipeline
 from .recogniser import PhonemeRecogniser, phoneme_error_rate
 
@@ -56,6 +56,16 @@ class Judge:
         hyps = [self.recogniser.transcribe(log_mel(torch.from_numpy(w)[None])[0]) for w in waves]
         return phoneme_error_rate(hyps, [phonemize(t, self.lexicon) for t in texts])
 
+    @staticmethod
+    @torch.no_grad()
+    def mcd(waves, reference) -> float | None:
+        """Mean MCD (dB, DTW-aligned) against the espeak-ng reference speech of the same texts (None without it)."""
+        if reference is None:
+            return None
+        mels = [log_mel(torch.from_numpy(w)[None])[0].double().numpy() for w in (*waves, *reference)]
+        pairs = zip(mels[: len(waves)], mels[len(waves) :])
+        return float(sum(mel_cepstral_distortion(a, b) for a, b in pairs) / len(waves))
+
     @torch.no_grad()
     def features(self, waves):
         feats = [self.recogniser.features(log_mel(torch.from_numpy(w)[None])).mean(1)[0] for w in waves]
@@ -73,6 +83,7 @@ def run(
     max_steps: int | None = None,
 ) -> list[dict[str, Any]]:
     texts = bench_texts(num_utterances)
+    reference = espeak_reference(texts, voice)
     sampling = SamplingConfig(temperature=temperature, top_k=top_k)
     seeds = list(range(num_utterances))
     records: list[dict[str, Any]] = []
@@ -124,6 +135,7 @@ def run(
                     "token_agreement_with_ar": token_agreement(tokens, ar_tokens),
                     "per": judge.per(waves, texts),
                     "frechet_vs_ar": frechet(judge.features(waves), ar_features) if spec != "ar" else 0.0,
+                    "mcd_vs_espeak_db": judge.mcd(waves, reference),
                 }
             )
         records.append(
@@ -132,9 +144,9 @@ def run(
                 "batch_size": batch,
                 "per": judge.per(floor, texts),
                 "frechet_vs_ar": frechet(judge.features(floor), ar_features),
+                "mcd_vs_espeak_db": judge.mcd(floor, reference),
             }
         )
-    reference = espeak_reference(texts, voice)
     if reference is not None:  # the recogniser's own PER on real espeak-ng speech of the same texts
         records.append({"method": "espeak-ng reference speech", "per": judge.per(reference, texts)})
     return records
@@ -162,6 +174,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
         "token_agreement_with_ar",
         "per",
         "frechet_vs_ar",
+        "mcd_vs_espeak_db",
     )
     lines = [" | ".join(cols)]
     for r in records:
