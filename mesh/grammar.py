@@ -11,10 +11,11 @@ Every sequence of the training data (:mod:`mmaccel.mesh.tokenizer`) obeys rules 
 The mask keeps the tokens that continue a sequence inside these rules. The orders are strict (a vertex equal to
 vertex 0, vertex 2 equal to vertex 1, or a face equal to the previous one is a degenerate or repeated face the
 detokeniser would drop); where a strict rule would leave no token at all (a tie at the top coordinate, 127),
-the position falls back to the non-strict order (``>=``), so no position is ever left without a token. Since the mask is a function of the context alone
-(the tokens at positions ``<= p`` decide the mask of the logits at ``p``), it is part of the target
-distribution: plain AR and every speculative method sample the same masked model, and the exact rule stays
-lossless with it.
+the position falls back to the non-strict order (``>=``), so no position is ever left without a token.
+
+Since the mask is a function of the context alone (the tokens at positions ``<= p`` decide the mask of the
+logits at ``p``), it is part of the target distribution: plain AR and every speculative method sample the same
+masked model, and the exact rule stays lossless with it.
 
 The logits at position ``p`` choose the token at ``p + 1``: generated-face token ``s = p - 1`` (the prompt is
 ``[class, bos, prefix faces...]``), slot ``s % 9`` of face ``s // 9``. The tokens before ``p`` sit in the KV
@@ -87,7 +88,8 @@ def allowed_tokens(history: torch.Tensor, positions: torch.Tensor, levels: int, 
     # The rules are lower bounds on the next coordinate; strict ones add 1 where equality leaves no way up.
     loose = torch.maximum(torch.where(tied, face_ref, 0), torch.where(vertex_tied, vertex_ref, 0)).clamp(max=top)
     strict = torch.maximum(
-        torch.where(tied, face_ref + face_tight.long(), 0), torch.where(vertex_tied, vertex_ref + vertex_tight.long(), 0)
+        torch.where(tied, face_ref + face_tight.long(), 0),
+        torch.where(vertex_tied, vertex_ref + vertex_tight.long(), 0),
     )
     # Vertex 2 differs from vertex 1: its x may not complete a copy of vertex 1.
     copy = (slot == 8) & (current[..., 6] == current[..., 3]) & (current[..., 7] == current[..., 4])

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from mmaccel.checkpoint import load_checked, read_state_dict
 from mmaccel.drafting.heads import DraftHeads, distill_heads
 from mmaccel.io import write_atomic
 from mmaccel.mesh.model import load_mesh_gpt
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", default=None, help="start from the heads.safetensors in this folder (same shape)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -41,7 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     for p in model.model.parameters():
         p.requires_grad_(False)
     heads = DraftHeads(model.hidden_size, model.vocab_size, args.heads, args.layers)
-    heads.init_from_output(model.model.lm_head.weight)
+    if args.init:  # e.g. the heads of the checkpoint a continued GPT training started from
+        path = Path(args.init) / "heads.safetensors"
+        load_checked(heads, read_state_dict(path), str(path))
+        print(f"heads start from {path}", flush=True)
+    else:
+        heads.init_from_output(model.model.lm_head.weight)
     gen = torch.Generator().manual_seed(0)
     deadline = start + args.minutes * 60 - 15
 
@@ -52,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
             shard += 1
 
     losses = distill_heads(model, heads, batches(), lr=args.lr)
-    print(f"final: batches {len(losses)}  first loss {losses[0]:.4f}  last-50 mean {sum(losses[-50:]) / 50:.4f}")
+    last = losses[-50:]
+    print(f"final: batches {len(losses)}  first loss {losses[0]:.4f}  last-50 mean {sum(last) / len(last):.4f}")
     path = Path(args.model) / "heads.safetensors"
     state = {k: v.detach().contiguous() for k, v in heads.state_dict().items()}
     write_atomic(path, lambda tmp: save_file(state, tmp))

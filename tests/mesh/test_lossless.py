@@ -34,7 +34,15 @@ def _run(pipe, spec, **kwargs):
     return pipe([4, 0, 2], method=name, seed=3, progress=False, max_faces=2, prefix=_prefixes(), **kwargs, **params)
 
 
-SPECS = ["sjd", "sjd:init=face", "mc-sjd:init=face", "sjd:window=3:init=face", "xspec", "xspec:mask=false", "xspec:rule=sjd"]
+SPECS = [
+    "sjd",
+    "sjd:init=face",
+    "mc-sjd:init=face",
+    "sjd:window=3:init=face",
+    "xspec",
+    "xspec:mask=false",
+    "xspec:rule=sjd",
+]
 
 
 # The mask on (the default) with and without guidance; off with guidance (the harder case: two rows per sample).
