@@ -22,6 +22,22 @@ def test_generate_writes_mesh_render_and_stats(model_dir, tmp_path, capsys):
     assert names == (["cone.json", "cone.obj", "cone.png"] if stats["faces"] else ["cone.json", "cone.png"])
 
 
+@pytest.mark.parametrize("mask", ["on", "off"])
+def test_generate_structure_mask_flag(model_dir, tmp_path, mask):
+    out = tmp_path / "box.obj"
+    code = main([*GENERATE, "--model", str(model_dir), "--method", "ar", "--structure-mask", mask, "--out", str(out)])
+    assert code == 0
+    assert json.loads((tmp_path / "box.json").read_text())["structure_mask"] is (mask == "on")
+
+
+def test_structure_mask_takes_on_or_off(model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own refusal: usage, then the error, exit 2
+        main([*GENERATE, "--model", str(model_dir), "--structure-mask", "maybe", "--out", str(tmp_path / "x.obj")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--structure-mask" in err and "'on', 'off'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_generate_several_meshes(model_dir, tmp_path):
     code = main([*GENERATE, "--model", str(model_dir), "--num-meshes", "2", "--out", str(tmp_path / "m.ply")])
     assert code == 0
