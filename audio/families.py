@@ -92,15 +92,17 @@ class FamilySpeech:
         """The stream decoder of method ``spec``; the depth layout (CSM) takes lossless rules only."""
         name, params = parse_method(spec, "method")
         rule = method(name).rule
-        drafter = frame_drafter(name, params)
+        drafter, auto = frame_drafter(name, params)
         if self.family == "csm":
+            if auto is not None:
+                raise ValueError(f"method {name!r}: window='auto' is not available for CSM's depth layout yet")
             if drafter is not None and drafter.coupling != "none":
                 raise ValueError(f"method {name!r}: CSM verifies whole frames, so redraft couplings do not apply")
             if params:
                 raise ValueError(f"method {name!r}: parameters {sorted(params)} do not apply to CSM's frames")
             return DepthStreamDecoder(self.streams, drafter, rule, sampling)
         try:
-            return StreamDecoder(self.streams, drafter, rule, sampling, **params)
+            return StreamDecoder(self.streams, drafter, rule, sampling, auto=auto, **params)
         except ValueError as err:  # a relaxed rule wants nearby-token tables that the family has not
             raise ValueError(f"method {name!r} is not available for {self.family}: {err}") from None
 

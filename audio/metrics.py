@@ -31,8 +31,12 @@ def token_agreement(tokens: list[torch.Tensor], reference: list[torch.Tensor]) -
 
 
 def mel_cepstra(logmel: np.ndarray, order: int = CEPSTRA) -> np.ndarray:
-    """``[T, M]`` log-mel frames -> ``[T, order]`` mel cepstra ``c1 .. c_order`` (orthonormal DCT-II)."""
-    return dct(logmel, type=2, norm="ortho", axis=-1)[:, 1 : order + 1]
+    """``[T, M]`` log-mel frames (natural log of magnitude) -> ``[T, order]`` mel cepstra ``c1 .. c_order``.
+
+    The real cepstrum of the log spectrum sampled at ``M`` mel bands: ``c_d = 1/M sum_m log S_m cos(pi d (m + 1/2)
+    / M)``, the scale MCD's dB constant assumes (an orthonormal DCT would inflate it by ``sqrt(M / 2)``)."""
+    m = logmel.shape[-1]
+    return dct(logmel, type=2, axis=-1)[:, 1 : order + 1] / (2 * m)
 
 
 def dtw_path_cost(cost: np.ndarray) -> tuple[float, int]:

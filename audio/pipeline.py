@@ -13,6 +13,7 @@ import torch
 from mmaccel.methods import DEFAULT_WINDOW, method, parse_method
 from mmaccel.sampling import SamplingConfig
 from mmaccel.streams import FrameJacobiDrafter, StreamDecoder, StreamStats
+from mmaccel.window import AutoWindow
 
 from .codec import SAMPLE_RATE, MelCodec, griffin_lim
 from .data import phonemize
@@ -28,12 +29,12 @@ MAX_PHONEMES = 160
 _STOP_DISTANCE = 1e3
 
 
-def frame_drafter(name: str, params: dict[str, Any]) -> FrameJacobiDrafter | None:
-    """The frame drafter of method ``name`` (``None`` for AR), taking its drafter parameters out of ``params``;
-    a method whose drafter codec streams do not have is refused, naming it."""
+def frame_drafter(name: str, params: dict[str, Any]) -> tuple[FrameJacobiDrafter | None, AutoWindow | None]:
+    """The frame drafter of method ``name`` (``None`` for AR) and, for ``window=auto``, its window chooser,
+    taking the drafter parameters out of ``params``; a drafter codec streams do not have is refused, naming it."""
     m = method(name)
     if m.drafter is None:
-        return None
+        return None, None
     if m.drafter != "jacobi":
         needs = {"draft": "a draft model", "eagle": "an EAGLE head"}.get(m.drafter, f"a {m.drafter} drafter")
         raise ValueError(f"method {name!r} needs {needs}; the speech models here have none (use sjd, gsd, ...)")
@@ -41,12 +42,11 @@ def frame_drafter(name: str, params: dict[str, Any]) -> FrameJacobiDrafter | Non
     if coupling not in ("none", "maximal"):
         raise ValueError(f"method {name!r}: coupling={coupling!r} is not available for codec streams yet")
     window = params.pop("window", DEFAULT_WINDOW["jacobi"] // 2)
-    if window == "auto":
-        raise ValueError("window='auto' is not available for codec streams yet; give a number")
+    auto = AutoWindow() if window == "auto" else None
     init = params.pop("init", "repeat")
     if init not in INIT_NAMES:
         raise ValueError(f"init of method {name!r} must be one of {list(INIT_NAMES)}, got {init!r}")
-    return FrameJacobiDrafter(window, init, coupling)
+    return FrameJacobiDrafter(auto.max_window if auto else window, init, coupling), auto
 
 
 @dataclass
@@ -106,8 +106,8 @@ class SpeechARPipeline:
         """The stream decoder of method ``spec`` (``name[:param=value...]``, e.g. ``sjd:window=8:init=repeat``)."""
         name, params = parse_method(spec, "method")
         m = method(name)
-        drafter = frame_drafter(name, params)
-        return StreamDecoder(self.lm.streams, drafter, m.rule, sampling, tables=self.tables(), **params)
+        drafter, auto = frame_drafter(name, params)
+        return StreamDecoder(self.lm.streams, drafter, m.rule, sampling, tables=self.tables(), auto=auto, **params)
 
     def prompts(self, texts: list[str], voice: str):
         if isinstance(texts, str):

@@ -30,6 +30,7 @@ from .drafting.coupling import maximal_coupling
 from .models.base import ModelOutput
 from .models.cache import SlotCache
 from .sampling import SampleRNG, SamplingConfig, sample, target_probs
+from .window import AutoWindow, measure_costs, model_key
 
 
 class StreamModel(Protocol):
@@ -169,6 +170,16 @@ class FrameJacobiDrafter:
         self.tokens = self._fresh(state.last_frame, self.window, state)
         self.q = one_hot(self.tokens, state.vocab_size)
 
+    def resize(self, state: StreamState, window: int) -> None:
+        """A new window width (``window="auto"``): drafts beyond it are dropped, new slots initialised."""
+        if window < self.window:
+            self.tokens, self.q = self.tokens[:, :window], self.q[:, :window]
+        elif window > self.window:
+            fresh = self._fresh(self.tokens[:, -1], window - self.window, state)
+            self.tokens = torch.cat([self.tokens, fresh], 1)
+            self.q = torch.cat([self.q, one_hot(fresh, state.vocab_size)], 1)
+        self.window = window
+
     def propose(self, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
         return self.tokens, self.q
 
@@ -275,9 +286,23 @@ class StreamRun:
         return StreamOutput(self.state.generated[:, :max_steps], stats)
 
 
+@dataclass
+class _Frontier:
+    """The committed frontier as :func:`~mmaccel.window.measure_costs` reads it: each row's last frame."""
+
+    last_token: torch.Tensor
+    last_pos: torch.Tensor
+    device: torch.device
+    batch_size: int
+
+
 class StreamDecoder:
     """Generates ``[B, N, K]`` step tokens from a :class:`StreamModel`, AR (``drafter=None``) or speculative with
-    any acceptance rule; ``tables`` ``[K, V, D]`` (one nearby-token table per stream) for rules that read one."""
+    any acceptance rule; ``tables`` ``[K, V, D]`` (one nearby-token table per stream) for rules that read one.
+
+    ``auto`` (:class:`~mmaccel.window.AutoWindow`) is ``window="auto"``: the verify cost of each window is
+    measured on this model and batch, and the window follows the measured steps per forward (down to plain AR
+    when no window pays), as the token engine does."""
 
     def __init__(
         self,
@@ -286,9 +311,12 @@ class StreamDecoder:
         rule: str = "exact",
         sampling: SamplingConfig | None = None,
         tables: torch.Tensor | None = None,
+        auto: AutoWindow | None = None,
         **rule_params: Any,
     ):
-        self.model, self.drafter = model, drafter
+        if auto is not None and drafter is None:
+            raise ValueError("window='auto' needs a drafter")
+        self.model, self.drafter, self.auto = model, drafter, auto
         self.sampling = sampling or SamplingConfig()
         if rule_class(rule).table is not None:
             if tables is None:
@@ -329,7 +357,8 @@ class StreamDecoder:
     def generate(
         self, prompt: Any, max_steps: int, seeds: Sequence[int] | None = None, progress: bool = False
     ) -> StreamOutput:
-        w = self.drafter.window if self.drafter is not None else 0
+        drafter, auto = self.drafter, self.auto
+        w = (auto.max_window if auto is not None else drafter.window) if drafter is not None else 0
         run = StreamRun.open(self.model, prompt, max_steps, seeds, w, progress)
         state, cache, stats, k, batch, device = run.state, run.cache, run.stats, run.k, run.batch, run.device
         accept_step, from_draft, rng, slots = run.accept_step, run.from_draft, state.rng, run.slots
@@ -340,17 +369,27 @@ class StreamDecoder:
         state.generated[:, 0] = sample(p0, rng.uniform(k))
         stop = self.model.stop_token
         stop_at = torch.full((batch,), slots, dtype=torch.long, device=device)
-        if self.drafter is not None:
-            self.drafter.begin(state)
-        ar = torch.arange(w + 1, device=device)
+        if auto is not None:
+            costs = auto.costs
+            if costs is None:
+                frontier = _Frontier(state.last_frame, state.last_pos, device, batch)
+                costs = measure_costs(self.model, cache, frontier, auto.windows)
+            key = (model_key(self.model), str(device), batch, "streams", type(self.rules[0]).__name__)
+            w = auto.begin(costs, key if auto.costs is None else None)
+            drafter.window = max(w, 1)
+        if drafter is not None:
+            drafter.begin(state)
         while True:
+            if auto is not None and w == 0:
+                drafter = None  # no window pays: plain AR to the end
+            ar = torch.arange(w + 1, device=device)
             stop_at = self._stops(state, stop, stop_at)
             state.done |= (state.count >= max_steps) | (state.count >= stop_at + 1 + self.model.stop_lag)
             if bool(state.done.all()):
                 break
             positions = state.last_pos[:, None] + ar
             steps = state.count[:, None] + ar
-            if self.drafter is None:
+            if drafter is None:
                 out = self.model.forward(state.last_frame[:, None], positions[:, :1], cache)
                 p = self._probs(out.logits, steps[:, :1], self._known(state, state.generated[:, :0]))
                 n = torch.zeros(batch, dtype=torch.long, device=device)
@@ -358,7 +397,7 @@ class StreamDecoder:
                 kept = torch.zeros(batch, k, dtype=torch.bool, device=device)
                 drafts = nxt.new_zeros(batch, 0, k)
             else:
-                drafts, q = self.drafter.propose(state)
+                drafts, q = drafter.propose(state)
                 # draft i sits at step count + i, the step p[:, i] predicts
                 forced, pins = self._pins(steps[:, :w], self._known(state, drafts))
                 drafts = torch.where(forced, pins, drafts)
@@ -369,8 +408,14 @@ class StreamDecoder:
             stats.nfe += 1
             committed = self._commit(state, drafts, n, nxt, kept, accept_step, from_draft, stats.nfe - 1)
             stats.tokens_per_step.append(committed)
-            if self.drafter is not None:
-                self.drafter.update(state, p, n)
+            if drafter is not None:
+                drafter.update(state, p, n)
+                if auto is not None:
+                    auto.observe(w, n, ~state.done)
+                    chosen = auto.choose(w)
+                    if chosen != w and chosen > 0:
+                        drafter.resize(state, chosen)
+                    w = chosen
             run.bar.update(int(committed.max()))
         # A speculative step may commit past the stop's lag: those steps are dropped.
         return run.close(max_steps, state.count.clamp(max=max_steps).minimum(stop_at + 1 + self.model.stop_lag))

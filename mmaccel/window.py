@@ -78,7 +78,8 @@ def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3,
     times: dict[int, list[float]] = {length: [] for length in lengths}
     for attempt in range(repeats + 1):  # the first round warms up every shape
         for length in lengths:
-            tokens = state.last_token[:, None].expand(-1, length + 1)
+            # a token per row, or a frame of streams per row (codec LMs): the window repeats it
+            tokens = state.last_token[:, None].expand(-1, length + 1, *state.last_token.shape[1:])
             positions = state.last_pos[:, None] + torch.arange(length + 1, device=state.device)
             synchronize(state.device)
             start = time.perf_counter()

@@ -8,6 +8,7 @@ from mmaccel.acceptance import make_rule
 from mmaccel.audio.musicgen import MusicgenStreams, SpeechPrompt, delay_steps, tiny_musicgen, undelay
 from mmaccel.sampling import SamplingConfig
 from mmaccel.streams import FrameJacobiDrafter, StreamDecoder, accept_steps
+from mmaccel.window import AutoWindow
 
 
 def streams(stop=None, seed=0):
@@ -53,6 +54,28 @@ def test_mc_sjd_greedy_identity():
     assert torch.equal(ar.tokens, mc.tokens) and mc.stats.nfe <= ar.stats.nfe
     with pytest.raises(ValueError, match="coupling"):
         FrameJacobiDrafter(4, coupling="gumbel")
+
+
+@pytest.mark.parametrize("costs", [{1: 1.0, 2: 1.05, 4: 1.1}, {1: 5.0, 2: 9.0, 4: 20.0}])
+def test_auto_window_greedy_identity(costs):
+    """window='auto' with a fixed cost table: cheap windows are used and may change, dear ones give way to AR;
+    greedy output is AR's either way."""
+    greedy = SamplingConfig(temperature=0.0)
+    model = streams()
+    ar = StreamDecoder(model, None, "exact", greedy).generate(prompt(), 40)
+    auto = AutoWindow(costs=costs, windows=(1, 2, 4), interval=2)
+    spec = StreamDecoder(model, FrameJacobiDrafter(4), "sjd", greedy, auto=auto).generate(prompt(), 40)
+    assert torch.equal(ar.tokens, spec.tokens)
+    assert spec.stats.nfe <= ar.stats.nfe + 1
+
+
+def test_auto_window_measures_costs():
+    model = streams()
+    auto = AutoWindow(windows=(1, 2), interval=2)
+    out = StreamDecoder(model, FrameJacobiDrafter(2), "sjd", SamplingConfig(temperature=0.0), auto=auto).generate(
+        prompt(), 12
+    )
+    assert out.tokens.shape == (2, 12, 3)
 
 
 def test_stop_token_ends_each_sample():
