@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=Path, default=None, help="continue from this folder's lm.safetensors")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
@@ -73,8 +74,17 @@ def main(argv: list[str] | None = None) -> None:
     train = speech_set(args.utterances, TRAIN_SEED, args.cache)
     val = speech_set(200, VAL_SEED, args.cache)
     k, size = codec.config.codebooks, codec.config.codebook_size
-    musicgen = tiny_musicgen(codebooks=k, vocab=size + 1, hidden=args.hidden, layers=args.layers, seed=0)
-    lm = SpeechLM(musicgen, symbols, list(VOICES), max_steps=256)
+    if args.init is not None:  # a continuation: the architecture and symbols come from the checkpoint
+        lm = SpeechLM.from_pretrained(args.init)
+        if lm.symbols != symbols or lm.streams.num_streams != k:
+            raise SystemExit(f"--init {args.init}: its symbols or codebooks differ from this data's")
+        before = (
+            json.loads((args.init / "lm_train.json").read_text()) if (args.init / "lm_train.json").is_file() else {}
+        )
+    else:
+        musicgen = tiny_musicgen(codebooks=k, vocab=size + 1, hidden=args.hidden, layers=args.layers, seed=0)
+        lm = SpeechLM(musicgen, symbols, list(VOICES), max_steps=256)
+        before = {}
     stop = size
 
     def items(data, n=None):
@@ -111,7 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "lexicon.json").write_text(json.dumps(lexicon, ensure_ascii=False, indent=1))
     (args.out / "lm_train.json").write_text(
         json.dumps(
-            {"steps": step, "val_loss": val_loss.item(), "val_entropy_nats": entropy, "minutes": args.minutes}, indent=1
+            {
+                "steps": step + before.get("steps", 0),
+                "val_loss": val_loss.item(),
+                "val_entropy_nats": entropy,
+                "minutes": args.minutes + before.get("minutes", 0),
+                "runs": [*before.get("runs", [before] if before else []), {"steps": step, "minutes": args.minutes}],
+            },
+            indent=1,
         )
     )
 
