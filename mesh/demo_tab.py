@@ -14,12 +14,35 @@ def _load(folder: str | None):
     return MeshARPipeline.from_pretrained(check_folder(folder))
 
 
+def coloured_glb(mesh, face_steps, max_step: int) -> str:
+    """``mesh`` as a GLB whose faces carry the acceptance colours of :func:`render` (vertices unshared, so each
+    face keeps its own colour), written atomically to a fresh demo path: the 3D view is an acceptance map too."""
+    import numpy as np
+    import trimesh
+
+    from mmaccel.io import write_atomic
+
+    from .render import scale_colour
+
+    faces = np.asarray(mesh.faces)
+    colours = scale_colour(np.asarray(face_steps, dtype=float) / max(max_step, 1))
+    rgba = np.concatenate([colours, np.full((len(faces), 1), 255.0)], 1).round().astype(np.uint8)
+    flat = trimesh.Trimesh(
+        np.asarray(mesh.vertices)[faces].reshape(-1, 3),
+        np.arange(3 * len(faces)).reshape(-1, 3),
+        vertex_colors=np.repeat(rgba, 3, 0),
+        process=False,
+    )
+    path = media_path(".glb")
+    write_atomic(path, lambda tmp: flat.export(tmp, file_type="glb"))
+    return str(path)
+
+
 def _compare(
     pipe, condition: str, method: str, params: dict[str, Any], seed: int, progress
 ) -> tuple[DemoSide, DemoSide]:
     from .methods import check_mesh_params
     from .render import render
-    from .tokenizer import write_mesh
 
     label = pipe.class_label(condition)  # an unknown class names the model's classes
     params = check_mesh_params(method, params)  # refused before anything runs
@@ -29,8 +52,8 @@ def _compare(
         # as `mmaccel generate mesh` renders it: the kept faces, coloured by the forward that accepted them
         steps = out.face_steps[0][mesh.metadata.get("source_faces", [])] if len(mesh.faces) else None
         picture = render(mesh, steps, max_step=s["steps_to_end"])
-        path = write_mesh(mesh, media_path(".glb")) if len(mesh.faces) else None  # None: nothing decoded
-        return None if path is None else str(path), picture, s["steps"], s["tokens"]
+        path = coloured_glb(mesh, steps, s["steps_to_end"]) if len(mesh.faces) else None  # None: nothing decoded
+        return path, picture, s["steps"], s["tokens"]
 
     return class_side_by_side(pipe, label, method, params, seed, progress, present)
 
@@ -53,5 +76,5 @@ def demo_tab() -> DemoTab:
         output="model3d",
         notes="Acceptance maps: the mesh rendered with each face in the colour of the forward that accepted it "
         "(scale below it, up to the forward that committed the end token). Forwards count the whole face budget "
-        "the engine runs; `xspec` takes `rule=...` and that rule's parameters.",
+        "the engine runs; the 3D view carries the same colours. `xspec` takes `rule=...` and that rule's parameters.",
     )

@@ -198,6 +198,8 @@ QUALITY_FIELDS = (
 def tradeoff_points(path: str) -> list[dict[str, Any]]:
     """Step compression against each quality field (:data:`QUALITY_FIELDS`), one point per record and field of a
     bench JSON at ``path``; a file with several batch sizes labels each point's method with its batch."""
+    if not str(path).strip():
+        raise ValueError("bench JSON: no path given (e.g. bench/image_default.json)")
     try:
         records = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -243,7 +245,8 @@ def _output_component(gr, kind: str, **kw):
         return gr.Image(type="filepath", height=300, elem_classes=["output-media"], **kw)
     if kind == "audio":
         return gr.Audio(type="numpy", format="wav", interactive=False, **kw)
-    return gr.Model3D(height=300, **kw)
+    # a three-quarter view from above (the camera's default looks along an axis: a flat silhouette)
+    return gr.Model3D(height=300, camera_position=(45, 55, None), **kw)
 
 
 def _tab(gr, tab: DemoTab, pool) -> None:

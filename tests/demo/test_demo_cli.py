@@ -139,3 +139,26 @@ def test_the_tradeoff_plot_reads_every_modalitys_bench_json(name, quality):
     if len({r.get("batch_size") for r in records}) > 1:  # one point per method and batch
         assert any("(batch " in m for m in methods)
     assert len({(p["method"], p["metric"]) for p in points}) == len(points)
+
+
+def test_the_mesh_tabs_glb_carries_the_acceptance_colours():
+    import numpy as np
+    import trimesh
+
+    from mmaccel.mesh.demo_tab import coloured_glb
+    from mmaccel.mesh.render import scale_colour
+
+    box = trimesh.creation.box()
+    steps = np.arange(len(box.faces))
+    path = coloured_glb(box, steps, int(steps.max()))
+    loaded = trimesh.load(path, force="mesh", process=False)
+    assert len(loaded.faces) == len(box.faces)
+    # each face's three corners carry its forward's colour on the render's scale
+    corners = loaded.visual.vertex_colors[loaded.faces][:, :, :3]
+    expected = scale_colour(steps / steps.max()).round().astype(np.uint8)
+    assert np.array_equal(corners, np.repeat(expected[:, None], 3, 1))
+
+
+def test_the_tradeoff_plot_names_a_missing_path():
+    with pytest.raises(ValueError, match="no path given"):
+        tradeoff_points("  ")
