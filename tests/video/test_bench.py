@@ -19,10 +19,11 @@ def bench_dir(model_dir, tmp_path_factory):
 
 
 def test_bench_records(bench_dir):
-    records = run_bench(str(bench_dir), methods=["ar", "sjd:init=temporal-repeat"], num_videos=3,
-                        batch_sizes=[1, 2], num_reference=8)
+    spec = "sjd:init=temporal-repeat:schedule=row"  # a schedule rides in the spec
+    records = run_bench(str(bench_dir), methods=["ar", spec], num_videos=3, batch_sizes=[1, 2], num_reference=8)
     assert [(r["method"], r["batch_size"]) for r in records] == [
-        ("ar", 1), ("sjd:init=temporal-repeat", 1), ("ar", 2), ("sjd:init=temporal-repeat", 2), ("ar@seed2", 2)]
+        ("ar", 1), (spec, 1), ("ar", 2), (spec, 2), ("ar@seed2", 2)]
+    assert records[1]["schedule"] == "row" and records[0]["schedule"] is None
     for r in records:
         for key in ("nfe", "tokens", "step_compression", "wall_s", "speedup", "ceiling", "class_accuracy", "fvd_domain"):
             assert key in r

@@ -42,6 +42,8 @@ def test_generate_several_clips(model_dir, tmp_path):
         (["--method", "sjd", "--param", "window=abc"], "x.gif", ["window"]),
         (["--num-videos", "0"], "x.gif", ["--num-videos"]),
         (["--temperature", "-1"], "x.gif", ["temperature"]),
+        (["--schedule", "spiral"], "x.gif", ["--schedule", "diagonal"]),
+        (["--method", "ar", "--schedule", "frame"], "x.gif", ["--schedule", "Jacobi"]),
     ],
 )
 def test_generate_refuses_bad_input_and_writes_nothing(model_dir, tmp_path, capsys, extra, out_name, words):
@@ -75,7 +77,8 @@ def test_missing_output_folder_refused(model_dir, tmp_path, capsys):
 
 def test_bench_refuses_bad_input(capsys, tmp_path):
     for extra, word in [(["--methods", "ar,warp"], "warp"), (["--num-videos", "0"], "--num-videos"),
-                        (["--batch-sizes", "1,x"], "--batch-sizes")]:
+                        (["--batch-sizes", "1,x"], "--batch-sizes"),
+                        (["--methods", "ar,sjd:schedule=zigzag"], "schedule")]:
         code = main(["bench", "video", *extra, "--json", str(tmp_path / "b.json")])
         assert code == 2 and word in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
