@@ -107,6 +107,7 @@ def run_bench(
                 ceiling=ar["nfe"] / r["nfe"] * t1 / tl,
                 num_videos=num_videos,
                 num_reference=num_reference,
+                threads=torch.get_num_threads(),
                 seed=seed if r["method"] != "ar@seed2" else seed + SECOND_SEED_SET,
                 **kw,
                 **scored[r["method"]],

@@ -141,6 +141,12 @@ def _bench(args: argparse.Namespace) -> int:
         parse_method(split_schedule(m)[0])
     count_argument(args.num_videos, "--num-videos")
     batch_sizes = batch_sizes_argument(args.batch_sizes)
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     records = run_bench(
         model=args.model,
         methods=methods,
@@ -196,6 +202,7 @@ def register(commands, generate, bench) -> None:
     b.add_argument("--num-videos", type=int, default=16, help="clips per method, classes in turn")
     b.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default: 1,8)")
     b.add_argument("--json", help="write the records here")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     _common(b)
     b.set_defaults(func=_bench)
 
