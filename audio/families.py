@@ -28,9 +28,8 @@ from mmaccel.streams import StreamDecoder, StreamStats
 
 from .csm import CsmStreams, TokenIdsPrompt
 from .dia import DiaStreams
-from .musicgen import undelay
 from .musicgen_text import MusicgenTextStreams, TextPrompt
-from .pipeline import SpeechOutput, frame_drafter
+from .pipeline import SpeechOutput, frame_drafter, frames_and_map
 
 #: ``--family`` name -> the transformers class whose checkpoints it loads (its ``model_type`` is the name).
 FAMILIES: dict[str, type] = {
@@ -158,12 +157,9 @@ class FamilySpeech:
         tokens, maps, waves = [], [], []
         for b, n in enumerate(stats.lengths.tolist()):
             frames = max(self.frames_of(steps[b], n), 1)
-            codes = undelay(steps[b], frames, self.delays)
-            accept = stats.accept_step[b, :, None].expand(-1, len(self.delays))
-            step_of = undelay(accept, frames, self.delays)
-            drafted = undelay(stats.from_draft[b].long(), frames, self.delays).bool()
+            codes, amap = frames_and_map(steps, stats, b, frames, self.delays)
             tokens.append(codes.cpu())
-            maps.append(torch.where(drafted | (step_of == 0), step_of, -1).cpu())
+            maps.append(amap.cpu())
             waves.append(self._audio(codes)[0].mean(0).cpu().numpy().astype(np.float32))
         return SpeechOutput(waves, self.sample_rate, tokens, maps, stats)
 

@@ -156,14 +156,25 @@ class SpeechARPipeline:
             if len(stop):
                 frames = min(frames, int(stop[0]))
             frames = max(frames, 1)
-            codes = undelay(steps[b, : frames + k - 1].clamp(max=self.codec.config.codebook_size - 1), frames)
-            step_of = undelay(stats.accept_step[b, : frames + k - 1, None].expand(-1, k), frames)
-            drafted = undelay(stats.from_draft[b, : frames + k - 1].long(), frames)
+            codes, amap = frames_and_map(steps, stats, b, frames)
+            codes = codes.clamp(max=self.codec.config.codebook_size - 1)
             tokens.append(codes.cpu())
-            maps.append(torch.where(drafted.bool() | (step_of == 0), step_of, -1).cpu())
+            maps.append(amap.cpu())
             mel = self.codec.decode(codes[None])
             waves.append(griffin_lim(mel, seed=b)[0].cpu().numpy().astype(np.float32))
         return SpeechOutput(waves, SAMPLE_RATE, tokens, maps, stats)
+
+
+def frames_and_map(
+    steps: torch.Tensor, stats: StreamStats, row: int, frames: int, delays: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample ``row``'s first ``frames`` frames ``[T, K]`` (delays undone) and its acceptance map ``[T, K]``: the
+    forward that committed each token, -1 where a codebook took a resampled token rather than a kept draft."""
+    k = steps.shape[2]
+    codes = undelay(steps[row], frames, delays)
+    step_of = undelay(stats.accept_step[row, :, None].expand(-1, k), frames, delays)
+    drafted = undelay(stats.from_draft[row].long(), frames, delays).bool()
+    return codes, torch.where(drafted | (step_of == 0), step_of, -1)
 
 
 def describe(output: SpeechOutput) -> dict[str, Any]:
