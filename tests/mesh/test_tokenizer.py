@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import trimesh
+from scipy.spatial import cKDTree
 
 from mmaccel.mesh.data import CLASS_NAMES, MAX_FACES, class_index, make_shape
 from mmaccel.mesh.tokenizer import MeshVocab, decode, encode, read_mesh, sequence, write_mesh
@@ -21,6 +22,10 @@ def test_every_class_is_closed_small_and_round_trips(name):
         assert report.valid and report.faces_kept == len(tokens) // 9 and report.out_of_order == 0
         assert mesh.volume > 0  # outward winding survives the face rotation
         np.testing.assert_array_equal(encode(mesh, normalised=True), tokens)
+        # Distinct vertices lie far apart (L-inf, in bins): a wrong generated coordinate is no near miss that a
+        # vertex-merging tolerance could repair.
+        corners = np.unique(tokens.reshape(-1, 3), axis=0)
+        assert cKDTree(corners).query(corners, k=2, p=np.inf)[0][:, 1].min() >= 8
 
 
 def test_sort_order_vertices_zyx_faces_by_lowest_vertex():
