@@ -37,6 +37,8 @@ FAMILIES: dict[str, type] = {
     "csm": CsmForConditionalGeneration,
     "dia": DiaForConditionalGeneration,
 }
+#: Where the special ids' rows sit in a nearby-token table: far from every code vector and from each other.
+FAR = 1e3
 #: Steps generated when ``--max-steps`` is not given (the families' own defaults are tens of seconds of audio).
 DEFAULT_STEPS = 256
 
@@ -100,10 +102,25 @@ class FamilySpeech:
             if params:
                 raise ValueError(f"method {name!r}: parameters {sorted(params)} do not apply to CSM's frames")
             return DepthStreamDecoder(self.streams, drafter, rule, sampling)
-        try:
-            return StreamDecoder(self.streams, drafter, rule, sampling, auto=auto, **params)
-        except ValueError as err:  # a relaxed rule wants nearby-token tables that the family has not
-            raise ValueError(f"method {name!r} is not available for {self.family}: {err}") from None
+        return StreamDecoder(self.streams, drafter, rule, sampling, tables=self.tables(), auto=auto, **params)
+
+    @torch.no_grad()
+    def tables(self) -> torch.Tensor | None:
+        """``[K, V, D]`` nearby-token tables for LANTERN and GSD: each codebook's code vectors in the family's own
+        codec (EnCodec's, DAC's), the special ids past the codes (Dia's EOS, pad, BOS) placed far from them."""
+        if self.family == "musicgen":
+            layers = self.streams.full.audio_encoder.quantizer.layers
+            codes = [layers[d].codebook.embed for d in self.streams.delays]  # stereo pairs share a quantiser
+        elif self.family == "dia" and self.codec is not None:
+            codes = [q.codebook.weight for q in self.codec.quantizer.quantizers[: self.streams.num_streams]]
+        else:
+            return None
+        table = torch.stack(codes).float()
+        extra = self.streams.vocab_size - table.shape[1]
+        if extra > 0:
+            far = torch.full((table.shape[0], extra, table.shape[2]), FAR, device=table.device)
+            table = torch.cat([table, far + torch.arange(extra, device=table.device)[None, :, None]], 1)
+        return table
 
     def prompts(self, texts: list[str], voice: str | None):
         if isinstance(texts, str):

@@ -72,6 +72,17 @@ def test_family_greedy_methods_are_ar(folders, family):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("family", ["musicgen", "dia"])
+def test_relaxed_rules_read_the_family_codec(folders, family):
+    """LANTERN and GSD take their neighbourhoods from the family's own codec (EnCodec, DAC)."""
+    pipe = FamilySpeech.from_pretrained(family, folders / family)
+    table = pipe.tables()
+    assert table.shape[:2] == (pipe.streams.num_streams, pipe.streams.vocab_size)
+    for spec in ("lantern:window=4", "gsd:window=4"):
+        out = pipe(["hello world"], method=spec, seeds=[0], max_steps=10)
+        assert out.tokens[0].shape[1] == pipe.streams.num_streams
+
+
 @pytest.mark.parametrize(
     "family, folder, extra, message",
     [
