@@ -164,6 +164,7 @@ def run_samples(
     ranks: Ranks | None = None,
     suffix: str = ".png",
     load_array: Callable[[Path], np.ndarray] | None = None,
+    pack: Callable[[list[np.ndarray]], dict[str, np.ndarray]] | None = None,
     npz: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -173,10 +174,12 @@ def run_samples(
     ``sampler_factory()`` builds the :class:`Sampler` (it loads the model, so it is called only once the folder is
     known to be usable and only if some sample is missing). Under several ranks each takes whole batches in turn;
     after each round the ranks' stats are gathered and rank 0 rewrites ``samples.json``. With ``npz`` rank 0 writes
-    ``samples.npz`` (``arr_0``, the ADM evaluator's layout) from the files, last, each read back by ``load_array``
-    (default: an image file as uint8 ``[H, W, 3]``).
+    ``samples.npz`` from the files, last, each read back by ``load_array`` (default: an image file as uint8
+    ``[H, W, 3]``) and the list packed into the archive's members by ``pack`` (default: ``arr_0``, the arrays
+    stacked: the ADM evaluator's layout; :func:`pack_padded` for samples of different lengths).
     """
     load_array = read_image_array if load_array is None else load_array
+    pack = stack_arrays if pack is None else pack
     ranks = ranks if ranks is not None else Ranks()
     out = Path(out)
     # Every rank checks the folder itself (same files, same verdict), so a refusal needs no collective.
@@ -213,22 +216,38 @@ def run_samples(
         if npz:
             npz_name = NPZ
             files = [out / run.samples[str(i)]["file"] for i in range(run.num_samples)]
-            arrays = np.stack([load_array(f) for f in files])
-            write_atomic(out / NPZ, lambda tmp: _savez(tmp, arrays))
+            members = pack([load_array(f) for f in files])
+            write_atomic(out / NPZ, lambda tmp: _savez(tmp, members))
         _write_record(out, run, ranks, complete=True, npz=npz_name)
     ranks.barrier()
     return json.loads((out / RECORD).read_text())
 
 
-def _savez(tmp: str, arrays: np.ndarray) -> None:
-    """np.savez's layout (one ``arr_0.npy`` member, stored), with a fixed member date: np.savez stamps the current
-    time, and then two runs of the same samples would differ in the archive's bytes."""
+def stack_arrays(arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The ADM evaluator's layout: ``arr_0``, the samples stacked (they share one shape: images, fixed-size clips)."""
+    return {"arr_0": np.stack(arrays)}
+
+
+def pack_padded(arrays: list[np.ndarray], pad: float | int = 0) -> dict[str, np.ndarray]:
+    """Samples whose first axis differs (waveforms, a mesh's faces): ``arr_0`` zero-padded (``pad``) along it to
+    the longest, and ``lengths`` (int64 ``[N]``), each sample's own length."""
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    padded = np.full((len(arrays), int(lengths.max()), *arrays[0].shape[1:]), pad, dtype=arrays[0].dtype)
+    for i, a in enumerate(arrays):  # one copy per sample, not per element
+        padded[i, : len(a)] = a
+    return {"arr_0": padded, "lengths": lengths}
+
+
+def _savez(tmp: str, members: dict[str, np.ndarray]) -> None:
+    """np.savez's layout (one stored ``NAME.npy`` member per array, ``arr_0`` first), with a fixed member date:
+    np.savez stamps the current time, and then two runs of the same samples would differ in the archive's bytes."""
     import zipfile
 
-    member = zipfile.ZipInfo("arr_0.npy", date_time=(1980, 1, 1, 0, 0, 0))
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
-        with archive.open(member, "w", force_zip64=True) as f:
-            np.lib.format.write_array(f, np.ascontiguousarray(arrays), allow_pickle=False)
+        for name, array in members.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.require(array, requirements="C"), allow_pickle=False)
 
 
 def _generate_batch(sampler: Sampler, run: SampleRun, batch: range, out: Path, suffix: str) -> dict[str, dict]:

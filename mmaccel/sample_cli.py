@@ -57,6 +57,39 @@ def add_sample_arguments(parser: argparse.ArgumentParser, default_method: str) -
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_sample_parser(
+    sample: Any, name: str, help: str, examples: str, default_method: str, inits: Sequence[str] | None = None
+) -> argparse.ArgumentParser:
+    """``mmaccel sample NAME``'s parser with the shared flags, its examples as the epilog, and (given the
+    modality's Jacobi ``inits``) every method's parameters in ``--help``."""
+    from .cli import with_method_help
+
+    parser = sample.add_parser(name, help=help, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if inits is not None:
+        with_method_help(parser, tuple(inits))
+    add_sample_arguments(parser, default_method)
+    return parser
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any], guidance: bool = True) -> None:
+    """``--temperature``, ``--top-k``, ``--top-p`` (and ``--guidance-scale``), their defaults in the help; read
+    back with :func:`sampling_settings`."""
+    if guidance:
+        parser.add_argument("--guidance-scale", type=float, default=None,
+                            help=f"classifier-free guidance scale (default: {defaults['guidance_scale']})")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help=f"sampling temperature, >= 0; 0 is greedy (default: {defaults['temperature']})")
+    parser.add_argument("--top-k", type=int, default=None, help="sample only among the k likeliest tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: keep mass p, in (0, 1]")
+
+
+def sampling_settings(args: argparse.Namespace, defaults: dict[str, Any], guidance: bool = True) -> dict[str, Any]:
+    """The sampling flags of :func:`add_sampling_arguments`, a flag not given taking the modality's default."""
+    keys = ("guidance_scale", "temperature", "top_k", "top_p") if guidance else ("temperature", "top_k", "top_p")
+    values = {k: getattr(args, k) for k in keys}
+    return {k: defaults.get(k) if v is None else v for k, v in values.items()}
+
+
 def check_sample_arguments(args: argparse.Namespace) -> None:
     """Refusals that need nothing loaded: they come before any model is read or file written. Then pins torch's
     CPU threads to ``--threads``."""
@@ -95,6 +128,40 @@ def cycle(values: Sequence[Any], n: int) -> list[Any]:
     return [values[i % len(values)] for i in range(n)]
 
 
+def class_conditions(
+    text: str | None, num_classes: int, class_label: Callable[[int | str], int], n: int
+) -> list[int]:
+    """``--class`` of a class-conditional model: its comma-separated labels (indices or names, each turned into an
+    index by the modality's ``class_label``, whose refusal is prefixed with ``--class``) cycled to ``n`` samples;
+    without ``--class`` every class in turn."""
+    if text is None:
+        return cycle(range(num_classes), n)
+    try:
+        labels = [class_label(int(t) if t.strip().lstrip("-").isdigit() else t.strip()) for t in text.split(",")
+                  if t.strip()]
+    except ValueError as err:
+        raise ValueError(f"--class: {err}") from None
+    if not labels:
+        raise ValueError(f"--class takes comma-separated labels, got {text!r}")
+    return cycle(labels, n)
+
+
+def method_spec(args: argparse.Namespace, default_method: str, inits: Sequence[str] | None = None) -> tuple[str, dict]:
+    """``--method`` (a name, or a spec with parameters such as ``sjd:init=repeat``) merged with ``--param`` and,
+    where the modality has the flag, ``--init`` (checked against ``inits``): the method name and its typed
+    parameters."""
+    from .methods import check_params, parse_method
+
+    name, params = parse_method(args.method or default_method, "--method")
+    extra = dict(args.param or [])
+    init = getattr(args, "init", None)
+    if init is not None:
+        if inits is not None and init not in inits:
+            raise ValueError(f"--init must be one of {', '.join(inits)}, got {init!r}")
+        extra["init"] = init
+    return name, check_params(name, {**params, **extra})
+
+
 def run_sample_command(
     args: argparse.Namespace,
     modality: str,
@@ -103,8 +170,11 @@ def run_sample_command(
     make_sampler: Callable[[], Any],
     ranks: Any,
     suffix: str = ".png",
+    load_array: Callable[[Path], Any] | None = None,
+    pack: Callable[[list[Any]], dict[str, Any]] | None = None,
 ) -> int:
-    """Run ``mmaccel sample MODALITY`` once the modality has its settings, its conditions and its sampler."""
+    """Run ``mmaccel sample MODALITY`` once the modality has its settings, its conditions and its sampler;
+    ``load_array`` and ``pack`` say how its files become ``samples.npz`` (see :func:`mmaccel.sample.run_samples`)."""
     from .sample import SampleRun, run_samples
 
     run = SampleRun(
@@ -120,6 +190,8 @@ def run_sample_command(
         args.out,
         ranks=ranks,
         suffix=suffix,
+        load_array=load_array,
+        pack=pack,
         npz=args.npz,
         resume=args.resume,
         progress=not args.no_progress,

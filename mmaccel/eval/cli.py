@@ -1,15 +1,19 @@
-"""``mmaccel eval fid`` and ``mmaccel eval clip``: the metrics users' evaluation scripts expect, from local weights.
+"""``mmaccel eval fid|clip|fvd`` (and the modalities' metrics): what users' evaluation scripts expect, from local
+weights.
 
 Feature spaces other than Inception come from the modalities through the ``mmaccel.features`` entry-point group
 (value: ``features(weights: str | None) -> ImageFeatures``): the image modality registers ``domain``, its held-out
-classifier. The core so reads any image set in any registered space without importing a modality, the same way
-``mmaccel.cli`` gets its subcommands.
+classifier; video feature spaces other than I3D through ``mmaccel.video_features`` (see :mod:`mmaccel.eval.fvd`).
+Metrics of one modality's own (``eval speech``, ``eval mesh``) are subcommands it adds through the ``mmaccel.eval``
+group (value: ``register(eval_subparsers)``). The core so reads any set in any registered space without importing a
+modality, the same way ``mmaccel.cli`` gets its subcommands.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..io import check_writable, write_json_atomic
 
@@ -104,6 +108,46 @@ def _clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fvd(args: argparse.Namespace) -> int:
+    from .fvd import frechet_video_distance, video_feature_space
+    from .video_sets import check_video_pair, load_video_set
+
+    if args.json:
+        check_writable(args.json)
+    real = load_video_set(args.real, "--real")
+    fake = load_video_set(args.fake, "--fake")
+    check_video_pair(real, fake)
+    space = video_feature_space(args.features, args.weights)
+    record = {"real": str(args.real), "fake": str(args.fake), **frechet_video_distance(space, real, fake)}
+    t, h, w = real.shape[1:4]
+    print(f"features {record['features']}: {record['num_real']} real, {record['num_fake']} fake clips of {t}x{h}x{w}")
+    print(f"fvd: {round(record['fvd'], 4) + 0.0:.4f}")
+    if args.json:
+        write_json_atomic(args.json, record)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_eval_parser(sub: Any, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    """``mmaccel eval NAME``'s parser (for a modality's ``register``), its examples as the epilog, with ``--json``."""
+    parser = sub.add_parser(name, help=help, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    return parser
+
+
+def print_record(record: dict, keys: tuple[str, ...], json_path: str | None) -> None:
+    """Print ``keys`` of a metric record (4 decimals, a rounded -0.0 shown as 0.0) and write it to ``json_path``."""
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, float):
+            print(f"{key}: {round(value, 4) + 0.0:.4f}")
+        elif value is not None:
+            print(f"{key}: {value}")
+    if json_path:
+        write_json_atomic(json_path, record)
+        print(f"wrote {json_path}")
+
+
 EXAMPLES = """examples:
   mmaccel eval fid --real s/ --fake s2/ --features domain
   mmaccel eval fid --real ref.npz --fake samples/samples.npz --features inception \\
@@ -111,10 +155,15 @@ EXAMPLES = """examples:
   mmaccel eval clip --model ~/ckpts/clip-vit-base-patch32 --images samples/ --prompts prompts.txt
 """
 
+FVD_EXAMPLES = """examples:
+  mmaccel eval fvd --real real_clips/ --fake samples/ --features domain
+  mmaccel eval fvd --real real.npz --fake samples/samples.npz --features i3d --weights i3d_pretrained_400.pt
+"""
+
 
 def register(commands) -> None:
-    """Add ``eval fid`` and ``eval clip`` under the top-level ``commands``."""
-    e = commands.add_parser("eval", help="FID / IS / precision / recall and CLIP score from local weights")
+    """Add ``eval fid``, ``eval clip``, ``eval fvd`` and the modalities' ``eval`` subcommands under ``commands``."""
+    e = commands.add_parser("eval", help="FID / IS / precision / recall, CLIP score, FVD and modality metrics")
     sub = e.add_subparsers(dest="metric", required=True, metavar="METRIC")
     f = sub.add_parser(
         "fid",
@@ -136,6 +185,17 @@ def register(commands) -> None:
     c.add_argument("--prompts", required=True, help="one prompt a line, line i for image i")
     c.add_argument("--json", help="also write the figures to this JSON file")
     c.set_defaults(func=_clip)
+    help = "Frechet video distance between two clip sets (folders of .png/.gif/.mp4 clips or .npz files)"
+    v = add_eval_parser(sub, "fvd", help, FVD_EXAMPLES)
+    v.add_argument("--real", required=True, help="reference clips: a folder of clip files or an .npz holding arr_0")
+    v.add_argument("--fake", required=True, help="generated clips: a folder of clip files or an .npz holding arr_0")
+    v.add_argument("--features", default="i3d", help="i3d (needs --weights) or a modality's space, e.g. domain")
+    v.add_argument("--weights", default=None, help="weights file of the feature network (safetensors or .pt)")
+    v.set_defaults(func=_fvd)
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group="mmaccel.eval"), key=lambda ep: ep.name):  # value: register(eval_sub)
+        ep.load()(sub)
 
 
-__all__ = ["feature_space", "register"]
+__all__ = ["feature_space", "print_record", "register"]

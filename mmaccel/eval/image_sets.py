@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +23,37 @@ def load_image_set(path: str | os.PathLike, flag: str) -> np.ndarray:
 
     Errors name ``flag`` (e.g. ``--real``): a missing path, an unreadable image or array, images of mixed sizes.
     """
+    return load_set(path, flag, image_files, read_image_array, "[N, H, W, 3]", "images", _size)
+
+
+def _size(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}"
+
+
+def load_set(
+    path: str | os.PathLike,
+    flag: str,
+    files_of: Callable[[Path], list[Path]],
+    read: Callable[[Path], np.ndarray],
+    layout: str,
+    kind: str,
+    describe: Callable[[np.ndarray], str],
+) -> np.ndarray:
+    """A set of uint8 samples ``layout`` (``[N, ..., 3]``) from a folder (``files_of`` it, each ``read``, sorted by
+    name, all of one shape) or an ``.npz`` holding ``arr_0``; errors name ``flag``, the file, and ``describe`` the
+    shapes that differ."""
     path = Path(path)
     if path.is_dir():
-        files = image_files(path)
+        files = files_of(path)
         if not files:
-            raise ValueError(f"{flag} {str(path)!r} holds no image file ({', '.join(IMAGE_SUFFIXES)})")
-        arrays = []
+            raise ValueError(f"{flag} {str(path)!r} holds no {kind} file")
+        arrays: list[np.ndarray] = []
         for f in files:
-            array = read_image_array(f)
+            array = read(f)
             if arrays and array.shape != arrays[0].shape:
                 raise ValueError(
-                    f"{flag}: {f} is {array.shape[1]}x{array.shape[0]}, but {files[0].name} is "
-                    f"{arrays[0].shape[1]}x{arrays[0].shape[0]}; a set holds images of one size"
+                    f"{flag}: {f} is {describe(array)}, but {files[0].name} is {describe(arrays[0])}; "
+                    f"a set holds {kind} of one size"
                 )
             arrays.append(array)
         return np.stack(arrays)
@@ -47,12 +67,13 @@ def load_image_set(path: str | os.PathLike, flag: str) -> np.ndarray:
             if str(err).startswith(flag):
                 raise
             raise ValueError(f"{flag}: cannot read {str(path)!r}: {err}") from None
-        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-            raise ValueError(f"{flag} {str(path)!r}: arr_0 must be uint8 [N, H, W, 3], got {array.dtype} {array.shape}")
+        ndim = layout.count(",") + 1
+        if array.dtype != np.uint8 or array.ndim != ndim or array.shape[-1] != 3:
+            raise ValueError(f"{flag} {str(path)!r}: arr_0 must be uint8 {layout}, got {array.dtype} {array.shape}")
         return array
     if not path.exists():
         raise FileNotFoundError(f"{flag} {str(path)!r} does not exist")
-    raise ValueError(f"{flag} {str(path)!r} is neither a folder of images nor an .npz file")
+    raise ValueError(f"{flag} {str(path)!r} is neither a folder of {kind} nor an .npz file")
 
 
 def check_pair(real: np.ndarray, fake: np.ndarray, minimum: int = 2) -> None:
