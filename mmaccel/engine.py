@@ -11,10 +11,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .acceptance import AcceptanceRule, make_rule, rule_class
+from .acceptance.tree import path_columns, verify_tree
 from .drafting.base import Drafter
 from .models.base import ModelOutput, TokenModel, reorder
 from .sampling import SampleRNG, SamplingConfig, sample, target_probs
 from .state import DecodeState, GenerationOutput, GenerationStats, scratch_length
+from .tree import TreeLayout, along
 from .window import AutoWindow, measure_costs, model_key
 
 
@@ -147,7 +149,7 @@ class SpeculativeDecoder:
         start = time.perf_counter()
         n = max_new_tokens
         stats = GenerationStats()
-        slots = n + scratch_length(self.window)
+        slots = n + scratch_length(max(self.window, 0 if self.drafter is None else self.drafter.nodes))
         max_length = self._prompt_span(prompt) + slots
         cache = self.model.new_cache(batch, max_length)
         needs_hidden = self.drafter is not None and self.drafter.needs_hidden
@@ -183,7 +185,8 @@ class SpeculativeDecoder:
             costs = auto.costs
             if costs is None:
                 measured = time.perf_counter()
-                costs = measure_costs(self.model, cache, state, auto.windows, forward=self._forward if self.compile else None)
+                forward = self._forward if self.compile else None
+                costs = measure_costs(self.model, cache, state, auto.windows, forward=forward)
                 stats.calibration_s = time.perf_counter() - measured
             key = (model_key(self.model), str(device), batch, type(self.drafter).__name__, type(self.rule).__name__)
             window = self._resize(state, window, auto.begin(costs, key if auto.costs is None else None))
@@ -237,7 +240,8 @@ class SpeculativeDecoder:
         return new
 
     def _step(self, state: DecodeState, cache, needs_hidden: bool, w: int) -> Step:
-        """Draft ``w`` tokens, verify them in one forward, and let the rule decide: gpt-fast's speculative step."""
+        """Draft ``w`` tokens (a chain, or a tree ``w`` deep), verify them in one forward, and let the rule decide:
+        gpt-fast's speculative step."""
         positions = state.last_pos[:, None] + torch.arange(w + 1, device=state.device)
         if w == 0:  # plain AR: no drafts, the forward's own sample ends the step
             out = self._forward(state.last_token[:, None], positions, cache)
@@ -248,12 +252,26 @@ class SpeculativeDecoder:
             return Step(no_drafts, torch.zeros_like(next_token), next_token, out, p)
         draft = self.drafter.propose(state)
         tokens = torch.cat([state.last_token[:, None], draft.tokens], 1)
-        out = self._forward(tokens, positions, cache, output_hidden=needs_hidden)
+        n = draft.tokens.shape[1]
+        tree = None if draft.parents is None else TreeLayout.full(draft.ancestors)
+        if tree is not None:  # siblings share a position: a node sits at the last committed one plus its depth
+            positions = state.last_pos[:, None] + torch.cat([torch.zeros_like(draft.depth[:, :1]), draft.depth], 1)
+        with cache.tree_attention(tree):
+            out = self._forward(tokens, positions, cache, output_hidden=needs_hidden)
         state.stats.nfe += 1
         p = target_probs(out.logits, self.sampling)
-        uniforms = state.rng.uniform(w + 1)
-        verdict = self.rule(p, draft.q, draft.tokens, uniforms[:, :w], uniforms[:, w])
-        return Step(draft.tokens, verdict.accepted, verdict.next_token, out, p)
+        uniforms = state.rng.uniform(n + 1)
+        if tree is None:
+            verdict = self.rule(p, draft.q, draft.tokens, uniforms[:, :w], uniforms[:, w])
+            return Step(draft.tokens, verdict.accepted, verdict.next_token, out, p)
+        verdict = verify_tree(self.rule, p, draft.q, draft.tokens, draft.parents, w, uniforms[:, :n], uniforms[:, n])
+        # From here on the step is the chain along the accepted path: its keys and values where a chain's go.
+        columns = path_columns(verdict)
+        cache.keep_path(columns)
+        self.drafter.keep_path(columns)
+        out = ModelOutput(along(out.logits, columns), None if out.hidden is None else along(out.hidden, columns))
+        drafts = along(draft.tokens, verdict.path.clamp(min=0))
+        return Step(drafts, verdict.accepted, verdict.next_token, out, along(p, columns))
 
 
 __all__ = ["DecodeState", "GenerationOutput", "GenerationStats", "SampleRNG", "SpeculativeDecoder", "Step", "commit"]

@@ -64,6 +64,20 @@ METHODS: dict[str, Method] = {
         Method("draft", "draft", "exact", "speculative sampling with a draft model, lossless"),
         Method("lantern-draft", "draft", "lantern", "LANTERN's relaxed acceptance over draft-model drafts"),
         Method("lantern++", "draft", "lantern++", "LANTERN++'s multiplicative bound over draft-model drafts"),
+        Method(
+            "draft-tree",
+            "draft",
+            "exact",
+            "speculative sampling over a static draft-model tree (recursive rejection over siblings), lossless",
+            {"tree": "4x2x2x1"},
+        ),
+        Method(
+            "lantern++-tree",
+            "draft",
+            "lantern++",
+            "LANTERN++ (Park et al. 2025): a static draft-model tree with the relaxed acceptance at every node",
+            {"tree": "4x2x2x1"},
+        ),
         Method("eagle", "eagle", "exact", "speculative sampling with an EAGLE draft head (Li et al. 2024), lossless"),
         Method("lantern-eagle", "eagle", "lantern", "LANTERN's relaxed acceptance over EAGLE drafts"),
     )
@@ -76,15 +90,18 @@ DRAFTERS: dict[str, type] = {"jacobi": JacobiDrafter, "draft": DraftModelDrafter
 #: What a drafter takes from the user; the rest (the draft model, the init object) the modality supplies.
 DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {
     "jacobi": ("window", "init", "coupling"),
-    "draft": ("window",),
+    "draft": ("window", "tree", "branch"),
     "eagle": ("window",),
 }
 #: How a command line may write each drafter parameter: a window is a count or "auto"; an init is chosen by name
-#: from the modality's table; a coupling is one of the Jacobi drafter's.
+#: from the modality's table; a coupling is one of the Jacobi drafter's; a tree is a static shape such as 4x2x2x1
+#: (children per node at each depth, :class:`~mmaccel.tree.TreeShape`), none for a chain.
 DRAFTER_TYPES: dict[str, Any] = {
     "window": int | Literal["auto"],
     "init": str,
     "coupling": Literal["none", "maximal", "gumbel"],
+    "tree": str | None,
+    "branch": Literal["top", "sample"],
 }
 #: Drafter parameters' ranges, for help texts (the drafters check their own values).
 RANGES: dict[str, Range] = {"window": Range(1, None)}
@@ -231,7 +248,11 @@ def build_decoder(
         else:
             if draft is None:
                 raise ValueError(f"method {name!r} needs a draft model; none was given")
-            drafter = DraftModelDrafter(wrap(draft), window)
+            tree = params.pop("tree", m.drafter_defaults.get("tree"))
+            branch = params.pop("branch", m.drafter_defaults.get("branch", "top"))
+            if tree is not None and auto_window is not None:
+                raise ValueError(f"method {name!r}: a tree drafts a fixed shape; window='auto' needs a chain")
+            drafter = DraftModelDrafter(wrap(draft), window, tree=tree, branch=branch)
     rule_cls = rule_class(m.rule)
     tables = tables or TokenTables()
     table = tables.table(rule_cls.table)

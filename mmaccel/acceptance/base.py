@@ -41,6 +41,9 @@ class AcceptanceRule:
     ranges: ClassVar[dict[str, Range]] = {}
     #: What a parameter's special values mean, for help texts (``{"k": "None: ..."}``).
     notes: ClassVar[dict[str, str]] = {}
+    #: True when a rejected draft leaves the residual ``norm(max(p - q, 0))`` to draw from (or, in a tree, to
+    #: test the next sibling against); False when the step ends with a draw from ``p`` itself.
+    residual: ClassVar[bool] = True
 
     @classmethod
     def build(cls, table: torch.Tensor | None = None, cache_dir: Any = None, **params: Any) -> AcceptanceRule:
@@ -60,6 +63,11 @@ class AcceptanceRule:
 
     def next_token(self, p: torch.Tensor, q: torch.Tensor, accepted: torch.Tensor, u_sample: torch.Tensor):
         return residual_sample(p, q, accepted, u_sample)
+
+    def final_token(self, p_cur: torch.Tensor, u_sample: torch.Tensor) -> torch.Tensor:
+        """The token that ends a tree step, from the distribution ``p_cur`` ``[B, V]`` left where the walk
+        stopped (unnormalised residual or the target's ``p``): see :mod:`mmaccel.acceptance.tree`."""
+        return sample(p_cur, u_sample)
 
     def __call__(
         self,

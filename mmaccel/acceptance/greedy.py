@@ -15,9 +15,13 @@ class GreedyRule(AcceptanceRule):
 
     name = "greedy"
     lossless = True  # against greedy decoding, the only setting in which it is used for claims
+    residual = False
 
     def accept(self, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, u_accept: torch.Tensor):
         return drafts == p.argmax(-1)
 
     def next_token(self, p: torch.Tensor, q: torch.Tensor, accepted: torch.Tensor, u_sample: torch.Tensor):
         return rows_at(p, accepted).argmax(-1)
+
+    def final_token(self, p_cur: torch.Tensor, u_sample: torch.Tensor) -> torch.Tensor:
+        return p_cur.argmax(-1)

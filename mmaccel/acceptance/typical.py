@@ -18,6 +18,7 @@ class TypicalRule(AcceptanceRule):
     """
 
     name = "typical"
+    residual = False
     ranges = {"epsilon": Range(0, 1, low_open=True), "alpha": Range(0, None, low_open=True)}
 
     def __init__(self, epsilon: float = 0.09, alpha: float = 0.3):

@@ -6,7 +6,9 @@ import torch
 
 from ..models.base import ModelOutput, TokenModel, reorder
 from ..sampling import SamplingConfig, sample, target_probs
+from ..tree import TreeLayout, TreeShape
 from .base import Draft, Drafter, check_window
+from .branch import BRANCHES, branch_children
 
 
 class DraftModelDrafter(Drafter):
@@ -15,12 +17,33 @@ class DraftModelDrafter(Drafter):
     It keeps its own position-addressed cache in step with the target's: each proposal first rewrites the last
     two committed tokens (the second-last may be a fully accepted draft it never forwarded), then drafts.
     ``sampling`` defaults to the target's settings, so ``q`` is the draft model's processed distribution.
+
+    ``tree="4x2x2x1"`` drafts a static tree instead (:class:`~mmaccel.tree.TreeShape`; the window is its depth):
+    each depth costs one draft forward over the previous depth's nodes under tree attention, and every node gets
+    its ``k`` children by ``branch``: ``"top"`` (the ``k`` most likely, one-hot ``q``: EAGLE's and LANTERN++'s
+    static trees) or ``"sample"`` (``k`` draws without replacement, each with the rest of the distribution as its
+    ``q``). Before drafting, the tokens the last step committed are forwarded again at their chain slots.
     """
 
-    def __init__(self, model: TokenModel, window: int = 4, sampling: SamplingConfig | None = None):
+    def __init__(
+        self,
+        model: TokenModel,
+        window: int = 4,
+        sampling: SamplingConfig | None = None,
+        tree: str | None = None,
+        branch: str = "top",
+    ):
         self.model = model
-        self.window = check_window(window)
+        self.tree = None if tree is None else TreeShape.parse(tree)
+        if branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
+        self.branch = branch
+        self.window = check_window(window) if self.tree is None else self.tree.depth
         self.sampling = sampling
+
+    @property
+    def nodes(self) -> int:
+        return self.window if self.tree is None else self.tree.nodes
 
     def begin(self, state, prefill: ModelOutput) -> None:
         if self.model.vocab_size != state.vocab_size:
@@ -34,20 +57,27 @@ class DraftModelDrafter(Drafter):
         self._first = True
 
     def resize(self, state, window: int) -> None:
+        if self.tree is not None:
+            raise ValueError("a tree drafter drafts a fixed shape; window='auto' needs a chain")
         self.window = check_window(window)  # each proposal drafts `window` tokens afresh
 
     def reorder(self, rows: torch.Tensor) -> None:
         reorder(self.model, self.cache, rows)
 
+    def _catch_up(self, state) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens to forward before drafting, and their positions."""
+        if self._first:  # the prompt is in the cache; only the first generated token is new
+            self._first = False
+            return state.last_token[:, None], state.last_pos[:, None]
+        tokens = state.generated.gather(1, (state.count[:, None] - 2 + torch.arange(2, device=state.device)))
+        return tokens, state.last_pos[:, None] - 1 + torch.arange(2, device=state.device)
+
     @torch.no_grad()
     def propose(self, state) -> Draft:
+        if self.tree is not None:
+            return self._propose_tree(state)
         w = self.window
-        if self._first:  # the prompt is in the cache; only the first generated token is new
-            tokens, positions = state.last_token[:, None], state.last_pos[:, None]
-            self._first = False
-        else:
-            tokens = state.generated.gather(1, (state.count[:, None] - 2 + torch.arange(2, device=state.device)))
-            positions = state.last_pos[:, None] - 1 + torch.arange(2, device=state.device)
+        tokens, positions = self._catch_up(state)
         uniforms = state.rng.uniform(w)
         drafts, qs = [], []
         for i in range(w):
@@ -59,3 +89,28 @@ class DraftModelDrafter(Drafter):
             qs.append(q)
             tokens, positions = token[:, None], positions[:, -1:] + 1
         return Draft(torch.stack(drafts, 1), torch.stack(qs, 1))
+
+    def keep_path(self, columns: torch.Tensor) -> None:
+        self.cache.keep_path(columns)  # the next proposal rewrites the last two, as a chain's does
+
+    def _propose_tree(self, state) -> Draft:
+        shape, device = self.tree, state.device
+        tokens, positions = self._catch_up(state)
+        logits = self.model.forward(tokens, positions, self.cache).logits[:, -1:]
+        state.stats.draft_nfe += 1
+        batch = state.batch_size
+        ancestors = shape.ancestors.to(device)
+        parents, drafts, qs = shape.parents.to(device).expand(batch, -1), [], []
+        for d, k in enumerate(shape.branching):
+            q = target_probs(logits, self._sampling)  # [B, nodes at depth d, V]
+            token, q_node = branch_children(q, k, self.branch, state.rng)
+            drafts.append(token)
+            qs.append(q_node)
+            if d + 1 < shape.depth:  # the deepest nodes are never forwarded: nothing is drafted below them
+                level = torch.arange(shape.level(d).start, shape.level(d).stop, device=device) + 1
+                depth = torch.full_like(level, d + 1).expand(batch, -1)
+                layout = TreeLayout(level.expand(batch, -1), depth, ancestors[level].expand(batch, -1, -1))
+                with self.cache.tree_attention(layout):
+                    logits = self.model.forward(token, state.last_pos[:, None] + depth, self.cache).logits
+                state.stats.draft_nfe += 1
+        return Draft(torch.cat(drafts, 1), torch.cat(qs, 1), parents)

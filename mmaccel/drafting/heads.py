@@ -13,7 +13,9 @@ from torch import nn
 
 from ..models.base import ModelOutput, TokenModel
 from ..sampling import SamplingConfig, sample, target_probs
+from ..tree import TreeShape
 from .base import Draft, Drafter, check_window
+from .branch import BRANCHES, branch_children
 
 
 class ResBlock(nn.Module):
@@ -61,21 +63,39 @@ class DraftHeads(nn.Module):
 
 
 class MultiHeadDrafter(Drafter):
-    """Drafts ``heads.num_heads`` tokens from the hidden state that produced the last committed token."""
+    """Drafts ``heads.num_heads`` tokens from the hidden state that produced the last committed token.
+
+    ``tree="3x2x1"`` drafts Medusa's static tree instead (at most one depth per head): the nodes at depth ``d``
+    take head ``d``'s ``k_d`` children, the same below every parent, picked by ``branch`` (``"top"`` or ``"sample"``,
+    see :mod:`mmaccel.drafting.branch`).
+    """
 
     needs_hidden = True
 
-    def __init__(self, heads: DraftHeads, sampling: SamplingConfig | None = None):
+    def __init__(
+        self, heads: DraftHeads, sampling: SamplingConfig | None = None, tree: str | None = None, branch: str = "top"
+    ):
         self.heads = heads.eval()
-        self.window = check_window(heads.num_heads)
+        self.tree = None if tree is None else TreeShape.parse(tree)
+        if self.tree is not None and self.tree.depth > heads.num_heads:
+            raise ValueError(f"tree {self.tree} is {self.tree.depth} deep but there are only {heads.num_heads} heads")
+        if branch not in BRANCHES:
+            raise ValueError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
+        self.branch = branch
+        self.window = check_window(heads.num_heads) if self.tree is None else self.tree.depth
         self.sampling = sampling
 
     per_sample = ("_tokens", "_q")
 
+    @property
+    def nodes(self) -> int:
+        return self.window if self.tree is None else self.tree.nodes
+
     def _draft(self, state, hidden: torch.Tensor) -> None:
         logits = self.heads(hidden.to(next(self.heads.parameters()).dtype)).float()
         self._q = target_probs(logits, self.sampling or state.sampling)
-        self._tokens = sample(self._q, state.rng.uniform(self.window))
+        if self.tree is None:
+            self._tokens = sample(self._q, state.rng.uniform(self.window))
 
     @torch.no_grad()
     def begin(self, state, prefill: ModelOutput) -> None:
@@ -86,7 +106,16 @@ class MultiHeadDrafter(Drafter):
         self._draft(state, prefill.hidden[:, 0])
 
     def propose(self, state) -> Draft:
-        return Draft(self._tokens, self._q)
+        if self.tree is None:
+            return Draft(self._tokens, self._q)
+        shape, tokens, qs = self.tree, [], []
+        for d, k in enumerate(shape.branching):
+            token, q = branch_children(self._q[:, d : d + 1], k, self.branch, state.rng)
+            parents_here = shape.level_sizes[d] // k
+            tokens.append(token.repeat(1, parents_here))
+            qs.append(q.repeat(1, parents_here, 1))
+        parents = shape.parents.to(state.device).expand(state.batch_size, -1)
+        return Draft(torch.cat(tokens, 1), torch.cat(qs, 1), parents)
 
     @torch.no_grad()
     def update(self, state, out: ModelOutput, p: torch.Tensor, accepted: torch.Tensor) -> None:

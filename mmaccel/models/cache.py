@@ -6,14 +6,24 @@ position ``p`` attends to slots ``<= p``. Since each step rewrites every slot fr
 onward, a slot that a query can see always holds either committed context or a token of the current window:
 stale drafts are overwritten before they could ever be read, and nothing is copied or rolled back.
 
+A token tree (:mod:`mmaccel.tree`) breaks "slot = position": siblings share a position. Inside
+:meth:`SlotCache.tree_attention` the tokens go to consecutive slots after the root and attend along the ancestor
+relation; :meth:`SlotCache.keep_path` then moves the accepted path to the slots a chain would have used, after
+which "slot = position" holds again for everything committed.
+
 The class is a ``transformers`` :class:`~transformers.Cache`, so Hugging Face models write into it unchanged;
 the project's own models call :meth:`SlotCache.update` the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
+
+from ..tree import TreeLayout
 
 
 class SlotLayer(CacheLayerMixin):
@@ -79,11 +89,29 @@ class SlotCache(Cache):
         self.live_length = 0  # highest position of the current forward + 1: the slots attention reads
         self.shared_start: int | None = None  # the first slot, when every row writes the same contiguous slots
         self._open: torch.Tensor | None = None  # all-zero mask rows: one query seeing every live slot
+        self.tree: TreeLayout | None = None  # set inside tree_attention: the forward's tokens form a tree
+        self._tree_rows: TreeLayout | None = None  # the tree for this forward's rows
+        self._tree_root: torch.Tensor | None = None  # [rows, 1] the root's slot in the last tree forward
         super().__init__(layer_class_to_replicate=lambda: SlotLayer(self))
+
+    @contextmanager
+    def tree_attention(self, layout: TreeLayout | None) -> Iterator[None]:
+        """Forwards inside this block lay their tokens out as ``layout`` says (``None``: a chain, as outside)."""
+        self.tree = layout
+        try:
+            yield
+        finally:
+            self.tree = None
+            self._tree_rows = None
 
     def set_positions(self, positions: torch.Tensor) -> None:
         if positions.dim() != 2:
             raise ValueError(f"positions must be [batch, T], got shape {tuple(positions.shape)}")
+        self._tree_rows = None
+        if self.tree is not None:  # a tree's tokens write at root slot + tree index, not at their positions
+            self._tree_rows = tree = self.tree.rows(positions.shape[0])
+            self._tree_root = (positions - tree.depth.to(positions.device))[:, :1]  # the root's slot: its position
+            positions = positions + (tree.node - tree.depth).to(positions.device)
         if self.static:
             # A compiled forward needs the same shapes every step and no host sync: attention reads the whole
             # buffer (the mask hides what no query may see) and writes always scatter.
@@ -106,6 +134,8 @@ class SlotCache(Cache):
         """Additive ``[batch, 1, T, live_length]`` mask over the live prefix (the slots up to this forward's highest
         position, set by :meth:`set_positions`): 0 where slot ``s <= position``, the dtype's min elsewhere."""
         live = self.live_length or self.max_length
+        if self._tree_rows is not None:
+            return self._tree_mask(positions, live, dtype)
         if self.shared_start is not None and positions.shape[1] == 1:
             # One query per row at the live frontier sees every live slot: a view of a zero buffer, built once.
             if self._open is None or self._open.dtype != dtype or self._open.device != positions.device:
@@ -116,6 +146,37 @@ class SlotCache(Cache):
         mask = torch.zeros(visible.shape, dtype=dtype, device=positions.device)
         mask.masked_fill_(~visible, torch.finfo(dtype).min)
         return mask[:, None]
+
+    def _tree_mask(self, positions: torch.Tensor, live: int, dtype: torch.dtype) -> torch.Tensor:
+        """A tree token sees the committed prefix (slots before the root) and its own ancestors' slots."""
+        tree = self._tree_rows
+        root = self._tree_root
+        slots = torch.arange(live, device=positions.device)
+        index = slots[None, :] - root  # [B, live]: the tree index a slot holds, when in [0, N]
+        inside = (index >= 0) & (index < tree.ancestors.shape[-1])
+        ancestor = tree.ancestors.to(positions.device).gather(
+            2, index.clamp(0, tree.ancestors.shape[-1] - 1)[:, None].expand(-1, positions.shape[1], -1)
+        )
+        visible = (slots[None, None, :] < root[:, :, None]) | (ancestor & inside[:, None])
+        mask = torch.zeros(visible.shape, dtype=dtype, device=positions.device)
+        return mask.masked_fill_(~visible, torch.finfo(dtype).min)[:, None]
+
+    def keep_path(self, columns: torch.Tensor) -> None:
+        """After a tree forward, keep the tree indices ``columns`` ``[B, D+1]`` (the root, then the accepted path,
+        padded with anything): their keys and values move to the consecutive slots from the root's, where a chain
+        would have written them. Rows beyond ``B`` (guidance's uncond rows) follow their sample's path."""
+        root = self._tree_root
+        if root is None:  # no tree forward wrote here (a model that keeps no cache): nothing to move
+            return
+        columns = columns.to(root.device).repeat(root.shape[0] // columns.shape[0], 1)
+        source = root + columns
+        target = root + torch.arange(columns.shape[1], device=root.device)
+        for layer in self.layers:
+            if layer.is_initialized:
+                for buffer in (layer.keys, layer.values):
+                    h, d = buffer.shape[1], buffer.shape[3]
+                    moved = buffer.gather(2, source[:, None, :, None].expand(-1, h, -1, d))
+                    buffer.scatter_(2, target[:, None, :, None].expand(-1, h, -1, d), moved)
 
     def mark_static(self) -> None:
         """Full-buffer attention from now on, with the key and value buffers at fixed addresses, so that a
@@ -128,6 +189,7 @@ class SlotCache(Cache):
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep only the batch rows in ``index`` (used when finished samples leave the batch)."""
+        self._tree_root = None
         for layer in self.layers:
             if layer.is_initialized:
                 layer.keys = layer.keys.index_select(0, index.to(layer.keys.device))
