@@ -2,10 +2,8 @@
 AR draws: a chi-square over 20k samples, with a broken verifier (a frame accepted when its codebook 0 matches,
 the depth codebooks unchecked) as the control the test must catch."""
 
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chi2_contingency
 from transformers.utils import logging as hf_logging
 
 import mmaccel.depth_streams as depth_module
@@ -34,18 +32,11 @@ def draws(decoder):
     return (t.reshape(N, -1) * torch.tensor([4**i for i in range(t[0].numel())])).sum(1).numpy()
 
 
-def p_value(a, b):
-    cells = np.union1d(a, b)
-    table = np.stack([[np.sum(a == c) for c in cells], [np.sum(b == c) for c in cells]])
-    table = table[:, table.sum(0) >= 10]
-    return chi2_contingency(table)[1]
-
-
 @pytest.mark.slow
-def test_depth_speculation_matches_ar_and_a_lax_verifier_is_caught(model, monkeypatch):
+def test_depth_speculation_matches_ar_and_a_lax_verifier_is_caught(model, monkeypatch, two_sample_pvalue):
     ar = draws(DepthStreamDecoder(model, None))
     spec = draws(DepthStreamDecoder(model, FrameJacobiDrafter(2, "repeat")))
-    assert p_value(ar, spec) > 1e-3
+    assert two_sample_pvalue(ar, spec) > 1e-3
     real = DepthStreamDecoder._frames
 
     def lax(self, out, rng):  # codebook 0 decides: the depth codebooks of a matching draft are kept unchecked
@@ -60,4 +51,4 @@ def test_depth_speculation_matches_ar_and_a_lax_verifier_is_caught(model, monkey
 
     monkeypatch.setattr(depth_module.DepthStreamDecoder, "_frames", lax)
     bad = draws(DepthStreamDecoder(model, FrameJacobiDrafter(2, "repeat")))
-    assert p_value(ar, bad) < 1e-6
+    assert two_sample_pvalue(ar, bad) < 1e-6

@@ -1,10 +1,8 @@
 """Under sampling, SJD and MC-SJD over codec streams draw what AR draws: a chi-square over 20k samples, with a broken
 merge (every stream takes its resampled token, kept drafts dropped) as the control the test must catch."""
 
-import numpy as np
 import pytest
 import torch
-from scipy.stats import chi2_contingency
 from torch import nn
 
 import mmaccel.streams as streams_module
@@ -30,21 +28,14 @@ def draws(decoder):
     return (t.reshape(N, -1) * torch.tensor([3**i for i in range(t[0].numel())])).sum(1).numpy()
 
 
-def p_value(a, b):
-    cells = np.union1d(a, b)
-    table = np.stack([[np.sum(a == c) for c in cells], [np.sum(b == c) for c in cells]])
-    table = table[:, table.sum(0) >= 10]
-    return chi2_contingency(table)[1]
-
-
 @pytest.mark.slow
-def test_sjd_streams_match_ar_and_a_broken_merge_is_caught(monkeypatch):
+def test_sjd_streams_match_ar_and_a_broken_merge_is_caught(monkeypatch, two_sample_pvalue):
     m = model()
     ar = draws(StreamDecoder(m, None, "exact"))
     sjd = draws(StreamDecoder(m, FrameJacobiDrafter(3, "repeat"), "sjd"))
-    assert p_value(ar, sjd) > 1e-3
+    assert two_sample_pvalue(ar, sjd) > 1e-3
     mc_sjd = draws(StreamDecoder(m, FrameJacobiDrafter(3, "repeat", coupling="maximal"), "sjd"))
-    assert p_value(ar, mc_sjd) > 1e-3
+    assert two_sample_pvalue(ar, mc_sjd) > 1e-3
     real = streams_module.accept_steps
 
     def broken(*args):
@@ -60,4 +51,4 @@ def test_sjd_streams_match_ar_and_a_broken_merge_is_caught(monkeypatch):
 
     monkeypatch.setattr(streams_module, "accept_steps", broken)
     bad = draws(StreamDecoder(m, FrameJacobiDrafter(3, "repeat"), "sjd"))
-    assert p_value(ar, bad) < 1e-6
+    assert two_sample_pvalue(ar, bad) < 1e-6
