@@ -72,6 +72,13 @@ METHODS: dict[str, Method] = {
             {"tree": "4x2x2x1"},
         ),
         Method(
+            "draft-dynamic",
+            "draft",
+            "exact",
+            "speculative sampling over a dynamic draft-model tree grown by confidence (EAGLE-2 style), lossless",
+            {"tree": "4x4x4x4x4x4", "budget": 48},
+        ),
+        Method(
             "lantern++-tree",
             "draft",
             "lantern++",
@@ -90,7 +97,7 @@ DRAFTERS: dict[str, type] = {"jacobi": JacobiDrafter, "draft": DraftModelDrafter
 #: What a drafter takes from the user; the rest (the draft model, the init object) the modality supplies.
 DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {
     "jacobi": ("window", "init", "coupling"),
-    "draft": ("window", "tree", "branch"),
+    "draft": ("window", "tree", "branch", "budget"),
     "eagle": ("window",),
 }
 #: How a command line may write each drafter parameter: a window is a count or "auto"; an init is chosen by name
@@ -102,6 +109,7 @@ DRAFTER_TYPES: dict[str, Any] = {
     "coupling": Literal["none", "maximal", "gumbel"],
     "tree": str | None,
     "branch": Literal["top", "sample"],
+    "budget": int | None,
 }
 #: Drafter parameters' ranges, for help texts (the drafters check their own values).
 RANGES: dict[str, Range] = {"window": Range(1, None)}
@@ -250,9 +258,10 @@ def build_decoder(
                 raise ValueError(f"method {name!r} needs a draft model; none was given")
             tree = params.pop("tree", m.drafter_defaults.get("tree"))
             branch = params.pop("branch", m.drafter_defaults.get("branch", "top"))
+            budget = params.pop("budget", m.drafter_defaults.get("budget"))
             if tree is not None and auto_window is not None:
                 raise ValueError(f"method {name!r}: a tree drafts a fixed shape; window='auto' needs a chain")
-            drafter = DraftModelDrafter(wrap(draft), window, tree=tree, branch=branch)
+            drafter = DraftModelDrafter(wrap(draft), window, tree=tree, branch=branch, budget=budget)
     rule_cls = rule_class(m.rule)
     tables = tables or TokenTables()
     table = tables.table(rule_cls.table)

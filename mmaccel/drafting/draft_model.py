@@ -9,6 +9,7 @@ from ..sampling import SamplingConfig, sample, target_probs
 from ..tree import TreeLayout, TreeShape
 from .base import Draft, Drafter, check_window
 from .branch import BRANCHES, branch_children
+from .dynamic_tree import candidates, grow_tree
 
 
 class DraftModelDrafter(Drafter):
@@ -22,7 +23,11 @@ class DraftModelDrafter(Drafter):
     each depth costs one draft forward over the previous depth's nodes under tree attention, and every node gets
     its ``k`` children by ``branch``: ``"top"`` (the ``k`` most likely, one-hot ``q``: EAGLE's and LANTERN++'s
     static trees) or ``"sample"`` (``k`` draws without replacement, each with the rest of the distribution as its
-    ``q``). Before drafting, the tokens the last step committed are forwarded again at their chain slots.
+    ``q``). After the step the accepted path's keys and values move to their chain slots (:meth:`keep_path`).
+
+    ``budget=N`` with a tree grows a dynamic tree instead, EAGLE-2 style (:mod:`mmaccel.drafting.dynamic_tree`):
+    the shape then gives the depth and how many nodes are expanded, and into how many children, at each depth;
+    the ``N`` most confident candidates form each sample's own tree.
     """
 
     def __init__(
@@ -32,9 +37,15 @@ class DraftModelDrafter(Drafter):
         sampling: SamplingConfig | None = None,
         tree: str | None = None,
         branch: str = "top",
+        budget: int | None = None,
     ):
         self.model = model
         self.tree = None if tree is None else TreeShape.parse(tree)
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ValueError(f"budget (the dynamic tree's node budget) must be an integer >= 1, got {budget!r}")
+        if budget is not None and self.tree is None:
+            raise ValueError("budget needs a tree shape (tree=4x4x4x4: the depth and the expansion at each depth)")
+        self.budget = budget
         if branch not in BRANCHES:
             raise ValueError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
         self.branch = branch
@@ -43,7 +54,9 @@ class DraftModelDrafter(Drafter):
 
     @property
     def nodes(self) -> int:
-        return self.window if self.tree is None else self.tree.nodes
+        if self.tree is None:
+            return self.window
+        return self.tree.nodes if self.budget is None else max(self.budget, candidates(self.tree))
 
     def begin(self, state, prefill: ModelOutput) -> None:
         if self.model.vocab_size != state.vocab_size:
@@ -91,6 +104,8 @@ class DraftModelDrafter(Drafter):
         return Draft(torch.stack(drafts, 1), torch.stack(qs, 1))
 
     def keep_path(self, columns: torch.Tensor) -> None:
+        if self.budget is not None:  # a dynamic tree's nodes sit where their candidates were forwarded
+            columns = self._slots.gather(1, columns)
         self.cache.keep_path(columns)  # the next proposal rewrites the last two, as a chain's does
 
     def _propose_tree(self, state) -> Draft:
@@ -98,6 +113,16 @@ class DraftModelDrafter(Drafter):
         tokens, positions = self._catch_up(state)
         logits = self.model.forward(tokens, positions, self.cache).logits[:, -1:]
         state.stats.draft_nfe += 1
+        if self.budget is not None:
+
+            def forward(tokens: torch.Tensor, depth: torch.Tensor, layout: TreeLayout) -> torch.Tensor:
+                with self.cache.tree_attention(layout):
+                    out = self.model.forward(tokens, state.last_pos[:, None] + depth, self.cache)
+                state.stats.draft_nfe += 1
+                return target_probs(out.logits, self._sampling)
+
+            draft, self._slots = grow_tree(forward, target_probs(logits[:, -1], self._sampling), shape, self.budget)
+            return draft
         batch = state.batch_size
         ancestors = shape.ancestors.to(device)
         parents, drafts, qs = shape.parents.to(device).expand(batch, -1), [], []

@@ -97,3 +97,38 @@ def test_each_row_has_its_own_tree():
     assert depths_of(anc)[1].tolist() == list(range(8))
     assert depths_of(anc)[0].tolist() == [0, 1, 1, 2, 2, 2, 3, 4]
     assert children_of(parents)[1, :, 0].tolist() == [0, 1, 2, 3, 4, 5, 6, -1]
+
+
+def test_bad_tree_input_names_the_parameter(small_draft):
+    from mmaccel import DraftModelDrafter, MultiHeadDrafter
+    from mmaccel.drafting import DraftHeads
+    from mmaccel.methods import build_decoder
+
+    with pytest.raises(ValueError, match="tree"):
+        DraftModelDrafter(small_draft, tree="4xx2")
+    with pytest.raises(ValueError, match="branch"):
+        DraftModelDrafter(small_draft, tree="2x1", branch="widest")
+    with pytest.raises(ValueError, match="heads"):
+        MultiHeadDrafter(DraftHeads(8, 16, num_heads=2), tree="2x2x1")
+    with pytest.raises(ValueError, match="window='auto'"):
+        build_decoder(small_draft, "draft-tree", {"window": "auto"}, draft=small_draft)
+    with pytest.raises(ValueError, match="tree"):
+        build_decoder(small_draft, "lantern++", {"tree": "0x2", "k": 4}, draft=small_draft)
+
+
+def test_dynamic_tree_keeps_the_parent_of_every_node():
+    from mmaccel.drafting.dynamic_tree import candidates, grow_tree
+
+    g = torch.Generator().manual_seed(0)
+    shape, budget, vocab = TreeShape.parse("3x3x3"), 9, 12
+    q_root = torch.softmax(2 * torch.randn(4, vocab, generator=g), -1)
+
+    def forward(tokens, depth, layout):  # any distribution that depends on the candidate's token
+        return torch.softmax(torch.sin(tokens[..., None] * torch.arange(vocab) + depth[..., None]) * 3, -1)
+
+    draft, slots = grow_tree(forward, q_root, shape, budget)
+    assert draft.tokens.shape == (4, budget) and slots.shape == (4, budget + 1)
+    parents = draft.parents
+    assert bool((parents < torch.arange(budget)).all())  # topological: a parent before its children
+    assert bool((draft.depth <= shape.depth).all()) and int(slots.max()) <= candidates(shape)
+    assert len({tuple(row) for row in parents.tolist()}) > 1  # rows grow trees of their own shapes

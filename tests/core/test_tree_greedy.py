@@ -95,3 +95,12 @@ def test_chain_as_tree_is_the_chain(target, small_draft, case, rule, temperature
     a, b = chain.generate(case[0], NEW_TOKENS, seeds=seeds), tree.generate(case[0], NEW_TOKENS, seeds=seeds)
     assert torch.equal(a.tokens, b.tokens)
     assert torch.equal(a.stats.accept_step, b.stats.accept_step)
+
+
+@pytest.mark.parametrize("rule", ["exact", "greedy", "lantern"])
+@pytest.mark.parametrize("shape, budget", [("3x3x3x3", 10), ("2x2x2", 1), ("4x2x2x2x2", 40)])
+def test_dynamic_tree_is_greedy_ar(target, small_draft, case, rule, shape, budget):
+    """EAGLE-2-style trees: every sample grows its own tree by the draft's confidence, within the budget."""
+    (prompt, ar_tokens), drafter = case, DraftModelDrafter(small_draft, tree=shape, budget=budget)
+    out = SpeculativeDecoder(target, drafter, rule, GREEDY, **RULES[rule]).generate(prompt, NEW_TOKENS)
+    assert torch.equal(out.tokens, ar_tokens)
