@@ -108,6 +108,11 @@ def test_bad_tree_input_names_the_parameter(small_draft):
         DraftModelDrafter(small_draft, tree="4xx2")
     with pytest.raises(ValueError, match="branch"):
         DraftModelDrafter(small_draft, tree="2x1", branch="widest")
+    for budget in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="budget"):
+            DraftModelDrafter(small_draft, tree="2x2", budget=budget)
+    with pytest.raises(ValueError, match="budget needs a tree"):
+        DraftModelDrafter(small_draft, budget=4)
     with pytest.raises(ValueError, match="heads"):
         MultiHeadDrafter(DraftHeads(8, 16, num_heads=2), tree="2x2x1")
     with pytest.raises(ValueError, match="window='auto'"):
