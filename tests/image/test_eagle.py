@@ -1,5 +1,5 @@
 """EAGLE on image models: the pipeline finds the head beside the GPT, greedy EAGLE under guidance equals AR on the
-tiny config."""
+tiny config, and the shipped head fits the default GPT."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from mmaccel.drafting import EagleHead, save_eagle
-from mmaccel.image.pipeline import ImageARPipeline
+from mmaccel.drafting import EagleHead, load_eagle, save_eagle
+from mmaccel.image.pipeline import DEFAULT_WEIGHTS, ImageARPipeline
 from mmaccel.image.training.distill_eagle import eagle_config_for
 
 
@@ -44,3 +44,11 @@ def test_a_folder_without_a_head_refuses_the_eagle_method(model_dir):
     assert pipe.eagle is None
     with pytest.raises(ValueError, match="EAGLE head weights"):
         pipe(class_labels=[0], method="eagle", progress=False)
+
+
+def test_the_shipped_head_fits_the_default_gpt():
+    gpt = ImageARPipeline.from_pretrained().model.gpt
+    head = load_eagle(DEFAULT_WEIGHTS / "eagle.safetensors")
+    assert head.config == eagle_config_for(gpt)
+    assert head.config.hidden_size == gpt.config.dim and head.config.vocab_size == gpt.config.vocab_size
+    assert ImageARPipeline.from_pretrained().eagle is not None  # the default pipeline finds and binds it
