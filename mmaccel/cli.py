@@ -73,7 +73,8 @@ def output_files(
     if out.suffix.lower() not in suffixes:
         raise ValueError(
             f"--out {str(out)!r}: unsupported {what} file extension {out.suffix or '(none)'!r}; use one of "
-            f"{', '.join(suffixes)} (the {' and '.join(s.lstrip('.').upper() for s in beside)} files are written beside it)"
+            f"{', '.join(suffixes)} (the {' and '.join(s.lstrip('.').upper() for s in beside)} files are written "
+            "beside it)"
         )
     stems = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
     files = [(p, *(p.with_suffix(s) for s in beside)) for p in stems]

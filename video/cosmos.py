@@ -102,7 +102,9 @@ class Rope3D(torch.nn.Module):
         p = position_ids.float()
         t, rest = torch.div(p, h * w, rounding_mode="floor"), torch.remainder(p, h * w)
         row, col = torch.div(rest, w, rounding_mode="floor"), torch.remainder(rest, w)
-        half = torch.cat([t[..., None] * self.temporal, row[..., None] * self.spatial, col[..., None] * self.spatial], -1)
+        half = torch.cat(
+            [t[..., None] * self.temporal, row[..., None] * self.spatial, col[..., None] * self.spatial], -1
+        )
         emb = torch.cat([half, half], -1)
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
@@ -112,8 +114,11 @@ def sincos_3d(dim: int, positions: torch.Tensor, latent_shape: list[int]) -> tor
     dim_h, dim_t = _axes(dim)
     _, h, w = latent_shape
     p = positions.double()
-    coords = [torch.div(p, h * w, rounding_mode="floor"), torch.div(torch.remainder(p, h * w), w, rounding_mode="floor"),
-              torch.remainder(p, w)]
+    coords = [
+        torch.div(p, h * w, rounding_mode="floor"),
+        torch.div(torch.remainder(p, h * w), w, rounding_mode="floor"),
+        torch.remainder(p, w),
+    ]
 
     def one(d: int, pos: torch.Tensor) -> torch.Tensor:
         omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64, device=pos.device) / (d / 2.0))
@@ -131,14 +136,26 @@ def cosmos_config(params: dict[str, Any]) -> Any:
     if p["apply_yarn"]:
         raise ValueError("config.json: apply_yarn is set (YaRN RoPE extension, used by the 12B); not supported here")
     if p["rope_dim"] != "3D" or p["norm_type"] != "rmsnorm":
-        raise ValueError(f"config.json: rope_dim {p['rope_dim']!r} / norm_type {p['norm_type']!r}; Cosmos AR uses '3D' / 'rmsnorm'")
+        raise ValueError(
+            f"config.json: rope_dim {p['rope_dim']!r} / norm_type {p['norm_type']!r}; Cosmos AR uses '3D' / 'rmsnorm'"
+        )
     head_dim = p["head_dim"] or p["dim"] // p["n_heads"]
     common = dict(
-        vocab_size=p["vocab_size"], hidden_size=p["dim"], intermediate_size=p["ffn_hidden_size"],
-        num_hidden_layers=p["n_layers"], num_attention_heads=p["n_heads"], num_key_value_heads=p["n_kv_heads"] or p["n_heads"],
-        head_dim=head_dim, rms_norm_eps=p["norm_eps"], max_position_embeddings=p["max_seq_len"],
-        tie_word_embeddings=False, attention_bias=False, pad_token_id=None, bos_token_id=None, eos_token_id=None,
-    )  # fmt: skip
+        vocab_size=p["vocab_size"],
+        hidden_size=p["dim"],
+        intermediate_size=p["ffn_hidden_size"],
+        num_hidden_layers=p["n_layers"],
+        num_attention_heads=p["n_heads"],
+        num_key_value_heads=p["n_kv_heads"] or p["n_heads"],
+        head_dim=head_dim,
+        rms_norm_eps=p["norm_eps"],
+        max_position_embeddings=p["max_seq_len"],
+        tie_word_embeddings=False,
+        attention_bias=False,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
     config = Qwen3Config(**common) if p["use_qk_normalization"] else LlamaConfig(**common)
     config.cosmos = {k: p[k] for k in ("video_latent_shape", "rope_theta", "apply_abs_pos_emb")}
     return config
@@ -180,7 +197,9 @@ class CosmosAR(HFCausalLM):
             raise ValueError("each clip needs at least one conditioning token")
         flat = [t for r in rows for t in r]
         if min(flat) < 0 or max(flat) >= self.vocab_size:
-            raise ValueError(f"conditioning tokens must be in [0, {self.vocab_size}), got range [{min(flat)}, {max(flat)}]")
+            raise ValueError(
+                f"conditioning tokens must be in [0, {self.vocab_size}), got range [{min(flat)}, {max(flat)}]"
+            )
         if max(map(len, rows)) >= self.num_tokens:
             raise ValueError(f"conditioning is as long as the clip ({self.num_tokens} tokens): nothing to generate")
         return TokenPrompt.from_lists(rows).to(self.device)
@@ -198,7 +217,9 @@ def load_cosmos_ar(path: str | os.PathLike, device: str | torch.device = "cpu") 
     try:
         params = json.loads(cfg_path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{str(folder)!r} has no config.json (the official ModelConfig fields: dim, n_layers, ...)") from None
+        raise CheckpointError(
+            f"{str(folder)!r} has no config.json (the official ModelConfig fields: dim, n_layers, ...)"
+        ) from None
     except ValueError as err:
         raise CheckpointError(f"{str(cfg_path)!r} is not valid JSON: {err}") from err
     if not isinstance(params, dict) or "model_type" in params:

@@ -108,8 +108,16 @@ class Emu3Video:
     >>> video = emu.decode(tokens)            # uint8 [B, frames * 4, 3, 128, 128]
     """
 
-    def __init__(self, model: Any, tokenizer: Any, frames: int, height: int, width: int, meta: str | None = None,
-                 negative_prompt: str = NEGATIVE_PROMPT):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        frames: int,
+        height: int,
+        width: int,
+        meta: str | None = None,
+        negative_prompt: str = NEGATIVE_PROMPT,
+    ):
         self.hf_model = model.eval()
         self.tokenizer = tokenizer
         self.vq = model.model.vqmodel
@@ -122,20 +130,35 @@ class Emu3Video:
         codes = model.vocabulary_mapping.img2bpe  # {code: token id}
         if len(codes) != n_codes or max(codes, default=-1) != n_codes - 1:
             raise ValueError(f"the Emu3 vocabulary_map has {len(codes)} visual tokens but the VQ codebook {n_codes}")
-        ids = torch.cat([model.vocabulary_mapping.img2bpe_mapping_tensor.long(), torch.tensor([vocab[EOL], vocab[EOF]])])
+        ids = torch.cat(
+            [model.vocabulary_mapping.img2bpe_mapping_tensor.long(), torch.tensor([vocab[EOL], vocab[EOF]])]
+        )
         self.prefix = f"{BOI}{meta if meta is not None else f'{height}*{width}'}{WRAPPER}"
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.model = SubVocabLM(model, ids, self.layout, self.encode([negative_prompt])[0], pad)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, frames: int, height: int, width: int,
-                        device: str | torch.device = "cpu", **kw: Any) -> Emu3Video:
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        frames: int,
+        height: int,
+        width: int,
+        device: str | torch.device = "cpu",
+        **kw: Any,
+    ) -> Emu3Video:
         """Load an ``Emu3ForConditionalGeneration`` folder; a folder of another kind fails naming what is wrong."""
         from transformers import AutoTokenizer, Emu3ForConditionalGeneration
 
         folder = Path(path)
-        checked_config(folder, "emu3", "Emu3", EXPECTED, required=("vocabulary_map", "vq_config", "text_config"),
-                       originals={"Emu3": CHECKPOINTS[0]})
+        checked_config(
+            folder,
+            "emu3",
+            "Emu3",
+            EXPECTED,
+            required=("vocabulary_map", "vq_config", "text_config"),
+            originals={"Emu3": CHECKPOINTS[0]},
+        )
         if read_json(folder / "tokenizer_config.json") is None:
             raise FileNotFoundError(f"{folder} has no tokenizer_config.json; Emu3 needs {EXPECTED}")
         model = load_complete(Emu3ForConditionalGeneration, folder, "Emu3")
@@ -155,13 +178,26 @@ class Emu3Video:
         from mmaccel.methods import parse_method
 
         name, spec_params = parse_method(method, "method")
-        return build_decoder(self.model, name, {**spec_params, **params}, sampling=sampling,
-                             guidance_scale=guidance_scale, inits=emu3_inits(self.layout))
+        return build_decoder(
+            self.model,
+            name,
+            {**spec_params, **params},
+            sampling=sampling,
+            guidance_scale=guidance_scale,
+            inits=emu3_inits(self.layout),
+        )
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], method: str = "mc-sjd:init=temporal-repeat", seed: int = 0,
-                 sampling: SamplingConfig | None = None, guidance_scale: float = 3.0, progress: bool = False,
-                 **params: Any) -> torch.Tensor:
+    def generate(
+        self,
+        prompts: list[str],
+        method: str = "mc-sjd:init=temporal-repeat",
+        seed: int = 0,
+        sampling: SamplingConfig | None = None,
+        guidance_scale: float = 3.0,
+        progress: bool = False,
+        **params: Any,
+    ) -> torch.Tensor:
         """Compact tokens ``[B, num_tokens]`` of one clip per prompt (prompt ``i`` uses seed ``seed + i``)."""
         decoder = self.build_decoder(method, sampling, guidance_scale, **params)
         seeds = [seed + i for i in range(len(prompts))]

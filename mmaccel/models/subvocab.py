@@ -69,7 +69,9 @@ class SubVocabLM(HFCausalLM):
         super().__init__(model)
         self.token_ids = torch.as_tensor(token_ids).long()
         if self.token_ids.dim() != 1 or self.token_ids.numel() == 0:
-            raise ValueError(f"token_ids must be a non-empty 1-D tensor of model ids, got {tuple(self.token_ids.shape)}")
+            raise ValueError(
+                f"token_ids must be a non-empty 1-D tensor of model ids, got {tuple(self.token_ids.shape)}"
+            )
         rows = model.get_output_embeddings().weight.shape[0]
         if int(self.token_ids.max()) >= rows or int(self.token_ids.min()) < 0:
             raise ValueError(f"a compact token maps to id {int(self.token_ids.max())}, outside lm_head's {rows} rows")

@@ -20,17 +20,26 @@ def _official_state(n_layers=2):
     """Random weights named as cosmos1's Transformer names them."""
     torch.manual_seed(0)
     d, hd, kv, f, v = 48, 12, 2, 64, 40
-    state = {"tok_embeddings.weight": torch.randn(v, d), "norm.weight": 1 + 0.1 * torch.randn(d), "output.weight": torch.randn(v, d) * 0.2}
+    state = {
+        "tok_embeddings.weight": torch.randn(v, d),
+        "norm.weight": 1 + 0.1 * torch.randn(d),
+        "output.weight": torch.randn(v, d) * 0.2,
+    }
     for i in range(n_layers):
         p = f"layers.{i}."
         state |= {
-            p + "attention.wq.weight": torch.randn(4 * hd, d) * 0.2, p + "attention.wk.weight": torch.randn(kv * hd, d) * 0.2,
-            p + "attention.wv.weight": torch.randn(kv * hd, d) * 0.2, p + "attention.wo.weight": torch.randn(d, 4 * hd) * 0.2,
-            p + "attention.q_norm.weight": 1 + 0.1 * torch.randn(hd), p + "attention.k_norm.weight": 1 + 0.1 * torch.randn(hd),
-            p + "feed_forward.w1.weight": torch.randn(f, d) * 0.2, p + "feed_forward.w2.weight": torch.randn(d, f) * 0.2,
-            p + "feed_forward.w3.weight": torch.randn(f, d) * 0.2, p + "attention_norm.weight": 1 + 0.1 * torch.randn(d),
+            p + "attention.wq.weight": torch.randn(4 * hd, d) * 0.2,
+            p + "attention.wk.weight": torch.randn(kv * hd, d) * 0.2,
+            p + "attention.wv.weight": torch.randn(kv * hd, d) * 0.2,
+            p + "attention.wo.weight": torch.randn(d, 4 * hd) * 0.2,
+            p + "attention.q_norm.weight": 1 + 0.1 * torch.randn(hd),
+            p + "attention.k_norm.weight": 1 + 0.1 * torch.randn(hd),
+            p + "feed_forward.w1.weight": torch.randn(f, d) * 0.2,
+            p + "feed_forward.w2.weight": torch.randn(d, f) * 0.2,
+            p + "feed_forward.w3.weight": torch.randn(f, d) * 0.2,
+            p + "attention_norm.weight": 1 + 0.1 * torch.randn(d),
             p + "ffn_norm.weight": 1 + 0.1 * torch.randn(d),
-        }  # fmt: skip
+        }
     return state
 
 
@@ -51,7 +60,11 @@ def test_rope_matches_the_official_table():
     tp = 1.0 / theta ** (torch.arange(0, dim_t, 2)[: dim_t // 2].float() / dim_t)
     seq = torch.arange(max(T, H, W)).float()
     et, eh, ew = torch.outer(seq[:T], tp), torch.outer(seq[:H], sp), torch.outer(seq[:W], sp)
-    parts = [et[:, None, None].expand(T, H, W, -1), eh[None, :, None].expand(T, H, W, -1), ew[None, None].expand(T, H, W, -1)]
+    parts = [
+        et[:, None, None].expand(T, H, W, -1),
+        eh[None, :, None].expand(T, H, W, -1),
+        ew[None, None].expand(T, H, W, -1),
+    ]
     official = torch.cat(parts * 2, -1).reshape(T * H * W, hd)
     cos, sin = Rope3D(hd, [T, H, W], theta)(torch.zeros(1), torch.arange(T * H * W)[None])
     assert torch.allclose(cos[0], official.cos(), atol=1e-6) and torch.allclose(sin[0], official.sin(), atol=1e-6)
@@ -82,8 +95,8 @@ def test_official_names_load_into_the_network(folder):
 @pytest.mark.parametrize("method", ["sjd:init=temporal-repeat", "mc-sjd:init=temporal-repeat:window=8", "greedy"])
 def test_greedy_identical_to_ar(folder, method):
     from mmaccel.methods import parse_method
-    from mmaccel.video.temporal import video_inits
     from mmaccel.video.layout import VideoLayout
+    from mmaccel.video.temporal import video_inits
 
     model = load_cosmos_ar(folder)
     inits = video_inits(VideoLayout(*model.latent_shape), model.vocab_size)

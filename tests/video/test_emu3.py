@@ -40,7 +40,9 @@ def test_prompt_ends_with_the_image_prefix(emu):
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("method", ["sjd:init=temporal-repeat", "mc-sjd:init=temporal-repeat:window=12", "mc-sjd:init=vertical"])
+@pytest.mark.parametrize(
+    "method", ["sjd:init=temporal-repeat", "mc-sjd:init=temporal-repeat:window=12", "mc-sjd:init=vertical"]
+)
 def test_greedy_identical_to_ar(emu, method):
     greedy = SamplingConfig(0.0)
     ar = emu.generate(PROMPTS, "ar", sampling=greedy, guidance_scale=2.0)

@@ -35,7 +35,8 @@ def test_first_frame_uses_the_spatial_init():
     assert out.tolist() == [[100, 100, 100]]
     # horizontal-sample draws from the known tokens; with nothing known it is uniformly random
     ctx = _ctx(1)
-    assert TemporalRepeat(LAY, 50, "horizontal-sample")(ctx, torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.99]])).tolist() == [[25, 49]]
+    sample = TemporalRepeat(LAY, 50, "horizontal-sample")
+    assert sample(ctx, torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.99]])).tolist() == [[25, 49]]
     # frames after the first still copy the previous frame, whatever the first-frame init
     assert TemporalRepeat(LAY, 50, "horizontal")(ctx, torch.tensor([[4, 5]]), u[:, :2]).tolist() == [[100, 101]]
 

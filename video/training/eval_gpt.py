@@ -40,13 +40,25 @@ def evaluate(folder: Path, clips: int = 64, batch: int = 16) -> dict:
         entropy += -(logp.exp() * logp).sum(-1).sum().item()
     n = clips * tokens.shape[1]
     meta = json.loads((folder / "gpt_config.json").read_text())
-    return {"model": str(folder), "params": sum(p.numel() for p in model.model.parameters()),
-            "steps": meta.get("steps"), "val_clips": clips, "val_loss": loss / n, "entropy": entropy / n}
+    return {
+        "model": str(folder),
+        "params": sum(p.numel() for p in model.model.parameters()),
+        "steps": meta.get("steps"),
+        "val_clips": clips,
+        "val_loss": loss / n,
+        "entropy": entropy / n,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, action="append", required=True, help="a folder with gpt.safetensors and vq.safetensors (repeatable)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        required=True,
+        help="a folder with gpt.safetensors and vq.safetensors (repeatable)",
+    )
     p.add_argument("--clips", type=int, default=64)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
