@@ -1,5 +1,5 @@
-"""Under sampling, SJD with the temporal init draws from the AR distribution: a chi-square test per position over
-20k clips against 20k AR clips, and the same test catches a deliberately lossy control (drafts kept whenever they
+"""Under sampling, SJD with the temporal init (and MC-SJD under the row schedule) draws from the AR distribution:
+a chi-square test per position over 20k clips against 20k AR clips, and the same test catches a deliberately lossy control (drafts kept whenever they
 equal the target's argmax, which skews every position after the first towards the mode)."""
 
 import numpy as np
@@ -29,7 +29,10 @@ def draws(tmp_path_factory):
 
     # The AR reference uses other seeds: the test compares distributions, not seed-for-seed tokens.
     ar = pipe.build_decoder("ar", SamplingConfig(1.0), 1.0).generate(prompt, TOKENS, seeds=[s + DRAWS for s in seeds])
-    return ar.tokens, draw("sjd", init="temporal-repeat", window=2), draw("greedy", init="temporal-repeat", window=2)
+    # MC-SJD under the row schedule: the window alternates 2 and 1 (rows of 2), so resizes happen every step.
+    scheduled = draw("mc-sjd", init="temporal-repeat", window=2, schedule="row")
+    sjd, broken = draw("sjd", init="temporal-repeat", window=2), draw("greedy", init="temporal-repeat", window=2)
+    return ar.tokens, sjd, broken, scheduled
 
 
 def _p_value(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -39,7 +42,8 @@ def _p_value(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_sjd_matches_ar_and_the_lossy_control_is_caught(draws):
-    ar, sjd, broken = draws
+    ar, sjd, broken, scheduled = draws
     for pos in range(TOKENS):
         assert _p_value(ar[:, pos], sjd[:, pos]) > 1e-3, pos
+        assert _p_value(ar[:, pos], scheduled[:, pos]) > 1e-3, pos
     assert min(_p_value(ar[:, pos], broken[:, pos]) for pos in range(1, TOKENS)) < 1e-6
