@@ -1,6 +1,7 @@
 """Under sampling, SJD with the temporal init (and MC-SJD under the row schedule) draws from the AR distribution:
-a chi-square test per position over 20k clips against 20k AR clips, and the same test catches a deliberately lossy control (drafts kept whenever they
-equal the target's argmax, which skews every position after the first towards the mode)."""
+a chi-square test per position over 20k clips against 20k AR clips, and the same test catches a deliberately
+lossy control (drafts kept whenever they equal the target's argmax, which skews every position after the first
+towards the mode)."""
 
 import numpy as np
 import pytest
