@@ -206,6 +206,10 @@ def test_guided_logits_are_u_plus_s_c_minus_u_of_full_forwards(pipe):
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs(pipe, method):
+    if METHODS[method].drafter == "eagle":  # the folder holds no EAGLE head (tests/image/test_eagle.py has one)
+        with pytest.raises(ValueError, match="needs EAGLE head weights"):
+            pipe(prompt=PROMPTS, method=method, progress=False)
+        return
     out = pipe(prompt=PROMPTS, method=method, guidance_scale=2.0, seed=3, progress=False)
     assert out.tokens.shape == (2, 16) and 0 <= int(out.tokens.min()) and int(out.tokens.max()) < 64
     assert len(out.images) == len(out.acceptance_maps) == 2 and out.images[0].size == (8, 8)

@@ -22,6 +22,10 @@ def pipe(model_dir):
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs_and_reports(pipe, method):
+    if METHODS[method].drafter == "eagle":  # the folder holds no EAGLE head (tests/image/test_eagle.py has one)
+        with pytest.raises(ValueError, match="needs EAGLE head weights"):
+            pipe([0, 1], method=method, progress=False)
+        return
     out = pipe([0, 1], method=method, guidance_scale=2.0, seed=3, progress=False)
     assert len(out.images) == len(out.acceptance_maps) == 2
     assert out.tokens.shape == (2, pipe.model.num_tokens)
