@@ -5,41 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmaccel.cli import with_method_help
+from mmaccel.cli import (
+    batch_sizes_argument,
+    class_argument,
+    count_argument,
+    output_files,
+    param_argument,
+    with_method_help,
+)
 from mmaccel.io import check_writable, save_image_atomic, write_json_atomic
-from mmaccel.params import split_assignment
 
 #: The mesh Jacobi initialisations (methods.mesh_inits), named here so registration imports no torch.
 INIT_NAMES = ("random", "face")
 MESH_SUFFIXES = (".obj", ".ply", ".glb")
-
-
-def _param(text: str) -> tuple[str, str]:
-    try:
-        return split_assignment(text, "--param")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _class_label(text: str) -> int | str:
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
-def output_paths(out: str | Path, count: int) -> list[tuple[Path, Path, Path]]:
-    """(mesh, render PNG, stats JSON) per mesh for ``--out``: ``OUT``, ``OUT.png``, ``OUT.json`` for one mesh,
-    ``OUT_i.*`` for several; refused unless the mesh format is supported and every file can be written."""
-    out = Path(out)
-    if out.suffix.lower() not in MESH_SUFFIXES:
-        raise ValueError(
-            f"--out {str(out)!r}: unsupported mesh file extension {out.suffix or '(none)'!r}; use one of "
-            f"{', '.join(MESH_SUFFIXES)} (the PNG render and the stats JSON are written beside it)"
-        )
-    stems = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
-    paths = [(p, p.with_suffix(".png"), p.with_suffix(".json")) for p in stems]
-    for triple in paths:
-        for path in triple:
-            check_writable(path)
-    return paths
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -48,9 +26,7 @@ def _generate(args: argparse.Namespace) -> int:
     from .render import render
     from .tokenizer import read_mesh, write_mesh
 
-    if args.num_meshes < 1:
-        raise ValueError(f"--num-meshes must be >= 1, got {args.num_meshes}")
-    paths = output_paths(args.out, args.num_meshes)
+    paths = output_files(args.out, count_argument(args.num_meshes, "--num-meshes"), MESH_SUFFIXES, "mesh")
     # A bad method or value fails before anything is loaded; --method may carry parameters (xspec:rule=typical).
     method, params = parse_mesh_method(args.method or DEFAULT_METHOD, "--method")
     params = check_mesh_params(method, {**params, **dict(args.param or [])})
@@ -112,11 +88,8 @@ def _bench(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         parse_mesh_method(m)
-    if args.num_meshes < 1:
-        raise ValueError(f"--num-meshes must be >= 1, got {args.num_meshes}")
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else []
-    if not batch_sizes or min(batch_sizes) < 1:
-        raise ValueError(f"--batch-sizes takes integers >= 1, got {args.batch_sizes!r}")
+    count_argument(args.num_meshes, "--num-meshes")
+    batch_sizes = batch_sizes_argument(args.batch_sizes or "")
     records = run_bench(
         model=args.model,
         methods=methods,
@@ -165,12 +138,12 @@ def register(commands, generate, bench) -> None:
     g.add_argument(
         "--class",
         dest="class_id",
-        type=_class_label,
+        type=class_argument,
         required=True,
         help=f"class name ({', '.join(CLASS_NAMES)}) or index",
     )
     g.add_argument("--method", default=None, help="xspec (default), ar, sjd, gsd, ... (listed below)")
-    g.add_argument("--param", type=_param, action="append", help="a method parameter, name=value (repeatable)")
+    g.add_argument("--param", type=param_argument, action="append", help="a method parameter, name=value (repeatable)")
     g.add_argument("--num-meshes", type=int, default=1)
     g.add_argument("--max-faces", type=int, default=None, help="face budget (default: the model's context)")
     g.add_argument("--top-k", type=int, default=None)
