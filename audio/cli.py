@@ -69,6 +69,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from mmaccel.cli import batch_sizes_argument, method_specs
     from mmaccel.io import check_writable, write_json_atomic
 
     from .bench import format_table, run
@@ -77,13 +78,9 @@ def _bench(args: argparse.Namespace) -> int:
         check_writable(args.json)
     if args.num_utterances < 2:
         raise ValueError(f"--num-utterances must be >= 2 (a Frechet distance needs a set), got {args.num_utterances}")
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    if any(b < 1 for b in batches):
-        raise ValueError(f"--batch-sizes must be positive integers, got {args.batch_sizes!r}")
+    batches = batch_sizes_argument(args.batch_sizes)
     pipe = _pipeline(args)
-    specs = [s.strip() for s in args.methods.split(",") if s.strip()]
-    for spec in specs:
-        pipe.decoder(spec)  # refuse a bad method before any generation
+    specs = method_specs(args.methods, pipe.decoder)  # a bad method is refused before any generation
     records = run(pipe, specs, args.num_utterances, batches, args.voice, args.temperature, max_steps=args.max_steps)
     print(format_table(records))
     if args.json:

@@ -9,6 +9,7 @@ from mmaccel.cli import (
     batch_sizes_argument,
     class_argument,
     count_argument,
+    method_specs,
     output_files,
     param_argument,
     with_method_help,
@@ -85,9 +86,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.json:
         check_writable(Path(args.json))
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for m in methods:
-        parse_mesh_method(m)
+    methods = method_specs(args.methods, parse_mesh_method)
     count_argument(args.num_meshes, "--num-meshes")
     batch_sizes = batch_sizes_argument(args.batch_sizes or "")
     records = run_bench(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -61,6 +62,15 @@ def batch_sizes_argument(text: str, flag: str = "--batch-sizes") -> list[int]:
     if not sizes or min(sizes) < 1:
         raise ValueError(f"{flag} takes integers >= 1, got {text!r}")
     return sizes
+
+
+def method_specs(text: str, check: Callable[[str], object]) -> list[str]:
+    """``--methods "ar,sjd:window=8"`` -> its specs, each passed to ``check`` (the modality's parser, which raises
+    on a bad one) so that a bad method fails before anything loads."""
+    specs = [m.strip() for m in text.split(",") if m.strip()]
+    for spec in specs:
+        check(spec)
+    return specs
 
 
 def output_files(

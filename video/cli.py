@@ -10,6 +10,7 @@ from mmaccel.cli import (
     batch_sizes_argument,
     class_argument,
     count_argument,
+    method_specs,
     output_files,
     param_argument,
     with_method_help,
@@ -136,9 +137,7 @@ def _bench(args: argparse.Namespace) -> int:
         check_writable(Path(args.json))
     from .schedule import split_schedule
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for m in methods:
-        parse_method(split_schedule(m)[0])
+    methods = method_specs(args.methods, lambda m: parse_method(split_schedule(m)[0]))
     count_argument(args.num_videos, "--num-videos")
     batch_sizes = batch_sizes_argument(args.batch_sizes)
     if args.threads is not None:

@@ -87,7 +87,15 @@ def test_bench_refuses_bad_input(capsys, tmp_path):
 def test_core_cli_helpers_the_video_cli_uses(tmp_path):
     import argparse
 
-    from mmaccel.cli import batch_sizes_argument, class_argument, count_argument, output_files, param_argument
+    from mmaccel.cli import (
+        batch_sizes_argument,
+        class_argument,
+        count_argument,
+        method_specs,
+        output_files,
+        param_argument,
+    )
+    from mmaccel.methods import parse_method
 
     assert batch_sizes_argument("1,8") == [1, 8] and class_argument("3") == 3 and class_argument("disk") == "disk"
     assert param_argument("window=8") == ("window", "8")
@@ -98,6 +106,9 @@ def test_core_cli_helpers_the_video_cli_uses(tmp_path):
             batch_sizes_argument(bad)
     with pytest.raises(ValueError, match="--num-videos must be >= 1"):
         count_argument(0, "--num-videos")
+    assert method_specs(" ar, sjd:window=8 ,", parse_method) == ["ar", "sjd:window=8"]
+    with pytest.raises(ValueError, match="nope"):
+        method_specs("ar,nope", parse_method)
     files = output_files(tmp_path / "c.gif", 2, (".gif",), "video")
     assert [f.name for f in files[1]] == ["c_1.gif", "c_1.png", "c_1.json"]
     with pytest.raises(ValueError, match="unsupported video file extension '.avi'"):
