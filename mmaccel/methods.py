@@ -87,6 +87,28 @@ METHODS: dict[str, Method] = {
         ),
         Method("eagle", "eagle", "exact", "speculative sampling with an EAGLE draft head (Li et al. 2024), lossless"),
         Method("lantern-eagle", "eagle", "lantern", "LANTERN's relaxed acceptance over EAGLE drafts"),
+        Method(
+            "eagle-tree",
+            "eagle",
+            "exact",
+            "speculative sampling over a static EAGLE tree (recursive rejection over siblings), lossless",
+            {"tree": "4x2x2x1x1"},
+        ),
+        Method(
+            "eagle-dynamic",
+            "eagle",
+            "exact",
+            "EAGLE-2 (Li et al. 2024): speculative sampling over a dynamic tree the EAGLE head grows by its "
+            "confidence, lossless",
+            {"tree": "10x10x10x10x10x10", "budget": 60},
+        ),
+        Method(
+            "lantern++-eagle",
+            "eagle",
+            "lantern++",
+            "LANTERN++'s relaxed acceptance at every node of a static EAGLE tree",
+            {"tree": "4x2x2x1x1"},
+        ),
     )
 }
 
@@ -98,7 +120,7 @@ DRAFTERS: dict[str, type] = {"jacobi": JacobiDrafter, "draft": DraftModelDrafter
 DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {
     "jacobi": ("window", "init", "coupling"),
     "draft": ("window", "tree", "branch", "budget"),
-    "eagle": ("window",),
+    "eagle": ("window", "tree", "branch", "budget"),
 }
 #: How a command line may write each drafter parameter: a window is a count or "auto"; an init is chosen by name
 #: from the modality's table; a coupling is one of the Jacobi drafter's; a tree is a static shape such as 4x2x2x1
@@ -249,19 +271,21 @@ def build_decoder(
                 raise ValueError(f"init of method {name!r} must be one of {sorted({'random', *inits})}, got {init!r}")
             coupling = params.pop("coupling", m.drafter_defaults.get("coupling", "none"))
             drafter = JacobiDrafter(window, inits[init]() if init in inits else None, coupling=coupling)
-        elif m.drafter == "eagle":
-            if eagle is None:
-                raise ValueError(f"method {name!r} needs EAGLE head weights; none were given")
-            drafter = EagleDrafter(eagle, window)
-        else:
-            if draft is None:
-                raise ValueError(f"method {name!r} needs a draft model; none was given")
+        else:  # a draft model or an EAGLE head: a chain, or a static or dynamic tree
             tree = params.pop("tree", m.drafter_defaults.get("tree"))
             branch = params.pop("branch", m.drafter_defaults.get("branch", "top"))
             budget = params.pop("budget", m.drafter_defaults.get("budget"))
             if tree is not None and auto_window is not None:
                 raise ValueError(f"method {name!r}: a tree drafts a fixed shape; window='auto' needs a chain")
-            drafter = DraftModelDrafter(wrap(draft), window, tree=tree, branch=branch, budget=budget)
+            shape = {"tree": tree, "branch": branch, "budget": budget}
+            if m.drafter == "eagle":
+                if eagle is None:
+                    raise ValueError(f"method {name!r} needs EAGLE head weights; none were given")
+                drafter = EagleDrafter(eagle, window, **shape)
+            else:
+                if draft is None:
+                    raise ValueError(f"method {name!r} needs a draft model; none was given")
+                drafter = DraftModelDrafter(wrap(draft), window, **shape)
     rule_cls = rule_class(m.rule)
     tables = tables or TokenTables()
     table = tables.table(rule_cls.table)

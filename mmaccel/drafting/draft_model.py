@@ -6,13 +6,13 @@ import torch
 
 from ..models.base import ModelOutput, TokenModel, reorder
 from ..sampling import SamplingConfig, sample, target_probs
-from ..tree import TreeLayout, TreeShape
-from .base import Draft, Drafter, check_window
-from .branch import BRANCHES, branch_children
-from .dynamic_tree import candidates, grow_tree
+from ..tree import TreeLayout
+from .base import Draft
+from .branch import TreeDrafter, branch_children
+from .dynamic_tree import grow_tree
 
 
-class DraftModelDrafter(Drafter):
+class DraftModelDrafter(TreeDrafter):
     """A smaller model behind the same :class:`TokenModel` interface drafts ``window`` tokens autoregressively.
 
     It keeps its own position-addressed cache in step with the target's: each proposal first rewrites the last
@@ -40,23 +40,8 @@ class DraftModelDrafter(Drafter):
         budget: int | None = None,
     ):
         self.model = model
-        self.tree = None if tree is None else TreeShape.parse(tree)
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-            raise ValueError(f"budget (the dynamic tree's node budget) must be an integer >= 1, got {budget!r}")
-        if budget is not None and self.tree is None:
-            raise ValueError("budget needs a tree shape (tree=4x4x4x4: the depth and the expansion at each depth)")
-        self.budget = budget
-        if branch not in BRANCHES:
-            raise ValueError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
-        self.branch = branch
-        self.window = check_window(window) if self.tree is None else self.tree.depth
+        self.set_shape(window, tree, branch, budget)
         self.sampling = sampling
-
-    @property
-    def nodes(self) -> int:
-        if self.tree is None:
-            return self.window
-        return self.tree.nodes if self.budget is None else max(self.budget, candidates(self.tree))
 
     def begin(self, state, prefill: ModelOutput) -> None:
         if self.model.vocab_size != state.vocab_size:
@@ -68,11 +53,6 @@ class DraftModelDrafter(Drafter):
         self.model.prefill(state.prompt, self.cache)
         state.stats.draft_nfe += 1
         self._first = True
-
-    def resize(self, state, window: int) -> None:
-        if self.tree is not None:
-            raise ValueError("a tree drafter drafts a fixed shape; window='auto' needs a chain")
-        self.window = check_window(window)  # each proposal drafts `window` tokens afresh
 
     def reorder(self, rows: torch.Tensor) -> None:
         reorder(self.model, self.cache, rows)
@@ -115,7 +95,7 @@ class DraftModelDrafter(Drafter):
         state.stats.draft_nfe += 1
         if self.budget is not None:
 
-            def forward(tokens: torch.Tensor, depth: torch.Tensor, layout: TreeLayout) -> torch.Tensor:
+            def forward(tokens: torch.Tensor, depth: torch.Tensor, layout: TreeLayout, parent: torch.Tensor):
                 with self.cache.tree_attention(layout):
                     out = self.model.forward(tokens, state.last_pos[:, None] + depth, self.cache)
                 state.stats.draft_nfe += 1

@@ -23,13 +23,15 @@ _DEPTH_FIRST = 1e5
 
 
 def grow_tree(
-    forward: Callable[[torch.Tensor, torch.Tensor, TreeLayout], torch.Tensor],
+    forward: Callable[[torch.Tensor, torch.Tensor, TreeLayout, torch.Tensor], torch.Tensor],
     q_root: torch.Tensor,
     shape: TreeShape,
     budget: int,
 ) -> tuple[Draft, torch.Tensor]:
     """The tree below the root whose draft distribution is ``q_root`` ``[B, V]``; ``forward(tokens, depth,
-    layout)`` returns the draft distributions ``[B, n, V]`` of ``n`` candidates at ``depth`` under ``layout``.
+    layout, parent)`` returns the draft distributions ``[B, n, V]`` of ``n`` candidates at ``depth`` under
+    ``layout`` (``layout.node``: their candidate-layout tree indices; ``parent``: their parents', 0 the root), so
+    a drafter that feeds a parent's state to its children (EAGLE's predicted hidden state) can find it.
 
     Returns the draft (nodes in topological order, siblings most confident first) and ``[B, budget + 1]``: the
     candidate-layout tree index of each tree index, where the forwards wrote the candidates' keys and values.
@@ -51,7 +53,8 @@ def grow_tree(
         level_scores = torch.cat(scores, 1).gather(1, level)
         best = level.gather(1, level_scores.topk(beam, -1).indices)  # [B, beam] candidates to expand
         layout = TreeLayout(1 + best, torch.full_like(best, d), ancestors[rows, 1 + best])
-        q = forward(torch.cat(tokens, 1).gather(1, best), torch.full_like(best, d), layout)
+        parent_index = 1 + torch.cat(parents, 1).gather(1, best)  # tree index of each forwarded one's parent
+        q = forward(torch.cat(tokens, 1).gather(1, best), torch.full_like(best, d), layout, parent_index)
         value, token = q.topk(k, -1)  # [B, beam, k]
         parent_score = torch.cat(scores, 1).gather(1, best)
         new = torch.arange(count, count + beam * k, device=device)

@@ -17,8 +17,9 @@ RMSNorm is removed (the official ``LlamaDecoderLayer`` with ``index == 0``), no 
   a batch advances at per-sample offsets and rejected drafts are overwritten, never rolled back;
 * the drafter sees the pairs from the last prompt position on (the prefill returns only that position's hidden
   state); for the default image model (one class token) that is the whole context;
-* only a chain is drafted here; :meth:`EagleDrafter.top_k` gives the top-k tokens and probabilities per draft
-  depth, from which a tree drafter may grow an EAGLE-2 tree.
+* trees: a static shape (EAGLE-1's tree, top-k per depth) or EAGLE-2's dynamic tree (``budget``, grown by
+  :func:`~mmaccel.drafting.dynamic_tree.grow_tree`); each depth is one head forward over the previous depth's
+  expanded nodes under tree attention in the head's own cache, each node fed its parent's predicted hidden state.
 
 ``q`` of each draft is the drafter's distribution under the target's sampling transform
 (:func:`mmaccel.sampling.target_probs`), so the exact rule stays lossless.
@@ -41,7 +42,10 @@ from ..checkpoint import load_checked, read_state_dict
 from ..models.base import ModelOutput
 from ..models.cache import SlotCache
 from ..sampling import SamplingConfig, sample, target_probs
-from .base import Draft, Drafter, check_window
+from ..tree import TreeLayout, along
+from .base import Draft
+from .branch import TreeDrafter, branch_children
+from .dynamic_tree import candidates, grow_tree
 
 
 @dataclass(frozen=True)
@@ -205,22 +209,36 @@ def load_eagle(path: str | os.PathLike, config: str | os.PathLike | None = None)
     return head.eval()
 
 
-class EagleDrafter(Drafter):
+class EagleDrafter(TreeDrafter):
     """Drafts ``window`` tokens per step with an :class:`EagleHead` bound to the target.
 
     After each verify forward it writes the pairs (target hidden state, committed token) of the step into its
     own cache, at slots equal to the tokens' generated indices (a batched write over the whole window; pairs
     past a sample's accepted ones are overwritten before any query can see them), and then drafts from the
     prediction at the last committed token: one head forward per draft.
+
+    ``tree="4x2x2x1"`` drafts a static tree instead (EAGLE's static tree; children by ``branch``, see
+    :mod:`mmaccel.drafting.branch`), and ``tree=...`` with ``budget=N`` EAGLE-2's dynamic tree (Li et al. 2024,
+    "EAGLE-2: Faster Inference of Language Models with Dynamic Draft Trees"): the ``N`` most confident of the
+    candidates grown by the shape. A tree's keys and values sit at the scratch slots after the root; the pairs of
+    the accepted path are rewritten at their chain slots after the verify, as a chain's are, so nothing moves.
     """
 
     needs_hidden = True
     per_sample = ("_tokens", "_q", "_hidden", "_slot")
 
-    def __init__(self, head: EagleHead, window: int = 5, sampling: SamplingConfig | None = None):
+    def __init__(
+        self,
+        head: EagleHead,
+        window: int = 5,
+        sampling: SamplingConfig | None = None,
+        tree: str | None = None,
+        branch: str = "top",
+        budget: int | None = None,
+    ):
         self.head = head.eval()
         self.head._parts()  # refuse an unbound head here, not in the middle of a generation
-        self.window = check_window(window)
+        self.set_shape(window, tree, branch, budget)
         self.sampling = sampling
 
     @property
@@ -236,12 +254,12 @@ class EagleDrafter(Drafter):
             got = None if prefill.hidden is None else prefill.hidden.shape[-1]
             raise ValueError(f"EAGLE head hidden size ({self.head.hidden_size}) differs from the target's ({got})")
         self._sampling = self.sampling or state.sampling
-        # Slots are generated indices: the buffer plus room for one window of pairs past its end.
-        self.cache = SlotCache(state.generated.shape[1] + 2 * (self.window + 1))
+        # Slots are generated indices: the buffer plus room for one window of pairs, or one tree, past its end.
+        self.cache = SlotCache(state.generated.shape[1] + 2 * (self.window + 1) + self.nodes)
         self._observe(state, prefill.hidden, torch.zeros_like(state.count))
 
     def resize(self, state, window: int) -> None:
-        self.window = check_window(window)
+        super().resize(state, window)
         if window > self._tokens.shape[1]:  # a shorter window proposes a prefix of the chain, itself a chain
             self._extend(state, window - self._tokens.shape[1])
 
@@ -251,6 +269,8 @@ class EagleDrafter(Drafter):
 
     def propose(self, state) -> Draft:
         self._start = state.count.clone()  # generated index of the first token this step will commit
+        if self.tree is not None:
+            return self._propose_tree(state)
         return Draft(self._tokens[:, : self.window], self._q[:, : self.window])
 
     def update(self, state, out: ModelOutput, p: torch.Tensor, accepted: torch.Tensor) -> None:
@@ -277,8 +297,46 @@ class EagleDrafter(Drafter):
         self._hidden = predicted.gather(1, index)  # [B, 1, D]: the prediction at the last committed token
         self._slot = slots.gather(1, last[:, None])  # [B, 1]
         self._tokens = self._q = None
-        self._extend(state, self.window)
+        if self.tree is None:  # a tree is grown at the proposal, from this prediction
+            self._extend(state, self.window)
         state.stats.draft_nfe += 1
+
+    def _draft(self, state, hidden: torch.Tensor, tokens: torch.Tensor, depth: torch.Tensor, layout: TreeLayout):
+        """One head forward over tree nodes (``tokens`` ``[B, n]`` at ``depth``, fed their parents' predicted
+        ``hidden`` ``[B, n, D]``): their predicted hidden states and the draft distributions below them."""
+        with self.cache.tree_attention(layout):
+            predicted = self.head(hidden, tokens, self._slot + depth, self.cache)
+        state.stats.draft_nfe += 1
+        return predicted, target_probs(self.head.logits(predicted), self._sampling)
+
+    def _propose_tree(self, state) -> Draft:
+        q_root = target_probs(self.head.logits(self._hidden[:, 0]), self._sampling)  # [B, V]
+        if self.budget is not None:
+            b, m = q_root.shape[0], candidates(self.tree)
+            hidden = self._hidden.new_zeros(b, m + 1, self._hidden.shape[-1])  # per candidate tree index
+            hidden[:, :1] = self._hidden
+
+            def forward(tokens: torch.Tensor, depth: torch.Tensor, layout: TreeLayout, parent: torch.Tensor):
+                predicted, q = self._draft(state, along(hidden, parent), tokens, depth, layout)
+                hidden.scatter_(1, layout.node[..., None].expand_as(predicted), predicted)
+                return q
+
+            draft, _ = grow_tree(forward, q_root, self.tree, self.budget)
+            return draft
+        shape, device, batch = self.tree, state.device, state.batch_size
+        ancestors = shape.ancestors.to(device)
+        parents, drafts, qs = shape.parents.to(device).expand(batch, -1), [], []
+        q, hidden = q_root[:, None], self._hidden  # the nodes of the previous depth: their q and predictions
+        for d, k in enumerate(shape.branching):
+            token, q_node = branch_children(q, k, self.branch, state.rng)
+            drafts.append(token)
+            qs.append(q_node)
+            if d + 1 < shape.depth:  # the deepest nodes are never forwarded: nothing is drafted below them
+                level = torch.arange(shape.level(d).start, shape.level(d).stop, device=device) + 1
+                depth = torch.full_like(level, d + 1).expand(batch, -1)
+                layout = TreeLayout(level.expand(batch, -1), depth, ancestors[level].expand(batch, -1, -1))
+                hidden, q = self._draft(state, hidden.repeat_interleave(k, 1), token, depth, layout)
+        return Draft(torch.cat(drafts, 1), torch.cat(qs, 1), parents)
 
     def _extend(self, state, n: int) -> None:
         """Draft ``n`` more tokens onto the current chain: sample from the prediction, feed it back."""

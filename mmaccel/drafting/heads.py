@@ -15,7 +15,7 @@ from ..models.base import ModelOutput, TokenModel
 from ..sampling import SamplingConfig, sample, target_probs
 from ..tree import TreeShape
 from .base import Draft, Drafter, check_window
-from .branch import BRANCHES, branch_children
+from .branch import branch_children, check_branch
 
 
 class ResBlock(nn.Module):
@@ -77,10 +77,9 @@ class MultiHeadDrafter(Drafter):
     ):
         self.heads = heads.eval()
         self.tree = None if tree is None else TreeShape.parse(tree)
+        check_branch(branch)
         if self.tree is not None and self.tree.depth > heads.num_heads:
             raise ValueError(f"tree {self.tree} is {self.tree.depth} deep but there are only {heads.num_heads} heads")
-        if branch not in BRANCHES:
-            raise ValueError(f"branch must be one of {', '.join(BRANCHES)}, got {branch!r}")
         self.branch = branch
         self.window = check_window(heads.num_heads) if self.tree is None else self.tree.depth
         self.sampling = sampling
