@@ -37,6 +37,13 @@ def test_greedy_eagle_equals_ar_on_the_tiny_image_model(eagle_dir, guidance_scal
     for method in ("eagle", "lantern-eagle"):
         out = pipe(method=method, window=3, **common)
         assert torch.equal(out.tokens, ar.tokens), method
+    for method, shape in (
+        ("eagle-tree", {}),
+        ("eagle-dynamic", {"tree": "3x3x3", "budget": 8}),
+        ("lantern++-eagle", {}),
+    ):
+        out = pipe(method=method, **shape, **common)  # guided trees: the uncond rows follow each sample's tree
+        assert torch.equal(out.tokens, ar.tokens), method
 
 
 def test_a_folder_without_a_head_refuses_the_eagle_method(model_dir):
