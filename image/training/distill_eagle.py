@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mmaccel.drafting.eagle import EagleConfig, EagleHead, save_eagle
+from mmaccel.drafting.eagle import EagleConfig, EagleHead, load_eagle, save_eagle
 from mmaccel.image.defaults import DEFAULTS
 from mmaccel.image.llamagen import LlamaGenGPT
 from mmaccel.image.pipeline import DEFAULT_WEIGHTS, ImageARPipeline
@@ -141,6 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--p-weight", type=float, default=1.0, help="weight of the token loss (EAGLE's paper: 0.1)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", help="an eagle.safetensors to continue from (its config must be this GPT's)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        help="seed of the first training sequence (default: right after the validation seeds); a continued run "
+        "passes seeds no earlier run used, so that it sees new data",
+    )
     args = parser.parse_args(argv)
     if args.minutes <= 0 or not 0 < args.data_fraction < 1:
         parser.error("--minutes must be > 0 and --data-fraction in (0, 1)")
@@ -154,8 +161,18 @@ def main(argv: list[str] | None = None) -> None:
     pipe = ImageARPipeline.from_pretrained(args.weights)
     gpt = pipe.model.gpt.eval().requires_grad_(False)
     scale = DEFAULTS["guidance_scale"]
+    start_from = None
+    if args.init:  # checked before minutes go into sampling data
+        try:
+            start_from = load_eagle(args.init)
+        except (OSError, ValueError) as err:
+            parser.error(f"--init {args.init}: {err}")
+        if start_from.config != eagle_config_for(gpt):
+            parser.error(f"--init {args.init}: its config {start_from.config} is not this GPT's")
     val_tokens, val_labels = generate_tokens(pipe, math.inf, args.val_sequences, args.val_sequences)
-    seed = DATA_SEED + args.val_sequences  # training seeds follow the validation seeds
+    seed = DATA_SEED + args.val_sequences if args.first_seed is None else args.first_seed
+    if seed < DATA_SEED + args.val_sequences:
+        parser.error(f"--first-seed must be >= {DATA_SEED + args.val_sequences}: lower seeds are validation data")
     tokens, labels = generate_tokens(pipe, budget * args.data_fraction, args.gen_batch, args.max_sequences, seed)
     val_h, val_g = teacher_features(gpt, val_tokens, val_labels, scale)
     train_h, train_g = teacher_features(gpt, tokens, labels, scale)
@@ -163,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
 
     config = eagle_config_for(gpt)
     head = EagleHead(config).bind(gpt.tok_embeddings, gpt.output)
+    if start_from is not None:
+        head.load_state_dict(start_from.state_dict())
     n_params = sum(p.numel() for p in head.parameters())
     print(f"  EAGLE head: {n_params} parameters, config {config}", flush=True)
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
