@@ -109,7 +109,7 @@ def register(commands, generate, bench) -> None:
     g.add_argument(
         "--family",
         default="default",
-        choices=["default", "musicgen", "csm", "dia"],
+        choices=["default", "musicgen", "csm", "dia", "moshi"],
         help="the shipped model (default), or a real family's checkpoint folder given by --model",
     )
     _common(g)

@@ -117,10 +117,9 @@ class CsmStreams:
         return int(self.model.config.codec_config.sampling_rate)
 
 
-def tiny_csm(codebooks: int = 4, vocab: int = 16, seed: int = 0) -> CsmForConditionalGeneration:
-    """A small random ``CsmForConditionalGeneration`` (backbone, depth decoder, Mimi) for tests; no EOS."""
-    torch.manual_seed(seed)
-    mimi = MimiConfig(
+def tiny_mimi(codebooks: int, vocab: int) -> MimiConfig:
+    """A small Mimi codec config (800 Hz audio, 100 frames/s) for the tiny CSM and Moshi test models."""
+    return MimiConfig(
         hidden_size=16,
         num_filters=4,
         upsampling_ratios=[2, 2],
@@ -136,6 +135,12 @@ def tiny_csm(codebooks: int = 4, vocab: int = 16, seed: int = 0) -> CsmForCondit
         sampling_rate=800,
         frame_rate=None,
     )
+
+
+def tiny_csm(codebooks: int = 4, vocab: int = 16, seed: int = 0) -> CsmForConditionalGeneration:
+    """A small random ``CsmForConditionalGeneration`` (backbone, depth decoder, Mimi) for tests; no EOS."""
+    torch.manual_seed(seed)
+    mimi = tiny_mimi(codebooks, vocab)
     depth = CsmDepthDecoderConfig(
         num_codebooks=codebooks,
         backbone_hidden_size=32,

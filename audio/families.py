@@ -1,8 +1,9 @@
 """Real speech families from a local checkpoint folder, for ``mmaccel generate speech --family NAME --model DIR``.
 
 A folder is what ``save_pretrained`` writes (``config.json``, safetensors weights, the tokenizer files); official
-checkpoints load unchanged. Each family keeps its own codec: MusicGen's EnCodec and CSM's Mimi are inside the
-checkpoint; Dia's DAC is a separate model (``descript/dac_44khz``), read from the folder's ``dac/`` subfolder.
+checkpoints load unchanged. Each family keeps its own codec: MusicGen's EnCodec and CSM's and Moshi's Mimi are
+inside the checkpoint; Dia's DAC is a separate model (``descript/dac_44khz``), read from the folder's ``dac/``
+subfolder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from transformers import (
     CsmForConditionalGeneration,
     DacModel,
     DiaForConditionalGeneration,
+    MoshiForConditionalGeneration,
     MusicgenForConditionalGeneration,
 )
 
@@ -28,6 +30,7 @@ from mmaccel.streams import StreamDecoder, StreamStats
 
 from .csm import CsmStreams, TokenIdsPrompt
 from .dia import DiaStreams
+from .moshi import MoshiPrompt, MoshiStreams, moshi_delays
 from .musicgen_text import MusicgenTextStreams, TextPrompt
 from .pipeline import SpeechOutput, frame_drafter, frames_and_map
 
@@ -36,7 +39,10 @@ FAMILIES: dict[str, type] = {
     "musicgen": MusicgenForConditionalGeneration,
     "csm": CsmForConditionalGeneration,
     "dia": DiaForConditionalGeneration,
+    "moshi": MoshiForConditionalGeneration,
 }
+#: Families of the depth-transformer layout (a backbone and a depth decoder): frames verified by sample-and-match.
+DEPTH_FAMILIES = ("csm", "moshi")
 #: Where the special ids' rows sit in a nearby-token table: far from every code vector and from each other.
 FAR = 1e3
 #: Steps generated when ``--max-steps`` is not given (the families' own defaults are tens of seconds of audio).
@@ -66,6 +72,8 @@ class FamilySpeech:
             self.streams = MusicgenTextStreams(model)
         elif family == "dia":
             self.streams = DiaStreams(model)
+        elif family == "moshi":
+            self.streams = MoshiStreams(model)
         else:
             self.streams = CsmStreams(model)
 
@@ -87,20 +95,23 @@ class FamilySpeech:
 
     @property
     def delays(self) -> list[int]:
+        if self.family == "moshi":
+            return moshi_delays(self.streams.codebooks)
         return [0] * self.streams.num_streams if self.family == "csm" else list(self.streams.delays)
 
     def decoder(self, spec: str = "ar", sampling: SamplingConfig | None = None):
-        """The stream decoder of method ``spec``; the depth layout (CSM) takes lossless rules only."""
+        """The stream decoder of method ``spec``; the depth layout (CSM, Moshi) takes lossless rules only."""
         name, params = parse_method(spec, "method")
         rule = method(name).rule
         drafter, auto = frame_drafter(name, params)
-        if self.family == "csm":
+        if self.family in DEPTH_FAMILIES:
+            label = {"csm": "CSM", "moshi": "Moshi"}[self.family]
             if auto is not None:
-                raise ValueError(f"method {name!r}: window='auto' is not available for CSM's depth layout yet")
+                raise ValueError(f"method {name!r}: window='auto' is not available for {label}'s depth layout yet")
             if drafter is not None and drafter.coupling != "none":
-                raise ValueError(f"method {name!r}: CSM verifies whole frames, so redraft couplings do not apply")
+                raise ValueError(f"method {name!r}: {label} verifies whole frames, so redraft couplings do not apply")
             if params:
-                raise ValueError(f"method {name!r}: parameters {sorted(params)} do not apply to CSM's frames")
+                raise ValueError(f"method {name!r}: parameters {sorted(params)} do not apply to {label}'s frames")
             return DepthStreamDecoder(self.streams, drafter, rule, sampling)
         return StreamDecoder(self.streams, drafter, rule, sampling, tables=self.tables(), auto=auto, **params)
 
@@ -136,6 +147,8 @@ class FamilySpeech:
             for i, row in enumerate(rows):
                 ids[i, : len(row)] = torch.tensor(row)
             return TokenIdsPrompt(ids, torch.tensor([len(r) for r in rows]))
+        if self.family == "moshi":
+            return self._moshi_prompt(texts, voice)
         if voice is not None:
             raise ValueError(f"--voice: {self.family} has no voices (describe the voice in the text)")
         enc = self.tokenizer(texts, padding=True, return_tensors="pt")
@@ -157,6 +170,20 @@ class FamilySpeech:
         max_steps = DEFAULT_STEPS if max_steps is None else max_steps
         out = decoder.generate(prompt, max_steps, seeds=seeds, progress=progress)
         return self.decode(out.tokens, out.stats)
+
+    def _moshi_prompt(self, texts: list[str], voice: str | None) -> MoshiPrompt:
+        """The text on Moshi's text stream, one token a step, with both audio streams at Moshi's initial id
+        (``audio_vocab_size``, as in its unconditional inputs): a text prompt with no audio, as ``generate`` takes
+        one. An audio prompt (the user's speech) is a :class:`MoshiPrompt` built from Mimi codes, API only."""
+        if voice is not None:
+            raise ValueError("--voice: moshi has no voices (its voice is the checkpoint's: moshiko, moshika)")
+        rows = [self.tokenizer(t).input_ids for t in texts]
+        width, k = max(map(len, rows)), self.streams.codebooks
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        silent = torch.full((len(rows), k, width), self.streams.audio_vocab, dtype=torch.long)
+        return MoshiPrompt(ids, silent, silent.clone(), torch.tensor([len(r) for r in rows]))
 
     def frames_of(self, steps: torch.Tensor, n: int) -> int:
         """How many whole frames ``n`` generated steps hold (cut at the family's end of speech)."""
@@ -182,7 +209,7 @@ class FamilySpeech:
 
     def _audio(self, codes: torch.Tensor) -> torch.Tensor:
         """Frames ``[T, K]`` -> ``[1, channels, samples]`` through the family's codec."""
-        if self.family in ("musicgen", "csm"):
+        if self.family in ("musicgen", "csm", "moshi"):
             return self.streams.decode_audio(codes[None])
         vocab = self.codec.config.codebook_size
         return self.codec.decode(audio_codes=codes.clamp(max=vocab - 1).T[None]).audio_values[:, None]

@@ -12,8 +12,8 @@ The rule is sample-and-match on whole frames: draft ``i`` is accepted when it eq
 every draft before it was accepted; the first mismatch is replaced by the model's frame there (or the window's
 last frame when all match). Every committed frame is therefore the model's own draw given the committed prefix,
 the exact rule for one-hot frame drafts: the output distribution is AR's for any drafter, and greedy output is
-token-identical to the family's own greedy ``generate`` (tested on CSM). Rejected positions seed the next window
-(Jacobi iteration on frames); positions past the window start as a copy of the last frame (frame-repeat).
+token-identical to the family's own greedy ``generate`` (tested on CSM and Moshi). Rejected positions seed the next
+window (Jacobi iteration on frames); positions past the window start as a copy of the last frame (frame-repeat).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ class DepthStreamModel(Protocol):
     """What :class:`DepthStreamDecoder` drives. ``forward`` takes frames ``[B, T, K]`` and returns codebook-0
     ``logits`` ``[B, T, V]`` and the backbone's ``hidden`` ``[B, T, D]``; ``prefill`` the same at the prompt's last
     position; ``depth`` completes frames from hidden states and codebook-0 tokens, calling ``pick(logits, k)`` to
-    draw codebook ``k``; ``is_stop`` marks end-of-speech frames ``[B, S, K] -> [B, S]`` (all False if none)."""
+    draw codebook ``k``; ``is_stop`` marks end-of-speech frames ``[B, S, K] -> [B, S]`` (all False if none).
+    Optional: ``pins(steps [B, T], cache) -> (mask [B, T, K], tokens [B, T, K])``, slots of generated steps that
+    the prompt fixes whatever the model draws (Moshi's delay pattern pins the first step's delayed codebooks)."""
 
     num_streams: int
     vocab_size: int
@@ -84,6 +86,14 @@ class DepthStreamDecoder:
         frames = self.model.depth(out.hidden.reshape(b * t, -1), first, pick)
         return frames.view(b, t, k)
 
+    def _pinned(self, frames: torch.Tensor, steps: torch.Tensor, cache: Any) -> torch.Tensor:
+        """``frames`` ``[B, T, K]`` at generated ``steps`` ``[B, T]`` with the model's pinned slots written in."""
+        pins = getattr(self.model, "pins", None)
+        if pins is None:
+            return frames
+        mask, tokens = pins(steps, cache)
+        return torch.where(mask, tokens, frames)
+
     def _stops(self, state: StreamState, stop_at: torch.Tensor) -> torch.Tensor:
         slots = state.generated.shape[1]
         index = torch.arange(slots, device=state.count.device)
@@ -97,7 +107,8 @@ class DepthStreamDecoder:
         w = self.drafter.window if self.drafter is not None else 0
         run = StreamRun.open(self.model, prompt, max_steps, seeds, w, progress)
         state, cache, stats, k, batch, device = run.state, run.cache, run.stats, run.k, run.batch, run.device
-        state.generated[:, 0] = self._frames(self.model.prefill(prompt, cache), state.rng)[:, 0]
+        first = self._frames(self.model.prefill(prompt, cache), state.rng)
+        state.generated[:, 0] = self._pinned(first, state.count.new_zeros(batch, 1), cache)[:, 0]
         stats.nfe += 1
         stop_at = torch.full((batch,), run.slots, dtype=torch.long, device=device)
         if self.drafter is not None:
@@ -114,8 +125,10 @@ class DepthStreamDecoder:
                 drafts = state.generated.new_zeros(batch, 0, k)
             else:
                 drafts, _ = self.drafter.propose(state)
+                drafts = self._pinned(drafts, state.count[:, None] + ar[:w], cache)
             out = self.model.forward(torch.cat([state.last_frame[:, None], drafts], 1), positions, cache)
-            frames = self._frames(out, state.rng)  # [B, L + 1, K]
+            # frame i is the model's frame at step count + i (drafts < i as its past)
+            frames = self._pinned(self._frames(out, state.rng), state.count[:, None] + ar, cache)  # [B, L + 1, K]
             match = (frames[:, :w] == drafts).all(-1)
             n = match.long().cumprod(1).sum(1)
             nxt = frames.gather(1, n.view(-1, 1, 1).expand(-1, 1, k)).squeeze(1)

@@ -103,27 +103,12 @@ def test_csm_lossless_methods(csm, method):
     assert torch.equal(ar.tokens, spec.tokens) and spec.stats.nfe <= ar.stats.nfe
 
 
-class KnownFutureDrafter(FrameJacobiDrafter):
-    """Drafts the known AR continuation with one frame in three corrupted: exercises acceptance and rejection."""
-
-    def __init__(self, window, future):
-        super().__init__(window)
-        self.future = future
-
-    def propose(self, state):
-        w, (_, n, k) = self.window, self.future.shape
-        idx = (state.count[:, None] + torch.arange(w)).clamp(max=n - 1)
-        drafts = self.future.gather(1, idx[..., None].expand(-1, -1, k)).clone()
-        drafts[:, 2::3] = (drafts[:, 2::3] + 1) % state.vocab_size
-        return drafts, None
-
-
-def test_csm_depth_verify_accepts_and_rejects(csm):
+def test_csm_depth_verify_accepts_and_rejects(csm, known_future_drafter):
     """With drafts that are partly right, a window commits several frames per backbone forward and the output is
     still exactly AR's: the depth decoder runs for every drafted frame after the backbone verify."""
     model = CsmStreams(csm, stop=False)
     ar = DepthStreamDecoder(model, None, "exact", GREEDY).generate(ids_prompt(), 18)
-    spec = DepthStreamDecoder(model, KnownFutureDrafter(5, ar.tokens), "exact", GREEDY).generate(ids_prompt(), 18)
+    spec = DepthStreamDecoder(model, known_future_drafter(5, ar.tokens), "exact", GREEDY).generate(ids_prompt(), 18)
     assert torch.equal(ar.tokens, spec.tokens)
     assert spec.stats.nfe <= ar.stats.nfe // 2
     assert bool(spec.stats.from_draft.any())

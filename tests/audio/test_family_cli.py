@@ -13,6 +13,7 @@ from transformers.utils import logging as hf_logging
 from mmaccel.audio.csm import tiny_csm
 from mmaccel.audio.dia import tiny_dia
 from mmaccel.audio.families import FamilySpeech
+from mmaccel.audio.moshi import tiny_moshi
 from mmaccel.audio.musicgen_text import tiny_musicgen_text
 from mmaccel.cli import main
 
@@ -34,6 +35,8 @@ def folders(tmp_path_factory):
     word_tokenizer().save_pretrained(root / "musicgen")
     tiny_csm().save_pretrained(root / "csm")
     word_tokenizer().save_pretrained(root / "csm")
+    tiny_moshi().save_pretrained(root / "moshi")
+    word_tokenizer().save_pretrained(root / "moshi")
     tiny_dia().save_pretrained(root / "dia")
     DiaTokenizer().save_pretrained(root / "dia")
     torch.manual_seed(0)
@@ -51,7 +54,7 @@ def folders(tmp_path_factory):
     hf_logging.set_verbosity(level)
 
 
-@pytest.mark.parametrize("family", ["musicgen", "csm", "dia"])
+@pytest.mark.parametrize("family", ["musicgen", "csm", "dia", "moshi"])
 def test_generate_family_writes_three_files(folders, tmp_path, family):
     out = tmp_path / "hello.wav"
     args = ["generate", "speech", "--family", family, "--model", str(folders / family), "--text", "hello world"]
@@ -62,7 +65,7 @@ def test_generate_family_writes_three_files(folders, tmp_path, family):
     assert json.loads((tmp_path / "hello.json").read_text())["method"] == "sjd:window=4"
 
 
-@pytest.mark.parametrize("family", ["musicgen", "csm", "dia"])
+@pytest.mark.parametrize("family", ["musicgen", "csm", "dia", "moshi"])
 def test_family_greedy_methods_are_ar(folders, family):
     pipe = FamilySpeech.from_pretrained(family, folders / family)
     texts = ["hello world", "soft piano hello world"]
@@ -90,6 +93,9 @@ def test_relaxed_rules_read_the_family_codec(folders, family):
         ("musicgen", None, [], "needs --model"),
         ("csm", "csm", ["--method", "lantern"], "lantern"),
         ("csm", "csm", ["--voice", "m1"], "speaker number"),
+        ("moshi", "moshi", ["--voice", "m1"], "moshi has no voices"),
+        ("moshi", "moshi", ["--method", "mc-sjd"], "couplings do not apply"),
+        ("moshi", "csm", [], "holds a 'csm' checkpoint, not 'moshi'"),
         ("musicgen", "nowhere", [], "config.json"),
     ],
 )
