@@ -11,44 +11,13 @@ from mmaccel.checkpoint import CheckpointError
 from mmaccel.methods import build_decoder
 from mmaccel.sampling import SamplingConfig
 from mmaccel.video.cosmos import Rope3D, cosmos_config, load_cosmos_ar, sincos_3d
-
-PARAMS = {"dim": 48, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_hidden_size": 64, "vocab_size": 40,
-          "video_latent_shape": [3, 2, 3], "apply_abs_pos_emb": True, "max_seq_len": 32}  # fmt: skip
-
-
-def _official_state(n_layers=2):
-    """Random weights named as cosmos1's Transformer names them."""
-    torch.manual_seed(0)
-    d, hd, kv, f, v = 48, 12, 2, 64, 40
-    state = {
-        "tok_embeddings.weight": torch.randn(v, d),
-        "norm.weight": 1 + 0.1 * torch.randn(d),
-        "output.weight": torch.randn(v, d) * 0.2,
-    }
-    for i in range(n_layers):
-        p = f"layers.{i}."
-        state |= {
-            p + "attention.wq.weight": torch.randn(4 * hd, d) * 0.2,
-            p + "attention.wk.weight": torch.randn(kv * hd, d) * 0.2,
-            p + "attention.wv.weight": torch.randn(kv * hd, d) * 0.2,
-            p + "attention.wo.weight": torch.randn(d, 4 * hd) * 0.2,
-            p + "attention.q_norm.weight": 1 + 0.1 * torch.randn(hd),
-            p + "attention.k_norm.weight": 1 + 0.1 * torch.randn(hd),
-            p + "feed_forward.w1.weight": torch.randn(f, d) * 0.2,
-            p + "feed_forward.w2.weight": torch.randn(d, f) * 0.2,
-            p + "feed_forward.w3.weight": torch.randn(f, d) * 0.2,
-            p + "attention_norm.weight": 1 + 0.1 * torch.randn(d),
-            p + "ffn_norm.weight": 1 + 0.1 * torch.randn(d),
-        }
-    return state
+from mmaccel.video.testing.cosmos import PARAMS, save_tiny_cosmos
+from mmaccel.video.testing.cosmos import official_state as _official_state
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_cosmos")
-    (out / "config.json").write_text(json.dumps(PARAMS))
-    torch.save(_official_state(), out / "model.pt")  # the official file name and format (read weights_only)
-    return out
+    return save_tiny_cosmos(tmp_path_factory.mktemp("tiny_cosmos"))
 
 
 def test_rope_matches_the_official_table():

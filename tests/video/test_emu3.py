@@ -10,19 +10,14 @@ import torch
 
 from mmaccel.sampling import SamplingConfig
 from mmaccel.video.emu3 import Emu3Video, Emu3VideoLayout
-from mmaccel.video.testing.emu3 import SPECIAL, save_tiny_emu3
+from mmaccel.video.testing.emu3 import SPECIAL
 
 PROMPTS = ["a red ball rolls left", "a cube"]
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return save_tiny_emu3(tmp_path_factory.mktemp("tiny_emu3"))
-
-
-@pytest.fixture(scope="module")
-def emu(folder):
-    return Emu3Video.from_pretrained(folder, frames=3, height=2, width=3)
+def emu(emu3_dir):
+    return Emu3Video.from_pretrained(emu3_dir, frames=3, height=2, width=3)
 
 
 def test_layout_places_separators():
@@ -58,7 +53,7 @@ def test_sampled_clip_decodes_to_video(emu):
     assert video.dtype == torch.uint8 and video.shape == (2, 6, 3, 4, 6)  # 3 latent frames x temporal factor 2
 
 
-def test_wrong_folders_are_named(folder, tmp_path):
+def test_wrong_folders_are_named(emu3_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="model folder not found"):
         Emu3Video.from_pretrained(tmp_path / "nope", 1, 2, 2)
     other = tmp_path / "llama"
@@ -67,7 +62,7 @@ def test_wrong_folders_are_named(folder, tmp_path):
     with pytest.raises(ValueError, match="model_type is 'llama', not 'emu3'"):
         Emu3Video.from_pretrained(other, 1, 2, 2)
     broken = tmp_path / "broken"
-    shutil.copytree(folder, broken)
+    shutil.copytree(emu3_dir, broken)
     (broken / "tokenizer_config.json").unlink()
     with pytest.raises(FileNotFoundError, match="tokenizer_config.json"):
         Emu3Video.from_pretrained(broken, 1, 2, 2)
