@@ -17,7 +17,7 @@ from .models.base import ModelOutput, TokenModel, reorder
 from .sampling import SampleRNG, SamplingConfig, sample, target_probs
 from .state import DecodeState, GenerationOutput, GenerationStats, scratch_length
 from .tree import TreeLayout, along
-from .window import AutoWindow, measure_costs, model_key
+from .window import AutoWindow, calibration_key, component_name, measure_costs
 
 
 @dataclass
@@ -181,15 +181,22 @@ class SpeculativeDecoder:
             self.drafter.window = window
         if self.drafter is not None:
             self.drafter.begin(state, prefill)
+        learned = isinstance(auto, AutoWindow)  # other window hooks (schedules) take (costs, key) only
         if auto is not None:
             costs = auto.costs
+            key = calibration_key(self.model, device, batch, self.compile) if learned else None
             if costs is None:
                 measured = time.perf_counter()
                 forward = self._forward if self.compile else None
-                costs = measure_costs(self.model, cache, state, auto.windows, forward=forward)
+                persist = key if learned and auto.persist else None
+                costs = measure_costs(self.model, cache, state, auto.windows, forward=forward, persist=persist)
                 stats.calibration_s = time.perf_counter() - measured
-            key = (model_key(self.model), str(device), batch, type(self.drafter).__name__, type(self.rule).__name__)
-            window = self._resize(state, window, auto.begin(costs, key if auto.costs is None else None))
+            if learned:  # what auto measured is kept per model, device, batch, drafter and rule
+                key = None if auto.costs is not None else f"{key}|{component_name(self.drafter)}|{component_name(self.rule)}"
+                first = auto.begin(costs, key, length=n)
+            else:
+                first = auto.begin(costs, None)
+            window = self._resize(state, window, first)
 
         bar = tqdm(total=n * batch, disable=not progress, desc="tokens", leave=False)
         bar.update(batch)
@@ -209,7 +216,7 @@ class SpeculativeDecoder:
             state.done |= state.count >= n
             if window:
                 self.drafter.update(state, step.out, step.p, step.accepted)
-            if auto is not None and window:
+            if auto is not None and (window or learned):  # AutoWindow also times the AR steps, for the next run
                 auto.observe(window, step.accepted, live)
                 window = self._resize(state, window, auto.choose(window))
             if progress:
@@ -227,6 +234,8 @@ class SpeculativeDecoder:
                     if self.drafter is not None:
                         self.drafter.reorder(keep)
         bar.close()
+        if isinstance(auto, AutoWindow):
+            auto.finish()
 
         stats.accept_step = steps
         stats.steps_per_sample = steps.max(1).values + 1

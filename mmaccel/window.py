@@ -1,12 +1,16 @@
 """Cost-aware windows (``window="auto"``): run the window that commits the most tokens per second here.
 
-A verify forward of ``L + 1`` tokens costs ``t(L+1)``; it commits on average ``E[L]`` tokens. Plain AR commits one
-token per ``t(1)``. So window ``L`` pays only where ``E[L] / t(L+1) > 1 / t(1)``, and the best window maximises
-``E[L] / (t(L+1) / t(1))``. The cost ratios are measured once per model, device and batch size on the model at hand
-(:func:`measure_costs`); ``E[L]`` is measured where the decoder runs (:class:`AutoWindow`).
-:func:`best_window` gives the best window for a truncated-geometric acceptance, ``E[L] = (1 - a^(L+1)) / (1 - a)``,
-which suits drafters whose drafts survive independently (a draft model) better than Jacobi windows. ``L = 0``
-(plain AR, cost 1, one token) is a candidate too, so the decoder shrinks to AR when no window pays.
+A verify forward of ``L + 1`` tokens costs ``t(L+1)``; it commits on average ``T(L)`` tokens. Plain AR commits one
+token per ``t(1)``. So window ``L`` pays only where ``T(L) / t(L+1) > 1 / t(1)``, and the best window maximises
+``T(L) / (t(L+1) / t(1))``. The cost ratios are measured once per model, device and batch size on the model at hand
+(:func:`measure_costs`); ``T(L)`` is measured where the decoder runs (:class:`AutoWindow`). ``L = 0`` (plain AR,
+cost 1, one token) is a candidate too, so the decoder shrinks to AR when no window pays.
+
+Both are kept on disk under :func:`calibration_dir` (``$MMACCEL_CACHE/windows``, atomic JSON files), keyed by
+what they depend on: the cost table by the weights (:func:`model_fingerprint`), the device, its threads, the
+batch size and whether the forward is compiled; the measured ``T(L)`` also by the drafter and the rule. A second
+process then neither calibrates nor explores again. ``MMACCEL_WINDOW_CACHE=0`` (or ``AutoWindow(persist=False)``)
+keeps both in memory only.
 
 A window chosen from timings depends on the machine and on the whole batch's acceptance: with ``window="auto"``
 a sample is no longer the same alone and in a batch, nor from run to run, though each lossless method still
@@ -15,16 +19,31 @@ samples from AR's distribution. Pass a fixed window, or fixed ``costs``, for rep
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
+import platform
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from .acceptance.neighbours import cache_root
+from .io import write_json_atomic
+
 #: The windows ``auto`` chooses among (besides 0, plain AR).
 CANDIDATES: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
+#: Set to 0 / off / false / no to keep calibrations in memory only.
+CACHE_ENV = "MMACCEL_WINDOW_CACHE"
+_VERSION = 1  # bump when what a file holds changes meaning: older files are then ignored
 _MEASURED: dict[tuple, dict[int, float]] = {}
+#: Per (model, device, batch, drafter, rule): window -> [tokens committed, sample-steps] measured at it.
+_LEARNED: dict[object, dict[int, list[float]]] = {}
+_FINGERPRINTS: dict[int, tuple[torch.nn.Module, str]] = {}
 
 
 def expected_committed(acceptance: float, window: int) -> float:
@@ -49,12 +68,96 @@ def best_window(costs: Mapping[int, float], acceptance: float, observed: Mapping
 
 def model_key(model) -> tuple:
     """What a verify costs depends on the weights, not on the wrapper objects a pipeline builds anew per call:
-    the wrappers' classes and the innermost model's identity."""
+    the wrappers' classes and the innermost model's identity (in this process; see :func:`model_fingerprint`)."""
+    chain, inner = _unwrap(model)
+    return (*chain, id(inner))
+
+
+def _unwrap(model) -> tuple[list[str], object]:
     chain = [type(model).__name__]
     while hasattr(model, "model") and not isinstance(model.model, torch.nn.Module):
         model = model.model
         chain.append(type(model).__name__)
-    return (*chain, id(getattr(model, "model", model)))
+    return chain, getattr(model, "model", model)
+
+
+def model_fingerprint(model) -> str:
+    """A name for the weights that holds across processes: the wrappers' classes, the module's class, its
+    parameter count and a digest of every parameter's name, shape, dtype and first values (cheap, unlike hashing
+    all the bytes, and a different checkpoint of the same architecture differs in its first values)."""
+    chain, inner = _unwrap(model)
+    if not isinstance(inner, torch.nn.Module):
+        return "/".join(chain)
+    known = _FINGERPRINTS.get(id(inner))
+    if known is None or known[0] is not inner:
+        digest, count = hashlib.sha256(), 0
+        with torch.no_grad():
+            for name, p in inner.named_parameters():
+                count += p.numel()
+                head = p.detach().reshape(-1)[:16].float().cpu()
+                digest.update(f"{name}{tuple(p.shape)}{p.dtype}".encode() + head.numpy().tobytes())
+        known = _FINGERPRINTS[id(inner)] = (inner, f"{type(inner).__name__}:{count}:{digest.hexdigest()[:16]}")
+    return "/".join([*chain[:-1], known[1]]) if len(chain) > 1 else known[1]
+
+
+def device_name(device: torch.device) -> str:
+    """The device as its costs depend on it: the accelerator's name, or the CPU's and torch's thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"{device.type}:{platform.processor() or platform.machine()}:threads={torch.get_num_threads()}"
+
+
+def calibration_key(model, device: torch.device, batch: int, compiled: bool = False) -> str:
+    """The key of a cost table: weights, device, batch size and whether the step forward is compiled."""
+    return f"{model_fingerprint(model)}|{device_name(device)}|batch={batch}|{'compiled' if compiled else 'eager'}"
+
+
+def component_name(component) -> str:
+    """A drafter or rule as its acceptance depends on it: its class, its scalar settings and the classes of its
+    helper objects (a Jacobi init), the window aside, which ``auto`` itself moves."""
+    settings: dict[str, object] = {}
+    for k, v in sorted(vars(component).items()):
+        if k.startswith("_") or k == "window" or v is None:
+            continue
+        if isinstance(v, (bool, int, float, str)):
+            settings[k] = v
+        elif not isinstance(v, (torch.Tensor, torch.nn.Module, Mapping, Sequence, set)):
+            settings[k] = type(v).__name__
+    return type(component).__name__ + (json.dumps(settings, sort_keys=True) if settings else "")
+
+
+def persistence_enabled() -> bool:
+    """Whether calibrations go to disk (``$MMACCEL_WINDOW_CACHE`` not 0 / off / false / no)."""
+    return os.environ.get(CACHE_ENV, "1").strip().lower() not in {"0", "off", "false", "no"}
+
+
+def calibration_dir() -> Path:
+    """Where cost tables and measured acceptance live: ``cache_root() / "windows"``."""
+    return cache_root() / "windows"
+
+
+def _path(kind: str, key: str) -> Path:
+    return calibration_dir() / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def _load(kind: str, key: str) -> dict | None:
+    """The stored record for ``key``, or None when missing, damaged, of another version or another key."""
+    try:
+        record = json.loads(_path(kind, key).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("version") != _VERSION or record.get("key") != key:
+        return None
+    return record
+
+
+def _store(kind: str, key: str, **data) -> None:
+    try:
+        calibration_dir().mkdir(parents=True, exist_ok=True)
+        write_json_atomic(_path(kind, key), {"version": _VERSION, "key": key, **data})
+    except OSError:
+        pass  # a read-only cache costs a calibration next time, nothing else
 
 
 def synchronize(device: torch.device) -> None:
@@ -63,17 +166,37 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _stored_costs(key: str, windows: Sequence[int]) -> dict[int, float] | None:
+    record = _load("costs", key)
+    if record is None:
+        return None
+    try:
+        costs = {int(w): float(c) for w, c in record["costs"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if not set(windows) <= costs.keys() or not all(c > 0 and math.isfinite(c) for c in costs.values()):
+        return None
+    return costs
+
+
 @torch.no_grad()
-def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3, forward=None) -> dict[int, float]:
+def measure_costs(
+    model, cache, state, windows: Sequence[int], repeats: int = 3, forward=None, persist: str | None = None
+) -> dict[int, float]:
     """``t(L+1) / t(1)`` for each window on ``model`` at this batch's size, measured on its own ``cache`` at the
     committed frontier (the slots written are rewritten by the next step before any query reads them), and kept
     per model, device and batch size for the process. ``forward`` is the step forward the decoder will run
-    (default ``model.forward``; the compiled one when compiling, whose costs differ)."""
+    (default ``model.forward``; the compiled one when compiling, whose costs differ). ``persist`` (a
+    :func:`calibration_key`) also keeps the table on disk, where a later process finds it."""
     compiled = forward is not None  # a bound method is a new object each access: `is` cannot compare them
     forward = forward or model.forward
-    key = (model_key(model), str(state.device), state.batch_size, tuple(windows), compiled)
+    key = (persist or model_key(model), str(state.device), state.batch_size, tuple(windows), compiled)
     if key in _MEASURED:
         return _MEASURED[key]
+    stored = _stored_costs(persist, windows) if persist and persistence_enabled() else None
+    if stored is not None:
+        _MEASURED[key] = stored
+        return stored
     lengths = sorted({0, *windows})
     times: dict[int, list[float]] = {length: [] for length in lengths}
     for attempt in range(repeats + 1):  # the first round warms up every shape
@@ -89,34 +212,72 @@ def measure_costs(model, cache, state, windows: Sequence[int], repeats: int = 3,
                 times[length].append(time.perf_counter() - start)
     base = statistics.median(times[0])
     _MEASURED[key] = {length: statistics.median(t) / base for length, t in times.items()}
+    if persist and persistence_enabled():
+        _store("costs", persist, costs={str(w): c for w, c in _MEASURED[key].items()})
     return _MEASURED[key]
+
+
+def learned(key, disk: bool = True) -> dict[int, list[float]]:
+    """What ``auto`` measured so far under ``key``: window -> [tokens committed, sample-steps, seconds, steps]
+    (seconds 0 where the steps were not timed). A string key (a :func:`calibration_key` plus drafter and rule) is
+    read from disk the first time, with ``disk`` and persistence on."""
+    if key not in _LEARNED:
+        table: dict[int, list[float]] = {}
+        record = _load("rates", key) if disk and isinstance(key, str) and persistence_enabled() else None
+        if record is not None:
+            try:
+                table = {int(w): [float(x) for x in v] for w, v in record["observed"].items()}
+                table = {w: v for w, v in table.items() if len(v) == 4 and v[1] > 0 and min(v) >= 0}
+            except (KeyError, TypeError, ValueError, AttributeError):
+                table = {}
+        _LEARNED[key] = table
+    return _LEARNED[key]
+
+
+#: Sample-steps (and steps) a window's record keeps: older evidence is scaled down past it.
+MEMORY = 4096.0
 
 
 @dataclass
 class AutoWindow:
-    """Chooses the window every ``interval`` steps from the rate it measures, ``committed per step / (t(L+1) /
-    t(1))``; plain AR's rate is exactly 1.
+    """Chooses the window every ``interval`` steps: the one that commits the most tokens per second, ``T(L) /
+    S(L)``, from the tokens per step ``T(L)`` and the seconds per step ``S(L)`` measured so far.
 
-    It starts at the window the cost table favours for an optimistic acceptance rate ``prior`` (0.9 by default:
-    the widest window that does not cost much more than narrower ones), or where the last generation of the
-    same model, device and batch size settled. After each change it lets one interval pass (a Jacobi window
-    needs a few iterations to converge again), then measures one interval. A window that pays (rate >= 1) is
-    kept. One that does not is left for the widest smaller window that could still pay: a smaller window
-    commits at most as many tokens per step, so a window whose cost ratio exceeds the tokens per step just
-    measured cannot beat AR and is skipped. When none is left the decoder runs plain AR to the end.
+    ``S(L)`` is the whole step (drafting, verify forward, rule, commit), timed over each interval; where it has
+    not been timed, it is the nearest timed window's scaled by the cost table (``t(L+1) / t(1)``, see
+    :func:`measure_costs`), and before anything is timed the cost table itself (plain AR costs 1). With a fixed
+    ``costs`` table nothing is timed: the table is taken as the truth, so the choices are reproducible.
 
-    Why measured rates and not a model of acceptance: Jacobi windows do not accept geometrically (their long
-    runs come from regions that converged over many iterations, which a short window never gets), and just
-    after a change a window inherits drafts refined at another width, so extrapolating from one window to
-    another misleads. ``costs`` (``{L: t(L+1) / t(1)}``) fixes the cost table instead of measuring it (tests,
-    reproducible runs); ``start`` fixes the first window.
+    ``T(L)`` is measured, never modelled from an acceptance rate: Jacobi windows do not accept geometrically
+    (their long runs come from regions that converged over many iterations, which a short window never gets).
+    A window not measured yet is credited optimistically from those that were (``T`` grows with the window and
+    flattens: at most ``T(M)`` for a wider measured ``M``, at most ``1 + (T(M) - 1) L / M`` for a narrower one),
+    so it is tried only where it could beat the best measured one; before anything is measured, from a
+    truncated-geometric ``prior`` acceptance. A measured ``T(L)`` gets an optimism bonus of
+    ``bonus / sqrt(sample-steps)``, which fades as evidence grows, so an unlucky first interval does not bar a
+    window for good. The decoder moves only when the best rate beats the current one by ``margin``; once at
+    plain AR it stays there to the end of the generation (the drafter has not followed the AR steps), timing
+    them for the next.
+
+    What is measured carries over: to the next generation with the same model, device, batch size, drafter and
+    rule, and (on disk, see the module) to the next process, which starts at the best window known.
+
+    Not measured: the first ``lead_in`` of a generation's tokens (an image's first tokens accept far less than
+    the rest whatever the window, so judging windows there would favour the narrow ones), and the interval
+    after each change (a Jacobi window needs a few iterations to converge again). ``start`` fixes the first
+    window; ``persist=False`` keeps everything in memory.
     """
 
     costs: Mapping[int, float] | None = None
     windows: Sequence[int] = CANDIDATES
     interval: int = 8
-    prior: float = 0.9
+    prior: float = 0.7
     start: int | None = None
+    lead_in: float = 0.15
+    bonus: float = 0.5
+    margin: float = 0.03
+    persist: bool = True
+    observed: dict[int, list[float]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.windows or min(self.windows) < 1:
@@ -125,21 +286,63 @@ class AutoWindow:
             raise ValueError(f"interval must be >= 1, got {self.interval}")
         if self.start is not None and self.start not in self.windows:
             raise ValueError(f"start must be one of windows {list(self.windows)}, got {self.start}")
+        if not 0 <= self.lead_in < 1:
+            raise ValueError(f"lead_in must be in [0, 1), got {self.lead_in}")
         self._pending: list = []
+        self._key = None
+        self._clock: float | None = None
 
     @property
     def max_window(self) -> int:
         return max(self.windows)
 
-    def begin(self, costs: Mapping[int, float], key: tuple | None = None) -> int:
-        """Start a generation with these cost ratios; returns the first window. ``key`` names the model, device
-        and batch size, whose last settled window is the next start."""
+    def begin(self, costs: Mapping[int, float], key=None, length: int | None = None) -> int:
+        """Start a generation of ``length`` tokens per sample with these cost ratios; returns the first window.
+        ``key`` names the model, device, batch size, drafter and rule: what was measured under it is the start."""
         self.table = {0: 1.0, **{w: costs[w] for w in sorted(self.windows) if w in costs}}
         self._pending, self._key = [], key
+        self.observed = learned(key, self.persist) if key is not None else {}
         self._warmup = 2  # intervals: a generation's first drafts are its initialisation, nothing converged yet
+        self._lead_in = self.lead_in * length if length else 0.0  # tokens per sample before anything is measured
+        self._progress = 0.0
+        self._clock = None
         if self.start is not None:
             return self.start
-        return _SETTLED.get(key, best_window(self.table, self.prior))
+        return self.best()
+
+    def estimate(self, window: int) -> float:
+        """The tokens per step ``T(window)`` credited to ``window`` (see the class)."""
+        if window == 0:
+            return 1.0
+        measured = {w: v[0] / v[1] for w, v in self.observed.items() if w and v[1] > 0}
+        if window in measured:
+            return measured[window] * (1 + self.bonus / math.sqrt(self.observed[window][1]))
+        if not measured:
+            return expected_committed(self.prior, window)
+        bound = window + 1.0
+        for w, t in measured.items():
+            bound = min(bound, t if w > window else 1 + (t - 1) * window / w)
+        return bound
+
+    def seconds(self, window: int) -> float:
+        """The time of one step at ``window`` (see the class), in seconds where something was timed, else in
+        units of ``t(1)``."""
+        timed = {w: v[2] / v[3] for w, v in self.observed.items() if v[3] > 0 and v[2] > 0 and w in self.table}
+        if not timed or self.costs is not None:
+            return self.table[window]
+        if window in timed:
+            return timed[window]
+        near = min(timed, key=lambda w: (abs(math.log(self.table[w] / self.table[window])), w))
+        return timed[near] * self.table[window] / self.table[near]
+
+    def rates(self) -> dict[int, float]:
+        """Credited tokens per unit of time, per window (0: plain AR)."""
+        return {w: self.estimate(w) / self.seconds(w) for w in self.table}
+
+    def best(self) -> int:
+        """The window with the highest credited rate (ties: the smaller)."""
+        rates = self.rates()
+        return max(sorted(rates), key=lambda w: rates[w])
 
     def observe(self, window: int, accepted: torch.Tensor, running: torch.Tensor) -> None:
         """One step at ``window``: each running sample's accepted drafts (kept as tensors: no host sync here)."""
@@ -151,26 +354,33 @@ class AutoWindow:
         if len(self._pending) < self.interval:
             return window
         pending, self._pending = self._pending, []
-        if self._warmup:  # after a start or a change, let the window converge before judging it
-            self._warmup -= 1
-            return window
-        kept, steps = torch.stack(pending).sum(0).tolist()
+        kept, steps = torch.stack(pending).sum(0).tolist()  # the host sync: the interval's work is done
+        now = time.perf_counter()
+        elapsed = None if self._clock is None else now - self._clock
+        self._clock = now
         if not steps:
             return window
-        per_step = (kept + steps) / steps  # drafts kept plus the step's own token
-        if per_step >= self.table[window]:
-            chosen = window  # it pays
-        else:
-            could = [w for w in self.table if 0 < w < window and self.table[w] <= per_step]
-            chosen = max(could, default=0)
-        if chosen != window:
-            self._warmup = 1
-        if self._key is not None:
-            _SETTLED[self._key] = chosen if chosen else min(self.table.keys() - {0})
-        return chosen
+        tokens = kept + steps  # drafts kept plus each step's own token, summed over running samples
+        self._progress += tokens * len(pending) / steps  # tokens per running sample
+        if self._warmup or self._progress <= self._lead_in or elapsed is None:  # let the window converge first
+            self._warmup = max(0, self._warmup - 1)
+            return window
+        seen = self.observed.setdefault(window, [0.0, 0.0, 0.0, 0.0])
+        timed = self.costs is None
+        for i, x in enumerate((tokens, steps, elapsed if timed else 0.0, len(pending) if timed else 0.0)):
+            seen[i] += x
+        if seen[1] > MEMORY:  # a bounded memory: later generations still move the estimate
+            seen[:] = [x * MEMORY / seen[1] for x in seen]
+        if window == 0:
+            return 0  # the drafter has not followed the AR steps: AR to the end
+        rates = self.rates()
+        best = max(sorted(rates), key=lambda w: rates[w])
+        if best == window or rates[best] <= rates[window] * (1 + self.margin):
+            return window
+        self._warmup = 0 if best == 0 else 1
+        return best
 
-
-#: The window each (model, device, batch size) last settled on, where the next generation starts. After plain
-#: AR the next one starts from the smallest window, so a generation whose early steps were unlucky does not
-#: condemn every later one to AR.
-_SETTLED: dict[tuple, int] = {}
+    def finish(self) -> None:
+        """End a generation: what it measured goes to disk under its key (string keys, when persisting)."""
+        if self.persist and isinstance(self._key, str) and self.observed and persistence_enabled():
+            _store("rates", self._key, observed={str(w): v for w, v in sorted(self.observed.items())})

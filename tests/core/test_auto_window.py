@@ -5,7 +5,7 @@ import torch
 
 from mmaccel import DraftModelDrafter, JacobiDrafter, SamplingConfig, SpeculativeDecoder, TokenPrompt
 from mmaccel.methods import build_decoder, parse_method
-from mmaccel.window import AutoWindow, best_window, expected_committed
+from mmaccel.window import CANDIDATES, AutoWindow, best_window, expected_committed
 
 PROMPTS = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
 
@@ -54,11 +54,12 @@ def test_nothing_pays_so_it_runs_plain_ar(target):
 
 def test_the_window_shrinks_where_drafts_do_not_pay(target):
     # Greedy decoding over random weights: drafts rarely survive, so each window measures slower than AR and
-    # the decoder walks down from the widest window to plain AR.
+    # the decoder walks down from the prior's window to plain AR.
     costs = {1: 1.05, 2: 1.1, 3: 1.15, 4: 1.2, 6: 1.5, 8: 1.8, 12: 2.4, 16: 3.0}
-    out = run(target, AutoWindow(costs=costs, interval=2))
+    auto = AutoWindow(costs=costs, interval=2)
+    out = run(target, auto)
     windows = out.stats.windows
-    assert windows[0] == best_window({0: 1.0, **costs}, 0.9) > 0 and windows[-1] == 0
+    assert windows[0] == best_window({0: 1.0, **costs}, auto.prior) > 0 and windows[-1] == 0
     assert all(a >= b for a, b in zip(windows, windows[1:]))  # it only ever shrinks
 
 
@@ -97,15 +98,54 @@ def feed(auto, window, tokens_per_step, intervals):
     return seen
 
 
-def test_a_paying_window_is_kept_and_a_losing_one_left_for_one_that_could_pay():
+def test_it_moves_to_the_window_whose_measured_rate_is_best():
     windows = (1, 2, 3, 4, 6, 8, 12, 16)
-    # Verifying L drafts costs 1 + L/2 AR steps and commits 1 + min(L, 3) tokens: window 16 (cost 9) loses to AR;
-    # 4 tokens per step can pay only where the cost is <= 4, so the widest such window, 6 (cost 4), is next.
+    # Verifying L drafts costs 1 + L/2 AR steps and commits 1 + min(L, 3) tokens: window 3 is best (4 tokens at
+    # cost 2.5). Measured at 16 (4 tokens, cost 9), a narrower window commits at most 4: window 3 could pay
+    # most, and it does, so it is kept.
     auto = AutoWindow(costs={w: 1 + w / 2 for w in windows}, interval=2, start=16)
     auto.begin(auto.costs)
     seen = feed(auto, 16, lambda w: 1 + min(w, 3), 12)
-    assert seen[:4] == [16, 16, 16, 6] and set(seen[3:]) == {6}  # two intervals of warm-up, then one measured
+    assert seen[:4] == [16, 16, 16, 3] and set(seen[3:]) == {3}  # two intervals of warm-up, then one measured
     # Where no window can pay, plain AR follows at once.
     auto = AutoWindow(costs={w: 1 + w for w in windows}, interval=2, start=8)
     auto.begin(auto.costs)
     assert feed(auto, 8, lambda w: 1.5, 3)[-1] == 0
+
+
+def test_a_wider_window_is_tried_where_the_narrow_one_says_it_could_pay():
+    # Cheap verification (cost 1 + L/40) and T(L) = 1 + L/4: measured at 2 (1.5 tokens), window 16 is credited
+    # 1 + 0.5 * 16 / 2 = 5 tokens; it is tried, measured (5 tokens at cost 1.4), and kept.
+    windows = (1, 2, 4, 8, 16)
+    auto = AutoWindow(costs={w: 1 + w / 40 for w in windows}, windows=windows, interval=2, start=2)
+    auto.begin(auto.costs)
+    assert auto.estimate(16) == expected_committed(auto.prior, 16)  # nothing measured yet: the prior
+    seen = feed(auto, 2, lambda w: 1 + w / 4, 8)
+    assert seen[3] == 16 and seen[-1] == 16
+    assert auto.estimate(1) == 1.5  # narrower than measured windows: at most the narrowest one's T(2)
+    assert auto.estimate(8) == 3.0  # between 2 and 16: at most T(16) = 5 and the line through T(2), 3
+
+
+def test_the_lead_in_is_not_measured():
+    auto = AutoWindow(costs={w: 1.0 for w in CANDIDATES}, interval=2, lead_in=0.75, start=4)
+    auto.begin(auto.costs, length=40)  # 30 tokens per sample of lead-in; each interval commits 10 per sample
+    feed(auto, 4, lambda w: 5, 3)  # two intervals of warm-up, then the third still inside the lead-in
+    assert auto.observed == {}
+    feed(auto, 4, lambda w: 5, 1)
+    assert auto.observed == {4: [40.0, 8.0, 0.0, 0.0]}  # 4 samples x 2 steps x 5 tokens; a fixed table: untimed
+
+
+def test_timed_steps_replace_the_cost_table():
+    # The table says window 4 costs what AR costs; timed whole steps (drafting and rule included) say 4x.
+    table = {w: 1.0 for w in CANDIDATES}
+    for costs, best in [(None, 0), (table, 4)]:  # a fixed table is the truth: nothing timed counts
+        auto = AutoWindow(costs=costs, windows=(4,))
+        auto.begin(table)
+        auto.observed.update({0: [800.0, 800.0, 1.0, 100.0], 4: [2400.0, 800.0, 4.0, 100.0]})
+        assert auto.best() == best
+    assert auto.seconds(4) == 1.0
+    auto = AutoWindow(start=4)
+    auto.begin({w: 1 + w / 4 for w in CANDIDATES})
+    auto.observed.update({4: [2400.0, 800.0, 4.0, 100.0]})  # 0.04 s a step at window 4 (cost 2)
+    assert auto.seconds(4) == 0.04 and auto.seconds(8) == pytest.approx(0.04 * 3 / 2)  # scaled by the table
+    assert auto.seconds(0) == pytest.approx(0.02)
