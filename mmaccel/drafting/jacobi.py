@@ -57,10 +57,15 @@ class JacobiDrafter(Drafter):
       ``norm(max(p_new - q_old, 0))`` (:func:`~mmaccel.drafting.coupling.maximal_coupling`). ``q_old`` is the
       ``q`` the old token was handed over with: the previous iteration's distribution at that position, or the
       one-hot ``q`` of an initialised token (kept with probability ``p_new(x)``). A position that the previous
-      window did not hold (the bonus row's) is drawn independently. The construction follows the paper's
-      description (coupling each draft with the previous iteration's draft at the same position); no official
-      code of the paper was found, so these details are this implementation's reading, and the tests check that
-      the output distribution is AR's.
+      window did not hold (the bonus row's) is drawn independently. This is the official code's construction
+      (junhyukso/SCD, ``lumina1/scheduler/jacobi_iteration_lumina_mgpt_SCDMC.py``: SJD's verification loop without
+      its ``break``, so every draft after the first rejection gets the accept test against ``p_new`` and is kept
+      or redrawn from the residual), with one deliberate difference: the official code hands a kept token over
+      with its old ``q`` (``resampled_target_scores = draft_prob``), so the next verification tests it against
+      ``q_old`` a second time, which is not lossless (for a one-hot ``q_old`` the token survives with
+      probability ``p(x)**2``; ``tests/core/test_coupling_official.py`` detects it); here every redraft carries
+      ``p_new``, its marginal. The official scripts draft 32 tokens per window on Lumina-mGPT (16 on
+      Janus-Pro) from random initial tokens.
     * ``"gumbel"``: Gumbel-max sampling, ``argmax(log p_new + g)``, with noise ``g`` ``[V]`` drawn once per absolute
       position when it enters the window and reused for every redraft there (also discussed by the MC-SJD paper
       as an alternative coupling). Initialised tokens do not use the noise.
