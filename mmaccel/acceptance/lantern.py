@@ -100,7 +100,14 @@ class LanternRule(AcceptanceRule):
 
 class LanternPlusPlusRule(LanternRule):
     """LANTERN++'s multiplicative bound (Park et al. 2025): the absorbed mass is at most ``(lam - 1) * p(x)``,
-    ``lam`` 2 by default, so a draft's probability is relaxed by at most a factor ``lam``."""
+    ``lam`` 2 by default, so a draft's probability is relaxed by at most a factor ``lam``.
+
+    The acceptance test is the official code's (jadohu/LANTERN, ``evaluate_posterior``: ``--lantern_delta``
+    above 1 is ``lam``, and the neighbour lists exclude the token itself). Its residual after a rejection
+    differs: when the draft absorbed any neighbour, the official code zeroes the drafter's ``q`` on the draft's
+    ``k + 1`` nearest codes before ``max(p - q, 0)``, which moves extra mass onto the neighbours of a rejected
+    draft; here the residual is ``max(p - q, 0)`` with the drafter's ``q`` as it is. The official scripts set
+    ``lam`` per run (5 to 20, with ``k`` 5 or 10, over EAGLE trees) rather than by a default."""
 
     name = "lantern++"
 
