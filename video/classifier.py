@@ -27,8 +27,8 @@ ARCHS = ("frame", "fusion")
 class VideoClassifier(nn.Module):
     """``arch="frame"``: frame encoder (3 conv blocks) -> per-frame features; the mean of features and of their
     frame-to-frame differences (motion) is the clip feature. ``arch="fusion"``: the ``frames`` frames enter one
-    CNN as ``3 * frames`` channels (early fusion, as in Karpathy et al. 2014), 4 conv blocks. A linear head gives
-    the class."""
+    CNN as ``3 * frames`` channels (early fusion, as in Karpathy et al. 2014), 4 conv + BatchNorm blocks. A linear
+    head gives the class."""
 
     def __init__(self, num_classes: int, width: int = 32, arch: str = "frame", frames: int = 8):
         super().__init__()
@@ -37,12 +37,13 @@ class VideoClassifier(nn.Module):
         self.num_classes, self.width, self.arch, self.frames = num_classes, width, arch, frames
         c = width
         if arch == "fusion":
-            self.frame = nn.Sequential(
-                nn.Conv2d(3 * frames, 2 * c, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(2 * c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(2 * c, 4 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(4 * c, 4 * c, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-            )
+            # Pool after every block: the CPU budget buys steps, and BatchNorm makes each step count.
+            chans = [3 * frames, c, 2 * c, 4 * c, 4 * c]
+            blocks = []
+            for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
+                pool = nn.MaxPool2d(2) if i < 3 else nn.AdaptiveAvgPool2d(2)
+                blocks += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), pool]
+            self.frame = nn.Sequential(*blocks, nn.Flatten())
         else:
             self.frame = nn.Sequential(
                 nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
