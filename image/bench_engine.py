@@ -7,16 +7,27 @@ In one process, on the same classes and seeds, interleaved and repeated (medians
   same sampling arithmetic): the baseline every speed-up is quoted against must itself be fast;
 * ``t(L+1)``, one guided verify forward of ``L + 1`` new tokens per sample in the middle of an image, for each
   window ``L`` (``t(1)`` is an AR step);
-* each method's wall-clock speed-up over the AR loop beside its ceiling, ``AR forwards / sum over its forwards
-  of t(L+1) / t(1)`` with ``L`` the window each forward verified: no decoder that runs those forwards can beat it.
-  At a fixed window this is ``batch step compression x t(1) / t(L+1)`` (the prompt's forward counted at t(1));
-  with ``window=auto`` each step's own window counts.
+* each method's wall-clock speed-up over the AR loop beside its ceiling, ``AR forwards / (sum over its forwards
+  of t(L+1) / t(1) + draft seconds / t(1))`` with ``L`` the window each forward verified: no decoder that runs
+  those forwards can beat it. At a fixed window this is ``batch step compression x t(1) / (t(L+1) + n_draft x
+  t_draft)`` (the prompt's forward counted at t(1)); with ``window=auto`` each step's own window counts.
+  ``t_draft`` (``t_draft_s``) is one draft forward of a drafter that runs its own model (a draft model, EAGLE's
+  head): the drafter's own time (its begin, proposals and updates, with their sampling) in one extra instrumented
+  run, over its draft forwards; ``n_draft`` (``draft_forwards_per_step``) is draft forwards per verify forward.
+  ``ceiling_verify_only`` leaves the drafter's time out. Jacobi drafters run no forwards of their own.
+
+``wall_s`` is the median over repeats, ``cpu_s`` the same runs' process CPU time (``cpu_speedup``: steadier than
+wall time on a shared machine, and the same where the process has the cores to itself). With ``window=auto`` the
+first repeat starts cold (the bench keeps what ``auto`` learns in memory only, unless ``window_cache``):
+``cold_speedup`` is that run's, ``calibration_s`` its cost-table measurement.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -24,6 +35,7 @@ import torch
 from mmaccel.methods import parse_method
 from mmaccel.models import CFGModel
 from mmaccel.sampling import SamplingConfig, sample, target_probs
+from mmaccel.window import CACHE_ENV
 
 from .defaults import DEFAULTS
 from .pipeline import ImageARPipeline
@@ -112,6 +124,51 @@ def verify_cost(pipe: ImageARPipeline, batch: int, windows: list[int], guidance:
     return {length + 1: statistics.median(times) for length, times in costs.items()}
 
 
+#: The drafter methods whose time is the drafter's own cost (the rest is the engine's and the verify's).
+DRAFTER_CALLS = ("begin", "propose", "update", "keep_path", "resize", "reorder")
+
+
+def drafter_seconds(decoder, prompt, num_tokens: int, seeds: list[int]) -> tuple[float, int]:
+    """Seconds inside ``decoder``'s drafter and its draft forwards in one generation (timers wrapped around
+    :data:`DRAFTER_CALLS` on the instance, removed afterwards)."""
+    drafter, spent = decoder.drafter, [0.0]
+
+    def timed(fn):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        return call
+
+    names = [n for n in DRAFTER_CALLS if hasattr(drafter, n)]
+    for name in names:
+        setattr(drafter, name, timed(getattr(drafter, name)))
+    try:
+        out = decoder.generate(prompt, num_tokens, seeds=seeds)
+    finally:
+        for name in names:
+            delattr(drafter, name)
+    return spent[0], out.stats.draft_nfe
+
+
+@contextmanager
+def window_persistence(on: bool):
+    """Keep ``window=auto``'s calibration on disk (``on``) or, for a cold start per bench process, in memory."""
+    previous = os.environ.get(CACHE_ENV)
+    if not on:
+        os.environ[CACHE_ENV] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = previous
+
+
 def run_engine_bench(
     methods: list[str],
     batch_sizes: list[int],
@@ -121,8 +178,14 @@ def run_engine_bench(
     temperature: float | None = None,
     seed: int = 0,
     progress: bool = False,
+    window_cache: bool = False,
 ) -> list[dict[str, Any]]:
     """One record per (batch size, method), plus the minimal loop's; see the module docstring."""
+    with window_persistence(window_cache):
+        return _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, seed, progress)
+
+
+def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, seed, progress) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     for spec in methods:
@@ -142,6 +205,9 @@ def run_engine_bench(
         prompt = pipe.family.prompt(class_labels=labels)
         cost = verify_cost(pipe, batch, windows, guidance, max(5, 3 * repeats))
         walls: dict[str, list[float]] = {name: [] for name in runs}
+        cpus: dict[str, list[float]] = {name: [] for name in runs}
+        calibration: dict[str, float] = {}
+        draft_nfe: dict[str, int] = {}
         nfe: dict[str, int] = {}
         used: dict[str, list[int]] = {}
         steps: dict[str, float] = {}
@@ -149,6 +215,7 @@ def run_engine_bench(
         minimal_ar(pipe, labels, seed, guidance, temperature)  # warm-up: first calls allocate
         for _ in range(repeats):
             for name in runs:
+                cpu = time.process_time()
                 if name == "minimal":
                     walls[name].append(minimal_ar(pipe, labels, seed, guidance, temperature))
                 else:
@@ -156,12 +223,22 @@ def run_engine_bench(
                     decoder = pipe.build_decoder(spec, sampling, guidance, **params)
                     out = decoder.generate(prompt, pipe.num_tokens, seeds=seeds)
                     walls[name].append(out.stats.wall_s)
+                    calibration.setdefault(name, out.stats.calibration_s)  # the first (cold) run's
                     nfe[name] = out.stats.nfe
+                    draft_nfe[name] = out.stats.draft_nfe
                     steps[name] = float(out.stats.steps_per_sample.float().mean())
                     window[name] = decoder.window or None
                     used[name] = out.stats.windows
+                cpus[name].append(time.process_time() - cpu)
                 bar.update(1)
-        ar_wall = statistics.median(walls["ar"])
+        draft_s: dict[str, float] = {}
+        for name in runs:  # one instrumented run per drafter that runs forwards of its own
+            if draft_nfe.get(name):
+                spec, params = parse_method(name)
+                decoder = pipe.build_decoder(spec, sampling, guidance, **params)
+                seconds, forwards = drafter_seconds(decoder, prompt, pipe.num_tokens, seeds)
+                draft_s[name] = seconds / max(1, forwards)
+        ar_wall, ar_cpu = statistics.median(walls["ar"]), statistics.median(cpus["ar"])
         for name in runs:
             wall = statistics.median(walls[name])
             record: dict[str, Any] = {
@@ -169,16 +246,26 @@ def run_engine_bench(
                 "batch_size": batch,
                 "wall_s": wall,
                 "speedup": ar_wall / wall,
+                "cpu_s": statistics.median(cpus[name]),
+                "cpu_speedup": ar_cpu / statistics.median(cpus[name]),
+                "cold_speedup": walls["ar"][0] / walls[name][0],
                 "guidance_scale": guidance,
                 "temperature": temperature,
                 "repeats": repeats,
             }
             if name != "minimal":
                 compression = nfe["ar"] / nfe[name]
-                ceiling = None
+                ceiling = verify_only = None
+                t_draft = draft_s.get(name)
                 if all(w + 1 in cost for w in used[name]):
-                    ceiling = nfe["ar"] / (1 + sum(cost[w + 1] / cost[1] for w in used[name]))
+                    verify = 1 + sum(cost[w + 1] / cost[1] for w in used[name])
+                    drafting = 0.0 if t_draft is None else draft_nfe[name] * t_draft / cost[1]
+                    verify_only, ceiling = nfe["ar"] / verify, nfe["ar"] / (verify + drafting)
                 record.update(
+                    calibration_s=calibration[name],
+                    t_draft_s=t_draft,
+                    draft_forwards_per_step=draft_nfe[name] / max(1, nfe[name] - 1),
+                    ceiling_verify_only=verify_only,
                     window=window[name],
                     windows_used=sorted(set(used[name])),
                     mean_window=sum(used[name]) / max(1, len(used[name])),
@@ -216,14 +303,16 @@ def format_table(records: list[dict[str, Any]]) -> str:
                 f"is {1 / r['speedup']:.3f}x its time"
             )
             lines.append(
-                f"{'method':<22} {'window':>7} {'step x':>7} {'wall s':>7} {'speedup':>8} {'ceiling':>8} {'share':>6}"
+                f"{'method':<22} {'window':>7} {'step x':>7} {'wall s':>7} {'speedup':>8} {'cpu x':>6} "
+                f"{'ceiling':>8} {'share':>6} {'t_draft ms':>10}"
             )
             continue
         ceiling = "-" if r["ceiling"] is None else f"{r['ceiling']:.2f}"
         share = "-" if r["share_of_ceiling"] is None else f"{r['share_of_ceiling']:.0%}"
         shown = "-" if not r["window"] else f"{r['mean_window']:.1f}"
+        draft = "-" if r["t_draft_s"] is None else f"{r['t_draft_s'] * 1e3:.2f}"
         lines.append(
             f"{r['method']:<22} {shown:>7} {r['step_compression']:>7.2f} {r['wall_s']:>7.2f} "
-            f"{r['speedup']:>8.2f} {ceiling:>8} {share:>6}"
+            f"{r['speedup']:>8.2f} {r['cpu_speedup']:>6.2f} {ceiling:>8} {share:>6} {draft:>10}"
         )
     return "\n".join(lines)

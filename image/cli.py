@@ -234,6 +234,7 @@ def _bench_engine(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
         progress=True,
+        window_cache=args.window_cache,
     )
     return _report(format_table(records), records, args.json)
 
@@ -253,6 +254,11 @@ def _register_engine(bench, defaults: dict) -> None:
     e.add_argument("--windows", default="1,2,4,8,16", help="windows L whose t(L+1) is timed (default: %(default)s)")
     e.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported (default: 3)")
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    e.add_argument(
+        "--window-cache",
+        action="store_true",
+        help="let window=auto read and write its calibration on disk (default: in memory, a cold start)",
+    )
     e.add_argument("--json", help="write the records here")
     _sampling(e, defaults)
     e.add_argument(

@@ -13,10 +13,26 @@ def test_engine_bench_records_ceilings_from_the_windows_each_method_ran():
     ar, sjd, cost = by_method["ar"], by_method["sjd:window=4"], by_method["verify_cost"]["ratio_to_t1"]
     assert ar["speedup"] == 1.0 and ar["step_compression"] == 1.0 and ar["windows_used"] == [0]
     assert sjd["windows_used"] == [4] and sjd["step_compression"] == ar["nfe"] / sjd["nfe"]
-    # The ceiling: AR forwards over the cost of the method's forwards, the prompt's at t(1).
+    # The ceiling: AR forwards over the cost of the method's forwards, the prompt's at t(1); Jacobi drafts cost
+    # no forwards of their own.
     assert sjd["ceiling"] == pytest.approx(ar["nfe"] / (1 + (sjd["nfe"] - 1) * cost["5"]))
+    assert sjd["ceiling_verify_only"] == sjd["ceiling"] and sjd["t_draft_s"] is None
+    assert sjd["draft_forwards_per_step"] == 0
     assert sjd["share_of_ceiling"] == pytest.approx(sjd["speedup"] / sjd["ceiling"])
+    assert sjd["cpu_s"] > 0 and sjd["cold_speedup"] > 0 and sjd["calibration_s"] == 0
     assert "minimal static-cache AR loop" in format_table(records)
+
+
+def test_a_drafter_with_its_own_forwards_counts_them_in_the_ceiling():
+    records = run_engine_bench(["eagle:window=2"], batch_sizes=[1], windows=[2], repeats=1)
+    by_method = {r["method"]: r for r in records}
+    ar, eagle = by_method["ar"], by_method["eagle:window=2"]
+    cost = by_method["verify_cost"]
+    assert eagle["t_draft_s"] > 0 and eagle["draft_forwards_per_step"] > 0
+    drafting = eagle["draft_forwards_per_step"] * (eagle["nfe"] - 1) * eagle["t_draft_s"] / cost["t_s"]["1"]
+    verify = 1 + (eagle["nfe"] - 1) * cost["ratio_to_t1"]["3"]
+    assert eagle["ceiling_verify_only"] == pytest.approx(ar["nfe"] / verify)
+    assert eagle["ceiling"] == pytest.approx(ar["nfe"] / (verify + drafting))
 
 
 @pytest.mark.parametrize(
