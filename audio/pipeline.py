@@ -12,7 +12,7 @@ import torch
 
 from mmaccel.methods import DEFAULT_WINDOW, method, parse_method
 from mmaccel.sampling import SamplingConfig
-from mmaccel.streams import FrameJacobiDrafter, StreamDecoder, StreamStats
+from mmaccel.streams import FRAME_INITS, FrameJacobiDrafter, StreamDecoder, StreamStats
 from mmaccel.window import AutoWindow
 
 from .codec import SAMPLE_RATE, MelCodec, griffin_lim
@@ -22,7 +22,7 @@ from .speech_lm import SpeechLM
 
 WEIGHTS = Path(__file__).parent / "weights"
 #: Frame-repeat is the speech default: a new frame starts as a copy of the last one.
-INIT_NAMES = ("repeat", "random")
+INIT_NAMES = FRAME_INITS
 #: Longest phoneme string the model conditions on (its training prefixes are well under this).
 MAX_PHONEMES = 160
 #: A stop row far from every code vector, so that no relaxed rule counts it near a code.

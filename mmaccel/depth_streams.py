@@ -25,7 +25,7 @@ import torch
 
 from .models.base import ModelOutput
 from .sampling import SampleRNG, SamplingConfig, sample, target_probs
-from .streams import FrameJacobiDrafter, StreamDecoder, StreamOutput, StreamRun, StreamState
+from .streams import P_INITS, FrameJacobiDrafter, StreamDecoder, StreamOutput, StreamRun, StreamState
 
 #: Frame-level verification is exact: the lossless rules of the method table all run as sample-and-match here.
 LOSSLESS_RULES = ("exact", "greedy", "sjd")
@@ -68,6 +68,11 @@ class DepthStreamDecoder:
         if rule not in LOSSLESS_RULES:
             raise ValueError(
                 f"rule {rule!r} is not available for the depth-transformer layout; use one of {list(LOSSLESS_RULES)}"
+            )
+        if drafter is not None and drafter.init in P_INITS:
+            raise ValueError(
+                f"init {drafter.init!r} draws from the model's per-codebook p, which the depth-transformer layout "
+                "does not expose (its frames are verified whole); use init=repeat or init=random"
             )
         self.model, self.drafter = model, drafter
         self.sampling = sampling or SamplingConfig()

@@ -140,12 +140,21 @@ def accept_steps(
     return n, torch.where(kept, draft_at_n, resampled), kept
 
 
+#: Jacobi inits of fresh frame slots; the last two read the model's ``p`` (not available to the depth layout).
+FRAME_INITS = ("repeat", "random", "sample", "mix")
+P_INITS = ("sample", "mix")
+
+
 class FrameJacobiDrafter:
     """A Jacobi window of ``window`` steps x ``K`` streams (SJD along time, Teng et al. 2024).
 
     After a verification the window slides; steps the forward already saw are redrawn from their ``p`` (their
     ``q``), steps beyond are initialised: ``init="repeat"`` copies the last known frame (frame-repeat: speech
-    frames change slowly), ``"random"`` draws uniform tokens (one-hot ``q`` either way).
+    frames change slowly), ``"random"`` draws uniform tokens (one-hot ``q`` either way). ``"sample"`` draws each
+    codebook from the window's furthest ``p`` (the model's distribution for the step after the window; ``q`` is
+    that ``p``), which suits codebooks whose tokens rarely repeat but whose distribution changes slowly (fine
+    residual codebooks); ``"mix"`` draws from ``(copy of the last frame + that p) / 2`` per codebook, so a codebook
+    that repeats (the coarse one) keeps half its copy mass. The first window, before any ``p``, copies.
 
     ``coupling="maximal"`` is MC-SJD (So et al. 2025) on every stream: a redraft keeps the token its step held in
     the previous window with probability ``min(1, p_new / q_old)``, else draws from the residual, so that it
@@ -154,30 +163,42 @@ class FrameJacobiDrafter:
 
     def __init__(self, window: int = 8, init: str = "repeat", coupling: str = "none"):
         self.window = check_window(window)
-        if init not in ("repeat", "random"):
-            raise ValueError(f"init must be 'repeat' or 'random', got {init!r}")
+        if init not in FRAME_INITS:
+            raise ValueError(f"init must be one of {list(FRAME_INITS)}, got {init!r}")
         if coupling not in ("none", "maximal"):
             raise ValueError(f"coupling must be 'none' or 'maximal' for codec streams, got {coupling!r}")
         self.init, self.coupling = init, coupling
+        self.p_last: torch.Tensor | None = None  # [B, K, V]: the furthest p of the last verification
 
-    def _fresh(self, last: torch.Tensor, n: int, state: StreamState) -> torch.Tensor:
+    def _fresh(
+        self, last: torch.Tensor, n: int, state: StreamState, p_last: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` fresh steps ``[B, n, K]`` after frame ``last`` ``[B, K]`` and the ``q`` they were drawn from."""
         u = state.rng.uniform(n, last.shape[1])
-        if self.init == "repeat":
-            return last[:, None].expand(-1, n, -1).clone()
-        return (u * state.vocab_size).long().clamp_(max=state.vocab_size - 1)
+        v = state.vocab_size
+        if self.init == "random":
+            tokens = (u * v).long().clamp_(max=v - 1)
+            return tokens, one_hot(tokens, v)
+        copy = last[:, None].expand(-1, n, -1)
+        if self.init == "repeat" or p_last is None:
+            return copy.clone(), one_hot(copy, v)
+        q = p_last[:, None].expand(-1, n, -1, -1)
+        if self.init == "mix":
+            q = 0.5 * (q + one_hot(copy, v))
+        return sample(q, u), q.clone()
 
     def begin(self, state: StreamState) -> None:
-        self.tokens = self._fresh(state.last_frame, self.window, state)
-        self.q = one_hot(self.tokens, state.vocab_size)
+        self.p_last = None
+        self.tokens, self.q = self._fresh(state.last_frame, self.window, state)
 
     def resize(self, state: StreamState, window: int) -> None:
         """A new window width (``window="auto"``): drafts beyond it are dropped, new slots initialised."""
         if window < self.window:
             self.tokens, self.q = self.tokens[:, :window], self.q[:, :window]
         elif window > self.window:
-            fresh = self._fresh(self.tokens[:, -1], window - self.window, state)
+            fresh, q = self._fresh(self.tokens[:, -1], window - self.window, state, self.p_last)
             self.tokens = torch.cat([self.tokens, fresh], 1)
-            self.q = torch.cat([self.q, one_hot(fresh, state.vocab_size)], 1)
+            self.q = torch.cat([self.q, q], 1)
         self.window = window
 
     def propose(self, state: StreamState) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,9 +224,10 @@ class FrameJacobiDrafter:
         # The frame before the first fresh slot: the last redrawn one, or the last committed frame.
         last_seen = refreshed.gather(1, (n_seen - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, k)).squeeze(1)
         last = torch.where((n_seen > 0)[:, None], last_seen, state.last_frame)
-        fresh = self._fresh(last, w, state)
+        self.p_last = p[:, w]  # the step after the window: what the model expects next, whatever was accepted
+        fresh, fresh_q = self._fresh(last, w, state, self.p_last)
         self.tokens = torch.where(seen[..., None], refreshed, fresh)
-        self.q = torch.where(seen[..., None, None], p_rows, one_hot(self.tokens, v))
+        self.q = torch.where(seen[..., None, None], p_rows, fresh_q)
 
     def update_frames(self, state: StreamState, frames: torch.Tensor, n: torch.Tensor) -> None:
         """Slide the window given the model's own frames ``[B, L + 1, K]`` at the verified positions (the
@@ -218,7 +240,7 @@ class FrameJacobiDrafter:
         n_seen = seen.sum(1)
         last_seen = redrawn.gather(1, (n_seen - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, k)).squeeze(1)
         last = torch.where((n_seen > 0)[:, None], last_seen, state.last_frame)
-        self.tokens = torch.where(seen[..., None], redrawn, self._fresh(last, w, state))
+        self.tokens = torch.where(seen[..., None], redrawn, self._fresh(last, w, state)[0])
         self.q = one_hot(self.tokens, state.vocab_size)
 
 
@@ -316,6 +338,8 @@ class StreamDecoder:
     ):
         if auto is not None and drafter is None:
             raise ValueError("window='auto' needs a drafter")
+        if auto is not None and getattr(drafter, "needs_hidden", False):
+            raise ValueError("window='auto' does not apply to a drafter with one step per head (MCTP heads)")
         self.model, self.drafter, self.auto = model, drafter, auto
         self.sampling = sampling or SamplingConfig()
         if rule_class(rule).table is not None:
@@ -362,7 +386,10 @@ class StreamDecoder:
         run = StreamRun.open(self.model, prompt, max_steps, seeds, w, progress)
         state, cache, stats, k, batch, device = run.state, run.cache, run.stats, run.k, run.batch, run.device
         accept_step, from_draft, rng, slots = run.accept_step, run.from_draft, state.rng, run.slots
-        prefill = self.model.prefill(prompt, cache)
+        # A drafter reading hidden states (MCTP heads) gets them from the same forwards; others cost nothing extra.
+        needs_hidden = bool(getattr(drafter, "needs_hidden", False))
+        hidden_kw = {"output_hidden": True} if needs_hidden else {}
+        prefill = self.model.prefill(prompt, cache, **hidden_kw)
         stats.nfe += 1
         zeros = torch.zeros(batch, 1, dtype=torch.long, device=device)
         p0 = self._probs(prefill.logits, zeros)[:, 0]
@@ -378,6 +405,8 @@ class StreamDecoder:
             w = auto.begin(costs, key if auto.costs is None else None)
             drafter.window = max(w, 1)
         if drafter is not None:
+            if needs_hidden:
+                drafter.see(prefill.hidden[:, -1], self.sampling)
             drafter.begin(state)
         while True:
             if auto is not None and w == 0:
@@ -402,13 +431,18 @@ class StreamDecoder:
                 forced, pins = self._pins(steps[:, :w], self._known(state, drafts))
                 drafts = torch.where(forced, pins, drafts)
                 q = torch.where(forced[..., None], one_hot(drafts, q.shape[-1]), q)
-                out = self.model.forward(torch.cat([state.last_frame[:, None], drafts], 1), positions, cache)
+                out = self.model.forward(
+                    torch.cat([state.last_frame[:, None], drafts], 1), positions, cache, **hidden_kw
+                )
                 p = self._probs(out.logits, steps, self._known(state, drafts))
                 n, nxt, kept = accept_steps(self.rules, p, q, drafts, rng.uniform(k, w + 1))
             stats.nfe += 1
             committed = self._commit(state, drafts, n, nxt, kept, accept_step, from_draft, stats.nfe - 1)
             stats.tokens_per_step.append(committed)
             if drafter is not None:
+                if needs_hidden:  # row n predicted the step just committed; the heads guess the ones after it
+                    index = n.view(-1, 1, 1).expand(-1, 1, out.hidden.shape[-1])
+                    drafter.see(out.hidden.gather(1, index).squeeze(1), self.sampling)
                 drafter.update(state, p, n)
                 if auto is not None:
                     auto.observe(w, n, ~state.done)
@@ -452,6 +486,8 @@ class StreamDecoder:
 
 
 __all__ = [
+    "FRAME_INITS",
+    "P_INITS",
     "FrameJacobiDrafter",
     "StreamDecoder",
     "StreamRun",

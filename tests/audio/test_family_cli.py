@@ -95,6 +95,7 @@ def test_relaxed_rules_read_the_family_codec(folders, family):
         ("csm", "csm", ["--voice", "m1"], "speaker number"),
         ("moshi", "moshi", ["--voice", "m1"], "moshi has no voices"),
         ("moshi", "moshi", ["--method", "mc-sjd"], "couplings do not apply"),
+        ("csm", "csm", ["--method", "sjd:init=sample"], "does not expose"),
         ("moshi", "csm", [], "holds a 'csm' checkpoint, not 'moshi'"),
         ("musicgen", "nowhere", [], "config.json"),
     ],

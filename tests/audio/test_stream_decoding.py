@@ -30,7 +30,10 @@ def test_delay_round_trip():
     assert torch.equal(undelay(steps, 7), codes)
 
 
-@pytest.mark.parametrize("method", [("greedy", "repeat", 4), ("exact", "random", 3), ("sjd", "repeat", 6)])
+@pytest.mark.parametrize(
+    "method",
+    [("greedy", "repeat", 4), ("exact", "random", 3), ("sjd", "repeat", 6), ("sjd", "sample", 5), ("exact", "mix", 4)],
+)
 def test_greedy_identity(method):
     rule, init, window = method
     greedy = SamplingConfig(temperature=0.0)

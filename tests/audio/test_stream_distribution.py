@@ -1,5 +1,6 @@
 """Under sampling, SJD and MC-SJD over codec streams draw what AR draws: a chi-square over 20k samples, with a broken
-merge (every stream takes its resampled token, kept drafts dropped) as the control the test must catch."""
+merge (every stream takes its resampled token, kept drafts dropped) as the control the test must catch; the same for
+the inits that draw fresh slots from the model's p (a draft that copies while claiming that p is caught)."""
 
 import pytest
 import torch
@@ -51,4 +52,23 @@ def test_sjd_streams_match_ar_and_a_broken_merge_is_caught(monkeypatch, two_samp
 
     monkeypatch.setattr(streams_module, "accept_steps", broken)
     bad = draws(StreamDecoder(m, FrameJacobiDrafter(3, "repeat"), "sjd"))
+    assert two_sample_pvalue(ar, bad) < 1e-6
+
+
+@pytest.mark.slow
+def test_p_inits_match_ar_and_a_false_q_is_caught(monkeypatch, two_sample_pvalue):
+    """Window 1 with MC-SJD: each accepted step leaves the next step a fresh slot, drawn by the init."""
+    m = model()
+    ar = draws(StreamDecoder(m, None, "exact"))
+    for init in ("sample", "mix"):
+        spec = draws(StreamDecoder(m, FrameJacobiDrafter(1, init, coupling="maximal"), "sjd"))
+        assert two_sample_pvalue(ar, spec) > 1e-3, init
+    real = FrameJacobiDrafter._fresh
+
+    def false_q(self, last, n, state, p_last=None):  # copies the last frame but claims the init's q
+        _, q = real(self, last, n, state, p_last)
+        return last[:, None].expand(-1, n, -1).clone(), q
+
+    monkeypatch.setattr(FrameJacobiDrafter, "_fresh", false_q)
+    bad = draws(StreamDecoder(m, FrameJacobiDrafter(1, "sample", coupling="maximal"), "sjd"))
     assert two_sample_pvalue(ar, bad) < 1e-6
