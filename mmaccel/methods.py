@@ -99,8 +99,8 @@ METHODS: dict[str, Method] = {
             "eagle",
             "exact",
             "EAGLE-2 (Li et al. 2024): speculative sampling over a dynamic tree the EAGLE head grows by its "
-            "confidence, lossless",
-            {"tree": "10x10x10x10x10x10", "budget": 60},
+            "confidence, lossless (budget 100; the official code's is 60)",
+            {"tree": "10x10x10x10x10x10", "budget": 100},
         ),
         Method(
             "lantern++-eagle",
