@@ -128,7 +128,7 @@ def test_dynamic_tree_keeps_the_parent_of_every_node():
     shape, budget, vocab = TreeShape.parse("3x3x3"), 9, 12
     q_root = torch.softmax(2 * torch.randn(4, vocab, generator=g), -1)
 
-    def forward(tokens, depth, layout):  # any distribution that depends on the candidate's token
+    def forward(tokens, depth, layout, parent):  # any distribution that depends on the candidate's token
         return torch.softmax(torch.sin(tokens[..., None] * torch.arange(vocab) + depth[..., None]) * 3, -1)
 
     draft, slots = grow_tree(forward, q_root, shape, budget)
