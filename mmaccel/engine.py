@@ -234,7 +234,7 @@ class SpeculativeDecoder:
                     if self.drafter is not None:
                         self.drafter.reorder(keep)
         bar.close()
-        if isinstance(auto, AutoWindow):
+        if learned:
             auto.finish()
 
         stats.accept_step = steps

@@ -339,9 +339,9 @@ class AutoWindow:
         """Credited tokens per unit of time, per window (0: plain AR)."""
         return {w: self.estimate(w) / self.seconds(w) for w in self.table}
 
-    def best(self) -> int:
-        """The window with the highest credited rate (ties: the smaller)."""
-        rates = self.rates()
+    def best(self, rates: Mapping[int, float] | None = None) -> int:
+        """The window with the highest credited rate (ties: the smaller), of ``rates`` (default :meth:`rates`)."""
+        rates = self.rates() if rates is None else rates
         return max(sorted(rates), key=lambda w: rates[w])
 
     def observe(self, window: int, accepted: torch.Tensor, running: torch.Tensor) -> None:
@@ -374,7 +374,7 @@ class AutoWindow:
         if window == 0:
             return 0  # the drafter has not followed the AR steps: AR to the end
         rates = self.rates()
-        best = max(sorted(rates), key=lambda w: rates[w])
+        best = self.best(rates)
         if best == window or rates[best] <= rates[window] * (1 + self.margin):
             return window
         self._warmup = 0 if best == 0 else 1
