@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from mmaccel.drafting.dynamic_tree import candidates
 from mmaccel.methods import parse_method
 from mmaccel.models import CFGModel
 from mmaccel.sampling import SamplingConfig, sample, target_probs
@@ -124,6 +125,29 @@ def verify_cost(pipe: ImageARPipeline, batch: int, windows: list[int], guidance:
     return {length + 1: statistics.median(times) for length, times in costs.items()}
 
 
+def verified_drafts(drafter, window: int) -> int:
+    """The draft tokens one verify forward holds when ``drafter`` runs at ``window`` (0: an AR step): the window
+    for a chain; for a tree drafter its nodes (a dynamic tree: its node budget, at most the candidates it grows)."""
+    tree = getattr(drafter, "tree", None)
+    if not window or tree is None:
+        return window
+    budget = getattr(drafter, "budget", None)
+    return tree.nodes if budget is None else min(budget, candidates(tree))
+
+
+def timed_windows(windows: list[int], decoders: list) -> list[int]:
+    """The ``L`` whose ``t(L+1)`` the bench times: ``windows`` and, for each decoder, every forward it may run
+    (its window, the windows ``auto`` chooses among, a tree's nodes), so that every method has its ceiling."""
+    lengths = set(windows)
+    for decoder in decoders:
+        if decoder.drafter is None:
+            continue
+        auto = decoder.auto_window
+        runs = auto.windows if auto is not None else [decoder.drafter.window]
+        lengths.update(verified_drafts(decoder.drafter, w) for w in runs)
+    return sorted(lengths - {0})
+
+
 #: The drafter methods whose time is the drafter's own cost (the rest is the engine's and the verify's).
 DRAFTER_CALLS = ("begin", "propose", "update", "keep_path", "resize", "reorder")
 
@@ -198,6 +222,12 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
     sampling = SamplingConfig(temperature)
     records: list[dict[str, Any]] = []
     runs = ["minimal", "ar", *[m for m in methods if m != "ar"]]
+
+    def build(name: str):
+        spec, params = parse_method(name)
+        return pipe.build_decoder(spec, sampling, guidance, **params)
+
+    windows = timed_windows(windows, [build(name) for name in runs[1:]])
     bar = tqdm(total=len(batch_sizes) * repeats * len(runs), desc="engine bench", disable=not progress)
     for batch in batch_sizes:
         labels = [i % pipe.num_classes for i in range(batch)]
@@ -210,6 +240,7 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
         draft_nfe: dict[str, int] = {}
         nfe: dict[str, int] = {}
         used: dict[str, list[int]] = {}
+        verified: dict[str, list[int]] = {}  # per step, the drafts its forward held (a tree's nodes)
         steps: dict[str, float] = {}
         window: dict[str, int | None] = {}
         minimal_ar(pipe, labels, seed, guidance, temperature)  # warm-up: first calls allocate
@@ -219,8 +250,7 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
                 if name == "minimal":
                     walls[name].append(minimal_ar(pipe, labels, seed, guidance, temperature))
                 else:
-                    spec, params = parse_method(name)
-                    decoder = pipe.build_decoder(spec, sampling, guidance, **params)
+                    decoder = build(name)
                     out = decoder.generate(prompt, pipe.num_tokens, seeds=seeds)
                     walls[name].append(out.stats.wall_s)
                     calibration.setdefault(name, out.stats.calibration_s)  # the first (cold) run's
@@ -229,13 +259,13 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
                     steps[name] = float(out.stats.steps_per_sample.float().mean())
                     window[name] = decoder.window or None
                     used[name] = out.stats.windows
+                    verified[name] = [verified_drafts(decoder.drafter, w) for w in used[name]]
                 cpus[name].append(time.process_time() - cpu)
                 bar.update(1)
         draft_s: dict[str, float] = {}
         for name in runs:  # one instrumented run per drafter that runs forwards of its own
             if draft_nfe.get(name):
-                spec, params = parse_method(name)
-                decoder = pipe.build_decoder(spec, sampling, guidance, **params)
+                decoder = build(name)
                 seconds, forwards = drafter_seconds(decoder, prompt, pipe.num_tokens, seeds)
                 draft_s[name] = seconds / max(1, forwards)
         ar_wall, ar_cpu = statistics.median(walls["ar"]), statistics.median(cpus["ar"])
@@ -257,8 +287,8 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
                 compression = nfe["ar"] / nfe[name]
                 ceiling = verify_only = None
                 t_draft = draft_s.get(name)
-                if all(w + 1 in cost for w in used[name]):
-                    verify = 1 + sum(cost[w + 1] / cost[1] for w in used[name])
+                if all(w + 1 in cost for w in verified[name]):
+                    verify = 1 + sum(cost[w + 1] / cost[1] for w in verified[name])
                     drafting = 0.0 if t_draft is None else draft_nfe[name] * t_draft / cost[1]
                     verify_only, ceiling = nfe["ar"] / verify, nfe["ar"] / (verify + drafting)
                 record.update(
@@ -269,6 +299,7 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
                     window=window[name],
                     windows_used=sorted(set(used[name])),
                     mean_window=sum(used[name]) / max(1, len(used[name])),
+                    verified_drafts=sorted(set(verified[name])),
                     nfe=nfe[name],
                     step_compression=compression,
                     mean_steps_per_sample=steps[name],
@@ -300,7 +331,7 @@ def format_table(records: list[dict[str, Any]]) -> str:
         if r["method"] == "minimal":
             lines.append(
                 f"batch {r['batch_size']}: minimal static-cache AR loop {r['wall_s']:.2f} s; the engine's AR loop "
-                f"is {1 / r['speedup']:.3f}x its time"
+                f"takes {r['speedup']:.3f}x its time"
             )
             lines.append(
                 f"{'method':<22} {'window':>7} {'step x':>7} {'wall s':>7} {'speedup':>8} {'cpu x':>6} "

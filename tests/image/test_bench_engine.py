@@ -3,7 +3,10 @@
 import pytest
 
 from mmaccel.cli import main
-from mmaccel.image.bench_engine import format_table, run_engine_bench
+from mmaccel.image.bench_engine import format_table, run_engine_bench, timed_windows, verified_drafts
+from mmaccel.image.pipeline import ImageARPipeline
+from mmaccel.methods import parse_method
+from mmaccel.window import CANDIDATES
 
 
 def test_engine_bench_records_ceilings_from_the_windows_each_method_ran():
@@ -50,3 +53,22 @@ def test_engine_bench_refuses_bad_input(tmp_path, capsys, args, words):
     err = capsys.readouterr().err
     assert code == 2 and all(w in err for w in words), err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_method_gets_its_own_forward_timed(model_dir):
+    """Each method's verify forward is among the timed lengths, so no ceiling is left blank: a window the
+    --windows list lacks (EAGLE's 5), a static tree's nodes, a dynamic tree's budget, window=auto's candidates."""
+    pipe = ImageARPipeline.from_pretrained(model_dir)
+
+    def decoder(name):
+        spec, params = parse_method(name)
+        return pipe.build_decoder(spec, **params)
+
+    chain, auto = decoder("sjd:window=5"), decoder("sjd:window=auto")
+    tree, dynamic = decoder("draft-tree"), decoder("draft-dynamic:budget=20")
+    assert verified_drafts(chain.drafter, 5) == 5 and verified_drafts(chain.drafter, 0) == 0
+    assert verified_drafts(tree.drafter, tree.drafter.window) == 4 + 8 + 16 + 16  # tree=4x2x2x1
+    assert verified_drafts(dynamic.drafter, dynamic.drafter.window) == 20
+    assert timed_windows([1, 2, 4, 8, 16], [decoder("ar"), chain]) == [1, 2, 4, 5, 8, 16]
+    assert timed_windows([1, 16], [tree, dynamic]) == [1, 16, 20, 44]
+    assert timed_windows([16], [auto]) == sorted(CANDIDATES)
