@@ -149,3 +149,43 @@ def test_timed_steps_replace_the_cost_table():
     auto.observed.update({4: [2400.0, 800.0, 4.0, 100.0]})  # 0.04 s a step at window 4 (cost 2)
     assert auto.seconds(4) == 0.04 and auto.seconds(8) == pytest.approx(0.04 * 3 / 2)  # scaled by the table
     assert auto.seconds(0) == pytest.approx(0.02)
+
+
+#: t(L+1) / t(1) of the default image model at batch 10 on this CPU (bench/engine_s4.json, guided verify).
+BATCH10 = {1: 1.23, 2: 1.48, 3: 1.61, 4: 1.70, 6: 1.98, 8: 2.36, 12: 2.94, 16: 3.41}
+
+
+@pytest.mark.parametrize(
+    "tokens_per_step, best",
+    [
+        ({w: 1 + 0.2 * w**0.85 for w in BATCH10}, 0),  # T(1) = 1.2 per 1.23 ... T(16) = 3.11 per 3.41: all lose
+        ({**{w: 1.2 for w in BATCH10}, 4: 2.0}, 4),  # window 4 commits 2.0 per 1.70: the only one that pays
+        ({w: 1 + 0.22 * w for w in BATCH10}, 16),  # T(16) = 4.52 per 3.41: 1.33, the widest is best
+    ],
+)
+def test_at_batch_10_a_fixed_table_picks_ar_where_every_window_loses(tokens_per_step, best):
+    """With the cost table fixed, the choice is the table's: the window whose measured tokens per step over
+    t(L+1)/t(1) is highest, and plain AR (rate 1) where no window's exceeds it."""
+    auto = AutoWindow(costs=BATCH10, interval=1, lead_in=0.0)
+    auto.begin(BATCH10)
+    steps = 10 * 4000  # sample-steps: enough that the optimism bonus (0.5 / sqrt(steps)) decides nothing
+    auto.observed.update({w: [t * steps, steps, 0.0, 0.0] for w, t in tokens_per_step.items()})
+    rates = {0: 1.0, **{w: t / BATCH10[w] for w, t in tokens_per_step.items()}}
+    assert auto.best() == best == max(rates, key=rates.get)
+    # From any window, the next interval moves there (or stays, within the margin).
+    assert feed(auto, 16, lambda w: tokens_per_step[w] if w else 1, 3)[-1] == best
+
+
+def test_at_batch_10_the_decoder_runs_ar_when_the_table_says_nothing_pays(target):
+    # Greedy decoding over random weights: drafts rarely survive, so with batch-10 costs every window loses
+    # once measured and the decoder ends in plain AR; tokens are AR's.
+    prompts = [[1 + i] * (1 + i % 4) for i in range(10)]
+    ar = SpeculativeDecoder(target, sampling=SamplingConfig(temperature=0.0))
+    expected = ar.generate(TokenPrompt.from_lists(prompts), 40, seeds=list(range(10))).tokens
+    auto = AutoWindow(costs=BATCH10, interval=2, lead_in=0.0)
+    decoder = SpeculativeDecoder(
+        target, JacobiDrafter(window=16), rule="sjd", sampling=SamplingConfig(temperature=0.0), auto_window=auto
+    )
+    out = decoder.generate(TokenPrompt.from_lists(prompts), 40, seeds=list(range(10)))
+    assert out.stats.windows[0] == best_window({0: 1.0, **BATCH10}, auto.prior) > 0  # the prior's guess
+    assert out.stats.windows[-1] == 0 and torch.equal(out.tokens, expected)

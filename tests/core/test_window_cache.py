@@ -61,8 +61,16 @@ def test_a_stored_cost_table_is_read_back_instead_of_measured(cache, monkeypatch
     measure_costs(object(), None, STATE, WINDOWS, forward=again, persist="model-b|cpu|batch=2")
     assert again.calls == 16
     new_process(monkeypatch)
-    measure_costs(object(), None, STATE, (1, 2, 4, 8), forward=again, persist="model-a|cpu|batch=2")
-    assert again.calls == 16 + 20
+    wide = measure_costs(object(), None, STATE, (1, 2, 3, 4, 8), forward=again, persist="model-a|cpu|batch=2")
+    assert again.calls == 16 + 16 and set(wide) == {0, 1, 2, 3, 4, 8}  # timed: 0, 1, 3 (the middle), 8
+
+
+def test_a_calibration_times_four_lengths_and_interpolates_the_rest():
+    assert win.anchor_windows(win.CANDIDATES) == [0, 1, 4, 16]
+    assert win.anchor_windows((1, 2, 4)) == [0, 1, 2, 4] and win.anchor_windows((3,)) == [0, 3]
+    timed = {0: 1.0, 1: 1.2, 4: 1.8, 16: 4.2}
+    assert win.interpolate(timed, 4) == 1.8
+    assert win.interpolate(timed, 2) == pytest.approx(1.4) and win.interpolate(timed, 10) == pytest.approx(3.0)
 
 
 def test_a_damaged_or_foreign_file_is_measured_again(cache, monkeypatch):
