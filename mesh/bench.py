@@ -111,7 +111,7 @@ def run_method(
     }
 
 
-def quality(meshes, reports, labels, classifier, references, reference_feats) -> dict[str, Any]:
+def quality(meshes, reports, labels, classifier, references, reference_feats, levels: int = 128) -> dict[str, Any]:
     clouds = [surface_points(m) for m in meshes]
     chamfer, hausdorff = [], []
     for cloud, label in zip(clouds, labels):
@@ -134,7 +134,7 @@ def quality(meshes, reports, labels, classifier, references, reference_feats) ->
         "class_accuracy": float(np.mean(correct)),
         "fid": fid_from_features(reference_feats, torch.stack(kept).double()) if len(kept) > 1 else float("nan"),
         "faces_mean": float(np.mean([len(m.faces) for m in meshes])),
-        "validity": validity_breakdown(meshes, reports),
+        "validity": validity_breakdown(meshes, reports, levels),
         **sets,
     }
 
@@ -156,7 +156,11 @@ def run_bench(
     for spec in methods:
         parse_mesh_method(spec)  # an unknown method or parameter fails before any work
     pipe = MeshARPipeline.from_pretrained(model)
+    # A candidate GPT folder (e.g. a training run) usually holds no classifier: score it with the shipped one, so
+    # two GPTs compared by this bench are judged by the same held-out classifier.
     folder = Path(model) if model is not None else WEIGHTS_DIR
+    if not (folder / "classifier.safetensors").exists():
+        folder = WEIGHTS_DIR
     classifier = PointNetClassifier.from_pretrained(folder / "classifier.safetensors")
     reference_meshes = make_meshes(num_reference, REFERENCE_SEED)
     references = {k: [surface_points(m) for m in v] for k, v in reference_meshes.items()}
@@ -182,7 +186,9 @@ def run_bench(
         for r in [*runs[b], *([noise] if b == batch_sizes[-1] else [])]:
             meshes, reports = r.pop("meshes"), r.pop("reports")
             if r["method"] not in scored:  # a seed's mesh is the same at every batch size: score it once
-                scored[r["method"]] = quality(meshes, reports, labels, classifier, references, reference_feats)
+                scored[r["method"]] = quality(
+                    meshes, reports, labels, classifier, references, reference_feats, pipe.vocab.levels
+                )
             t1, tl = times[b][0], times[b][r["window"]]
             r.update(
                 tokens=pipe.model.max_faces * 9 + 1,

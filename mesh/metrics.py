@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 import trimesh
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from .tokenizer import normalise
+from .tokenizer import DecodeReport, clean_mesh, dequantise, normalise
 
 POINTS = 1024
+#: Distinct vertices of the training shapes lie at least 13 bins apart (L-inf, 7-bit bins; the minimum over 3000
+#: shapes of mmaccel.mesh.data): a generated vertex within this many bins of another is a near miss, never a
+#: corner the data has.
+NEAR_MISS_BINS = 12
 
 
 def surface_points(mesh: trimesh.Trimesh, n: int = POINTS, seed: int = 0) -> np.ndarray | None:
@@ -73,25 +79,54 @@ def set_metrics(generated: list[np.ndarray], reference: list[np.ndarray]) -> dic
     return {"mmd": mmd, "cov": cov, "nna": nna}
 
 
-def validity_breakdown(meshes: list[trimesh.Trimesh], reports: list) -> dict[str, float]:
+def merge_close(
+    mesh: trimesh.Trimesh, bins: int = NEAR_MISS_BINS, levels: int = 128
+) -> tuple[trimesh.Trimesh, DecodeReport]:
+    """``mesh`` (decoded, coordinates on the ``levels`` grid) with every group of vertices at most ``bins`` apart
+    (L-inf, chained) merged into its first vertex, cleaned again; the upper bound of what snapping near misses
+    could repair."""
+    grid = np.rint((np.asarray(mesh.vertices) + 0.5) * (levels - 1)).astype(np.int64)
+    n = len(grid)
+    pairs = cKDTree(grid).query_pairs(bins, p=np.inf, output_type="ndarray") if n else np.zeros((0, 2), int)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    first = np.full(group.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, group, np.arange(n))
+    report = DecodeReport(ended=True)
+    merged = clean_mesh(dequantise(grid[first[group]][np.asarray(mesh.faces)], levels), report)
+    return merged, report
+
+
+def validity_breakdown(meshes: list[trimesh.Trimesh], reports: list, levels: int = 128) -> dict[str, float]:
     """Which check fails, as fractions of the meshes (``boundary_edges`` and ``overfull_edges``: means per mesh).
 
     ``reports`` are the :class:`~mmaccel.mesh.tokenizer.DecodeReport` of each mesh. A closed manifold triangle
     mesh has every edge in exactly two faces and every vertex in at least three, so ``stray_vertex`` (a vertex in
     fewer than three faces: a coordinate written once, matching no other corner) and ``boundary_edges`` point at
     coordinates the model got wrong, ``out_of_order`` / ``degenerate`` / ``duplicates`` / ``bad_tokens`` at syntax.
+    ``stray_near_miss`` is the share of stray vertices (over all meshes' stray vertices) within
+    :data:`NEAR_MISS_BINS` of another vertex, and ``valid_if_merged`` the validity after :func:`merge_close`: how
+    much of the invalidity a rule that snapped near misses could remove at most.
     """
-    edges_one, edges_many, stray = [], [], []
+    edges_one, edges_many, stray, near, strays, merged_valid = [], [], [], 0, 0, []
     for mesh in meshes:
         if len(mesh.faces) == 0:
             edges_one.append(0)
             edges_many.append(0)
             stray.append(True)
+            merged_valid.append(False)
             continue
         _, count = np.unique(np.sort(mesh.edges, 1), axis=0, return_counts=True)
         edges_one.append(int((count == 1).sum()))
         edges_many.append(int((count > 2).sum()))
-        stray.append(bool((np.bincount(mesh.faces.reshape(-1), minlength=len(mesh.vertices)) < 3).any()))
+        lonely = np.flatnonzero(np.bincount(mesh.faces.reshape(-1), minlength=len(mesh.vertices)) < 3)
+        stray.append(bool(len(lonely)))
+        if len(lonely) and len(mesh.vertices) > 1:
+            grid = np.rint((np.asarray(mesh.vertices) + 0.5) * (levels - 1))
+            gap = cKDTree(grid).query(grid[lonely], k=2, p=np.inf)[0][:, 1]
+            near += int((gap <= NEAR_MISS_BINS).sum())
+        strays += len(lonely)
+        merged_valid.append(merge_close(mesh, levels=levels)[1].valid)
     frac = lambda flags: float(np.mean(flags)) if len(flags) else float("nan")  # noqa: E731
     return {
         "valid": frac([r.valid for r in reports]),
@@ -103,6 +138,8 @@ def validity_breakdown(meshes: list[trimesh.Trimesh], reports: list) -> dict[str
         "duplicates": frac([r.duplicates > 0 for r in reports]),
         "bad_tokens": frac([r.bad_tokens > 0 for r in reports]),
         "stray_vertex": frac(stray),
+        "stray_near_miss": near / strays if strays else 0.0,
+        "valid_if_merged": frac(merged_valid),
         "boundary_edges": frac(edges_one),
         "overfull_edges": frac(edges_many),
     }

@@ -10,7 +10,9 @@ import trimesh
 
 from mmaccel.cli import main
 from mmaccel.mesh.classifier import PointNetClassifier
-from mmaccel.mesh.metrics import chamfer_hausdorff, set_metrics, surface_points
+from mmaccel.mesh.data import make_meshes
+from mmaccel.mesh.metrics import chamfer_hausdorff, merge_close, set_metrics, surface_points, validity_breakdown
+from mmaccel.mesh.tokenizer import MeshVocab, decode, encode
 
 
 def test_chamfer_hausdorff_and_set_metrics():
@@ -26,6 +28,21 @@ def test_chamfer_hausdorff_and_set_metrics():
     mixed = set_metrics([a, b], [sphere, sphere + 0.01])
     assert mixed["nna"] == 1.0  # boxes and spheres are told apart perfectly
     assert surface_points(trimesh.Trimesh(np.zeros((3, 3)), [[0, 1, 2]], process=False)) is None
+
+
+def test_near_misses_are_counted_and_merging_them_is_an_upper_bound():
+    vocab = MeshVocab(128, 9)
+    box = make_meshes(1, 5)["box"][0]
+    tokens = encode(box)
+    clean, clean_report = decode(tokens, vocab)
+    moved = tokens.copy()
+    moved[-1] += 1 if moved[-1] < 127 else -1  # one corner of the last face off by one bin
+    broken, broken_report = decode(moved, vocab)
+    assert clean_report.valid and not broken_report.valid
+    assert merge_close(broken)[1].valid and merge_close(clean)[1].valid
+    figures = validity_breakdown([clean, broken], [clean_report, broken_report])
+    assert figures["valid"] == 0.5 and figures["valid_if_merged"] == 1.0
+    assert figures["stray_vertex"] == 0.5 and figures["stray_near_miss"] == 1.0
 
 
 def test_bench_records(model_dir, tmp_path, capsys):
