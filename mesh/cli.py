@@ -14,11 +14,76 @@ from mmaccel.cli import (
     param_argument,
     with_method_help,
 )
-from mmaccel.io import check_writable, save_image_atomic, write_json_atomic
+from mmaccel.io import check_writable, save_image_atomic, write_atomic, write_json_atomic
 
 #: The mesh Jacobi initialisations (methods.mesh_inits), named here so registration imports no torch.
 INIT_NAMES = ("random", "face")
 MESH_SUFFIXES = (".obj", ".ply", ".glb")
+#: Real mesh families ``--family`` loads from a local folder, and the method each uses when ``--method`` is not given
+#: (``init=line``: the previous OBJ line's tokens start the new window positions, mmaccel.mesh.llama_mesh).
+FAMILIES = {"llama-mesh": "sjd:init=line"}
+#: Flags of the default mesh GPT that a family does not take (flag -> argparse dest).
+GPT_ONLY = {
+    "--class": "class_id",
+    "--prefix": "prefix",
+    "--max-faces": "max_faces",
+    "--guidance-scale": "guidance_scale",
+}
+
+
+def _generate_family(args: argparse.Namespace) -> int:
+    """``--family llama-mesh --model DIR --prompt TEXT``: LLaMA-Mesh's OBJ answer, parsed into a mesh."""
+    from mmaccel.methods import parse_method
+
+    from .llama_mesh import DEFAULT_TEMPERATURE, LlamaMeshPipeline
+    from .render import render
+    from .tokenizer import write_mesh
+
+    if args.family not in FAMILIES:
+        raise ValueError(f"--family must be one of {', '.join(FAMILIES)}, got {args.family!r}")
+    for flag, dest in GPT_ONLY.items():
+        if getattr(args, dest) is not None:
+            raise ValueError(f"{flag} is for the default mesh GPT; --family {args.family} takes --prompt")
+    if args.model is None:
+        raise ValueError(f"--family {args.family} needs --model (a local folder with config.json and tokenizer)")
+    if not args.prompt:
+        raise ValueError(f"--family {args.family} needs --prompt (repeatable: one mesh per prompt)")
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    prompts = list(args.prompt) * count_argument(args.num_meshes, "--num-meshes")
+    paths = output_files(args.out, len(prompts), MESH_SUFFIXES, "mesh", (".png", ".json", ".txt"))
+    # --param values join the spec, so one parse types and checks them before the model is loaded.
+    spec = (args.method or FAMILIES[args.family]) + "".join(f":{k}={v}" for k, v in args.param or [])
+    parse_method(spec, "--method")
+    temperature = DEFAULT_TEMPERATURE if args.temperature is None else args.temperature
+    if temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {temperature}")
+    pipe = LlamaMeshPipeline.from_pretrained(args.model)
+    result = pipe(
+        prompts,
+        method=spec,
+        max_new_tokens=args.max_new_tokens,
+        temperature=temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        progress=True,
+    )
+    for i, (mesh_path, png_path, json_path, text_path) in enumerate(paths):
+        mesh, s = result.meshes[i], {"family": args.family, "model": str(args.model), "prompt": prompts[i]}
+        s.update(result.stats[i], method=spec)
+        if len(mesh.faces):
+            write_mesh(mesh, mesh_path)
+        save_image_atomic(render(mesh), png_path)
+        write_atomic(text_path, lambda tmp, text=result.texts[i]: Path(tmp).write_text(text, encoding="utf-8"))
+        write_json_atomic(json_path, s)
+        written = str(mesh_path) if len(mesh.faces) else f"(no mesh: {', '.join(s['report']['errors'])})"
+        print(
+            f"{args.family} seed {s['seed']}: {s['faces']} faces, valid {s['valid']}; {spec}: {s['steps_to_end']} "
+            f"forwards to the end vs {s['end_tokens']} for AR ({s['step_compression_to_end']:.2f}x); wrote "
+            f"{written}, {png_path}, {json_path}, {text_path}"
+        )
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -27,6 +92,12 @@ def _generate(args: argparse.Namespace) -> int:
     from .render import render
     from .tokenizer import read_mesh, write_mesh
 
+    if args.family is not None:
+        return _generate_family(args)
+    if args.class_id is None:
+        raise ValueError("--class is required (a class of the default mesh GPT), or give --family llama-mesh")
+    if args.prompt:
+        raise ValueError("--prompt is for --family llama-mesh; the default mesh GPT takes --class")
     paths = output_files(args.out, count_argument(args.num_meshes, "--num-meshes"), MESH_SUFFIXES, "mesh")
     # A bad method or value fails before anything is loaded; --method may carry parameters (xspec:rule=typical).
     method, params = parse_mesh_method(args.method or DEFAULT_METHOD, "--method")
@@ -138,8 +209,18 @@ def register(commands, generate, bench) -> None:
         "--class",
         dest="class_id",
         type=class_argument,
-        required=True,
-        help=f"class name ({', '.join(CLASS_NAMES)}) or index",
+        default=None,
+        help=f"class name ({', '.join(CLASS_NAMES)}) or index (the default mesh GPT)",
+    )
+    g.add_argument(
+        "--family",
+        default=None,
+        help="a real mesh family from a local --model folder: llama-mesh (LLaMA-Mesh's OBJ text; default method "
+        "sjd:init=line; OUT.txt holds its answer)",
+    )
+    g.add_argument("--prompt", action="append", help="--family llama-mesh: the user message (repeatable)")
+    g.add_argument(
+        "--max-new-tokens", type=int, default=4096, help="--family llama-mesh: tokens per answer (default 4096)"
     )
     g.add_argument("--method", default=None, help="xspec (default), ar, sjd, gsd, ... (listed below)")
     g.add_argument("--param", type=param_argument, action="append", help="a method parameter, name=value (repeatable)")

@@ -98,3 +98,12 @@ def test_missing_corrupt_and_mismatched_checkpoints(model_dir, tmp_path, capsys)
         err = capsys.readouterr().err
         assert code == 2 and word in err and "Traceback" not in err, err
     assert list(out.iterdir()) == []
+
+
+def test_default_gpt_needs_class_and_takes_no_prompt(model_dir, tmp_path, capsys):
+    out = str(tmp_path / "x.obj")
+    for argv, word in (([], "--class"), (["--class", "cone", "--prompt", "a cone"], "--prompt")):
+        code = main(["generate", "mesh", "--model", str(model_dir), *argv, "--out", out])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("mmaccel: error: ") and word in err, err
+    assert list(tmp_path.iterdir()) == []

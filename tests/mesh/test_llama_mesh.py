@@ -2,6 +2,8 @@
 with a locally built tokenizer (no download) loaded from a folder and decoded greedily token-identically to AR by
 the lossless methods at batch 2 with different prompt lengths."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,78 @@ def test_greedy_methods_match_ar_at_batch_2(folder, spec):
     assert torch.equal(out.tokens, ar.tokens)
     assert out.texts == ar.texts and len(out.meshes) == 2
     assert all(s["steps"] <= a["steps"] for s, a in zip(out.stats, ar.stats))
+
+
+def test_cli_family_llama_mesh_writes_mesh_render_answer_and_stats(folder, tmp_path, capsys):
+    from mmaccel.cli import main
+
+    out = tmp_path / "cube.obj"
+    argv = ["generate", "mesh", "--family", "llama-mesh", "--model", str(folder), "--prompt", "create a cube"]
+    code = main([*argv, "--max-new-tokens", "16", "--temperature", "0", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    stats = json.loads((tmp_path / "cube.json").read_text())
+    assert stats["family"] == "llama-mesh" and stats["method"] == "sjd:init=line" and stats["tokens"] == 16
+    pipe = LlamaMeshPipeline.from_pretrained(folder)
+    ar = pipe(["create a cube"], method="ar", max_new_tokens=16, temperature=0.0, progress=False)
+    assert (tmp_path / "cube.txt").read_text() == ar.texts[0]  # greedy sjd:init=line wrote AR's answer
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"cube.json", "cube.png", "cube.txt"} <= names and ("cube.obj" in names) == bool(stats["faces"])
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--prompt", "a cube", "--class", "cone"], ["--class", "--prompt"]),
+        ([], ["--prompt"]),
+        (["--prompt", "a cube", "--method", "xspec"], ["xspec"]),
+        (["--prompt", "a cube", "--max-faces", "3"], ["--max-faces"]),
+        (["--prompt", "a cube", "--max-new-tokens", "0"], ["--max-new-tokens"]),
+    ],
+)
+def test_cli_family_refuses_bad_input_and_writes_nothing(folder, tmp_path, capsys, extra, words):
+    from mmaccel.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    code = main(
+        ["generate", "mesh", "--family", "llama-mesh", "--model", str(folder), *extra, "--out", str(out / "x.obj")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("mmaccel: error: ") and all(w in err for w in words), err
+    assert list(out.iterdir()) == []
+
+
+def test_cli_family_refuses_a_folder_without_config(tmp_path, capsys):
+    from mmaccel.cli import main
+
+    code = main(
+        [
+            "generate",
+            "mesh",
+            "--family",
+            "llama-mesh",
+            "--model",
+            str(tmp_path / "none"),
+            "--prompt",
+            "x",
+            "--out",
+            str(tmp_path / "x.obj"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "config.json" in err and not (tmp_path / "x.obj").exists()
+    code = main(
+        [
+            "generate",
+            "mesh",
+            "--family",
+            "meshgpt",
+            "--model",
+            str(tmp_path),
+            "--prompt",
+            "x",
+            "--out",
+            str(tmp_path / "x.obj"),
+        ]
+    )
+    assert code == 2 and "llama-mesh" in capsys.readouterr().err
