@@ -31,6 +31,16 @@ GPT_ONLY = {
 }
 
 
+def _say(what: str, s: dict, method: str, mesh_path: Path | None, *others: Path) -> None:
+    """One line per mesh: its size, validity, forwards against AR's and the files written."""
+    written = str(mesh_path) if mesh_path is not None else f"(no mesh: {', '.join(s['report']['errors'])})"
+    print(
+        f"{what} seed {s['seed']}: {s['faces']} faces, valid {s['valid']}; {method}: {s['steps_to_end']} forwards "
+        f"to the end vs {s['end_tokens']} for AR ({s['step_compression_to_end']:.2f}x); wrote "
+        + ", ".join([written, *map(str, others)])
+    )
+
+
 def _generate_family(args: argparse.Namespace) -> int:
     """``--family llama-mesh --model DIR --prompt TEXT``: LLaMA-Mesh's OBJ answer, parsed into a mesh."""
     from mmaccel.methods import parse_method
@@ -77,12 +87,7 @@ def _generate_family(args: argparse.Namespace) -> int:
         save_image_atomic(render(mesh), png_path)
         write_atomic(text_path, lambda tmp, text=result.texts[i]: Path(tmp).write_text(text, encoding="utf-8"))
         write_json_atomic(json_path, s)
-        written = str(mesh_path) if len(mesh.faces) else f"(no mesh: {', '.join(s['report']['errors'])})"
-        print(
-            f"{args.family} seed {s['seed']}: {s['faces']} faces, valid {s['valid']}; {spec}: {s['steps_to_end']} "
-            f"forwards to the end vs {s['end_tokens']} for AR ({s['step_compression_to_end']:.2f}x); wrote "
-            f"{written}, {png_path}, {json_path}, {text_path}"
-        )
+        _say(args.family, s, spec, mesh_path if len(mesh.faces) else None, png_path, json_path, text_path)
     return 0
 
 
@@ -142,12 +147,7 @@ def _generate(args: argparse.Namespace) -> int:
         save_image_atomic(picture, png_path)
         write_json_atomic(json_path, result.stats[i])
         s = result.stats[i]
-        written = str(mesh_path) if len(mesh.faces) else f"(no mesh: {', '.join(s['report']['errors'])})"
-        print(
-            f"{s['class']} seed {s['seed']}: {s['faces']} faces, valid {s['valid']}; {method}: {s['steps_to_end']} "
-            f"forwards to the end vs {s['end_tokens']} for AR ({s['step_compression_to_end']:.2f}x); wrote "
-            f"{written}, {png_path}, {json_path}"
-        )
+        _say(s["class"], s, method, mesh_path if len(mesh.faces) else None, png_path, json_path)
     return 0
 
 
