@@ -123,9 +123,12 @@ class JacobiDrafter(Drafter):
         # below w held a draft of the same absolute position.
         rows = accepted[:, None] + 1 + ar
         seen = rows <= w
-        p_rows = p.gather(1, rows.clamp(max=w)[..., None].expand(-1, -1, vocab))
-        held = rows < w
-        old_rows = rows.clamp(max=w - 1)
+        # Whole vocabulary rows copied by index (one index_select), not gathered element by element.
+        flat = rows.clamp(max=w) + p.shape[1] * torch.arange(rows.shape[0], device=p.device)[:, None]
+        p_rows = p.reshape(-1, vocab).index_select(0, flat.flatten()).view(*rows.shape, vocab)
+        if self.coupling != "none":
+            held = rows < w
+            old_rows = rows.clamp(max=w - 1)
         # Two draws per step whatever the coupling (each costs a call per sample generator).
         if self.coupling == "maximal":
             u_draw, u_keep = state.rng.uniform(2, w).unbind(1)
@@ -148,4 +151,7 @@ class JacobiDrafter(Drafter):
         fresh = self._init(context, fresh_index, u_init).to(p.device)
         fresh = fresh.gather(1, (ar - n_seen[:, None]).clamp(min=0))
         self.tokens = torch.where(seen, refreshed, fresh)
-        self.q = torch.where(seen[..., None], p_rows, one_hot(self.tokens, vocab))
+        # p where seen, one-hot on the fresh token elsewhere: written in place rather than built as a one-hot
+        # tensor and merged (two fewer whole-vocabulary temporaries).
+        at_token = torch.where(seen, p_rows.gather(-1, self.tokens[..., None]).squeeze(-1), 1.0)
+        self.q = p_rows.masked_fill(~seen[..., None], 0.0).scatter_(-1, self.tokens[..., None], at_token[..., None])
