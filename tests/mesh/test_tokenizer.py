@@ -5,7 +5,8 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from mmaccel.mesh.data import CLASS_NAMES, MAX_FACES, class_index, make_shape
+from mmaccel.mesh.data import CLASS_NAMES, MAX_FACES, class_index, make_dataset, make_shape
+from mmaccel.mesh.metrics import NEAR_MISS_BINS
 from mmaccel.mesh.tokenizer import MeshVocab, decode, encode, read_mesh, sequence, write_mesh
 
 VOCAB = MeshVocab(128, len(CLASS_NAMES))
@@ -22,10 +23,18 @@ def test_every_class_is_closed_small_and_round_trips(name):
         assert report.valid and report.faces_kept == len(tokens) // 9 and report.out_of_order == 0
         assert mesh.volume > 0  # outward winding survives the face rotation
         np.testing.assert_array_equal(encode(mesh, normalised=True), tokens)
-        # Distinct vertices lie far apart (L-inf, in bins): a wrong generated coordinate is no near miss that a
-        # vertex-merging tolerance could repair.
+        # Distinct vertices lie more than NEAR_MISS_BINS apart (L-inf, in bins), so a generated vertex that close
+        # to another is a near miss (mmaccel.mesh.metrics.validity_breakdown counts them).
         corners = np.unique(tokens.reshape(-1, 3), axis=0)
-        assert cKDTree(corners).query(corners, k=2, p=np.inf)[0][:, 1].min() >= 8
+        assert cKDTree(corners).query(corners, k=2, p=np.inf)[0][:, 1].min() > NEAR_MISS_BINS
+
+
+def test_training_vertices_lie_more_than_the_near_miss_distance_apart():
+    tokens, _ = make_dataset(3000, 424242)  # the shapes behind NEAR_MISS_BINS's figure (13 bins at least)
+    gaps = [
+        cKDTree(c).query(c, k=2, p=np.inf)[0][:, 1].min() for c in (np.unique(t.reshape(-1, 3), axis=0) for t in tokens)
+    ]
+    assert min(gaps) == NEAR_MISS_BINS + 1
 
 
 def test_sort_order_vertices_zyx_faces_by_lowest_vertex():
