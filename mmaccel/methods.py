@@ -57,8 +57,23 @@ METHODS: dict[str, Method] = {
             "SJD with maximally coupled redrafts (MC-SJD, So et al. 2025), lossless",
             {"coupling": "maximal"},
         ),
+        Method(
+            "mc-sjd-tree",
+            "jacobi",
+            "sjd",
+            "MC-SJD over a static Jacobi tree: the window's guesses as the trunk, a second child per depth drawn "
+            "from the same q (recursive rejection over siblings), lossless",
+            {"coupling": "maximal", "tree": "2x1*31", "branch": "sample"},
+        ),
         Method("gsd", "jacobi", "gsd", "Grouped Speculative Decoding (So et al. 2025) over Jacobi drafts"),
         Method("lantern", "jacobi", "lantern", "LANTERN's relaxed acceptance (Jang et al. 2025) over Jacobi drafts"),
+        Method(
+            "lantern++-jacobi",
+            "jacobi",
+            "lantern++",
+            "LANTERN++'s relaxed acceptance at every node of a static Jacobi tree with MC-SJD's coupled redrafts",
+            {"coupling": "maximal", "tree": "2x1*63", "branch": "sample"},
+        ),
         Method("typical", "jacobi", "typical", "Medusa's typical acceptance over Jacobi drafts"),
         Method("greedy", "jacobi", "greedy", "drafts kept while they match the target's argmax"),
         Method("draft", "draft", "exact", "speculative sampling with a draft model, lossless"),
@@ -118,7 +133,7 @@ DEFAULT_WINDOW: dict[str, int] = {"jacobi": 16, "draft": 4, "eagle": 5}  # EAGLE
 DRAFTERS: dict[str, type] = {"jacobi": JacobiDrafter, "draft": DraftModelDrafter, "eagle": EagleDrafter}
 #: What a drafter takes from the user; the rest (the draft model, the init object) the modality supplies.
 DRAFTER_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "jacobi": ("window", "init", "coupling"),
+    "jacobi": ("window", "init", "coupling", "tree", "branch"),
     "draft": ("window", "tree", "branch", "budget"),
     "eagle": ("window", "tree", "branch", "budget"),
 }
@@ -264,19 +279,20 @@ def build_decoder(
         if window == "auto":  # the parser let no other text through
             auto_window = AutoWindow()
             window = auto_window.max_window
+        tree = params.pop("tree", m.drafter_defaults.get("tree"))  # a chain, or a static or dynamic tree
+        branch = params.pop("branch", m.drafter_defaults.get("branch", "top"))
+        if tree is not None and auto_window is not None:
+            raise ValueError(f"method {name!r}: a tree drafts a fixed shape; window='auto' needs a chain")
         if m.drafter == "jacobi":
             init = params.pop("init", "random")
             inits = inits or {}
             if init not in inits and init != "random":
                 raise ValueError(f"init of method {name!r} must be one of {sorted({'random', *inits})}, got {init!r}")
             coupling = params.pop("coupling", m.drafter_defaults.get("coupling", "none"))
-            drafter = JacobiDrafter(window, inits[init]() if init in inits else None, coupling=coupling)
-        else:  # a draft model or an EAGLE head: a chain, or a static or dynamic tree
-            tree = params.pop("tree", m.drafter_defaults.get("tree"))
-            branch = params.pop("branch", m.drafter_defaults.get("branch", "top"))
+            init_object = inits[init]() if init in inits else None
+            drafter = JacobiDrafter(window, init_object, coupling=coupling, tree=tree, branch=branch)
+        else:  # a draft model or an EAGLE head
             budget = params.pop("budget", m.drafter_defaults.get("budget"))
-            if tree is not None and auto_window is not None:
-                raise ValueError(f"method {name!r}: a tree drafts a fixed shape; window='auto' needs a chain")
             shape = {"tree": tree, "branch": branch, "budget": budget}
             if m.drafter == "eagle":
                 if eagle is None:

@@ -54,6 +54,15 @@ def children_of(parents: torch.Tensor) -> torch.Tensor:
     return table.view(b, n + 1, k)
 
 
+def _run(part: str) -> list[int]:
+    """``"k"`` or ``"k*n"`` (``n`` depths of ``k`` children) as the branching of those depths."""
+    k, star, times = part.partition("*")
+    count = int(times) if star else 1
+    if count < 1:
+        raise ValueError(part)
+    return [int(k)] * count
+
+
 @dataclass(frozen=True)
 class TreeShape:
     """A static tree given as its branching per depth: ``"4x2x2x1"`` gives every node at depth ``d - 1`` the
@@ -68,17 +77,27 @@ class TreeShape:
 
     @classmethod
     def parse(cls, text: str | TreeShape) -> TreeShape:
-        """``"4x2x2x1"`` (children per node at depths 1, 2, ...) as a shape; a clear error names ``tree``."""
+        """``"4x2x2x1"`` (children per node at depths 1, 2, ...) as a shape; ``k*n`` stands for ``n`` depths of
+        ``k`` (``"2x1*31"``: a deep Jacobi tree); a clear error names ``tree``."""
         if isinstance(text, TreeShape):
             return text
         try:
-            branching = tuple(int(part) for part in str(text).lower().split("x"))
+            branching = [k for part in str(text).lower().split("x") for k in _run(part)]
         except ValueError:
-            raise ValueError(f"tree must look like 4x2x2x1 (children per node at each depth), got {text!r}") from None
-        return cls(branching)
+            raise ValueError(
+                f"tree must look like 4x2x2x1 or 2x1*15 (children per node at each depth), got {text!r}"
+            ) from None
+        return cls(tuple(branching))
 
     def __str__(self) -> str:
-        return "x".join(map(str, self.branching))
+        parts, i = [], 0
+        while i < len(self.branching):  # runs written k*n, as parse reads them
+            k, n = self.branching[i], 1
+            while i + n < len(self.branching) and self.branching[i + n] == k:
+                n += 1
+            parts.append(f"{k}*{n}" if n > 2 else "x".join([str(k)] * n))
+            i += n
+        return "x".join(parts)
 
     @property
     def depth(self) -> int:
@@ -112,6 +131,16 @@ class TreeShape:
             out.append(torch.full_like(base, -1) if d == 0 else base + start_prev)
             start_prev = self.level(d).start
         return torch.cat(out)
+
+    @cached_property
+    def node_depth(self) -> torch.Tensor:
+        """``[N]`` each drafted node's depth, from 0 (the root's children)."""
+        return torch.arange(self.depth).repeat_interleave(torch.tensor(self.level_sizes))
+
+    @cached_property
+    def sibling_rank(self) -> torch.Tensor:
+        """``[N]`` each node's place among its siblings (0: the first child, the most likely one)."""
+        return torch.cat([torch.arange(size) % k for size, k in zip(self.level_sizes, self.branching)])
 
     @cached_property
     def ancestors(self) -> torch.Tensor:

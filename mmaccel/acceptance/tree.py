@@ -33,9 +33,11 @@ from .base import AcceptanceRule, Verdict
 @dataclass
 class TreeVerdict(Verdict):
     """A tree's verdict: ``accepted`` nodes along ``path`` ``[B, D]`` (drafted-node indices, ``-1`` past the
-    accepted ones) and the ``next_token`` that follows them."""
+    accepted ones) and the ``next_token`` that follows them. ``trail`` ``[B, D]`` is the path continued below its
+    last node along first children (``-1`` past a leaf): where a Jacobi window's next guesses come from."""
 
     path: torch.Tensor
+    trail: torch.Tensor
 
 
 def verify_tree(
@@ -58,6 +60,7 @@ def verify_tree(
     mass = torch.ones_like(p_cur[:, :1])  # p's rows are distributions; a residual carries its own mass
     going = torch.ones_like(node, dtype=torch.bool)
     path = torch.full((p.shape[0], depth), -1, dtype=torch.long, device=p.device)
+    trail, tip, alive = torch.full_like(path, -1), node.clone(), torch.ones_like(going)
     for d in range(depth):
         kids = children[batch, node]  # [B, K]
         took = torch.zeros_like(going)
@@ -80,10 +83,15 @@ def verify_tree(
             path[:, d] = torch.where(ok, kid, path[:, d])
             took |= ok
         going &= took
+        below = torch.where(going, path[:, d], children[batch, tip, 0])
+        trail[:, d] = torch.where(alive, below, -1)
+        alive = trail[:, d] >= 0
+        tip = torch.where(alive, trail[:, d] + 1, tip)
     accepted = (path >= 0).sum(-1)
-    return TreeVerdict(accepted, rule.final_token(p_cur, u_sample), path)
+    return TreeVerdict(accepted, rule.final_token(p_cur, u_sample), path, trail)
 
 
 def path_columns(verdict: TreeVerdict) -> torch.Tensor:
-    """``[B, D+1]`` forward columns of the root and the accepted path (padded with the root)."""
-    return torch.cat([torch.zeros_like(verdict.path[:, :1]), verdict.path + 1], 1).clamp(min=0)
+    """``[B, D+1]`` forward columns of the root and the accepted path, continued along the trail (then padded
+    with the root): the rows a chain step would have had, drafts past the accepted ones included."""
+    return torch.cat([torch.zeros_like(verdict.trail[:, :1]), verdict.trail + 1], 1).clamp(min=0)

@@ -8,7 +8,8 @@ import torch
 
 from ..models.base import ModelOutput
 from ..sampling import sample
-from .base import Draft, Drafter, check_window, one_hot
+from .base import Draft, check_window, one_hot
+from .branch import TreeDrafter, branch_children
 from .coupling import check_coupling, gumbel_max, gumbel_noise, maximal_coupling
 
 
@@ -39,7 +40,7 @@ class UniformInit:
         return allowed[pick]
 
 
-class JacobiDrafter(Drafter):
+class JacobiDrafter(TreeDrafter):
     """Keeps a window of ``window`` guesses for the tokens after the committed prefix.
 
     After each verification the window slides to the new prefix end. Positions that the verifying forward has
@@ -73,12 +74,27 @@ class JacobiDrafter(Drafter):
     Both couplings leave each draft's marginal exactly ``p_new`` given everything the next verification
     conditions on, so SJD's criterion (with ``q = p_new``) stays lossless; they only make consecutive drafts agree
     more often, so more of the window survives. All draws come from the samples' own generators.
+
+    ``tree="2x1*31"`` drafts a static tree over the window instead (:class:`~mmaccel.tree.TreeShape`; the window is
+    its depth). A Jacobi guess does not depend on the tokens before it, so every node at depth ``d`` gets the same
+    children: the window's guess for that position first, with its ``q``, then ``k - 1`` more from that ``q``
+    with the guess removed, by ``branch`` (``"top"``: the most likely, one-hot ``q``; ``"sample"``: draws without
+    replacement, each with the renormalised rest as its ``q``), so the rules' tree verdict stays lossless. The next
+    window follows the accepted path and, past it, first children: the chain the trunk of the tree is. (Our
+    addition: the published Jacobi methods draft a chain, and LANTERN++'s static trees are drafted by EAGLE.)
     """
 
     per_sample = ("tokens", "q", "noise")
 
-    def __init__(self, window: int = 16, init: WindowInit | None = None, coupling: str = "none"):
-        self.window = check_window(window)
+    def __init__(
+        self,
+        window: int = 16,
+        init: WindowInit | None = None,
+        coupling: str = "none",
+        tree: str | None = None,
+        branch: str = "top",
+    ):
+        self.set_shape(window, tree, branch, None)
         self.init = init
         self.coupling = check_coupling(coupling)
 
@@ -94,10 +110,25 @@ class JacobiDrafter(Drafter):
         assert self.tokens.shape == (b, w)
 
     def propose(self, state) -> Draft:
-        return Draft(self.tokens, self.q)
+        if self.tree is None:
+            return Draft(self.tokens, self.q)
+        b, depth, vocab = self.q.shape
+        widest = max(self.tree.branching)
+        kids, kid_q = self.tokens[..., None], self.q[:, :, None]
+        if widest > 1:
+            rest = self.q.scatter(-1, self.tokens[..., None], 0.0)
+            more, more_q = branch_children(rest, widest - 1, self.branch, state.rng)
+            kids = torch.cat([kids, more.view(b, depth, widest - 1)], 2)
+            kid_q = torch.cat([kid_q, more_q.view(b, depth, widest - 1, vocab)], 2)
+        # Node n is child number rank(n) at its depth, whoever its parent is.
+        pick = (self.tree.node_depth * widest + self.tree.sibling_rank).to(self.q.device)
+        parents = self.tree.parents.to(self.q.device).expand(b, -1)
+        return Draft(kids.flatten(1)[:, pick], kid_q.flatten(1, 2)[:, pick], parents)
 
     def resize(self, state, window: int) -> None:
         """Keep the first ``window`` guesses, or extend the window with newly initialised positions."""
+        if self.tree is not None:
+            return super().resize(state, window)  # which refuses: a tree has a fixed shape
         old, window = self.window, check_window(window)
         if window < old:
             self.tokens, self.q = self.tokens[:, :window], self.q[:, :window]
