@@ -276,9 +276,10 @@ class AutoWindow:
     A window not measured yet is credited optimistically from those that were (``T`` grows with the window and
     flattens: at most ``T(M)`` for a wider measured ``M``, at most ``1 + (T(M) - 1) L / M`` for a narrower one),
     so it is tried only where it could beat the best measured one; before anything is measured, from a
-    truncated-geometric ``prior`` acceptance. A measured ``T(L)`` gets an optimism bonus of
-    ``bonus / sqrt(sample-steps)``, which fades as evidence grows, so an unlucky first interval does not bar a
-    window for good. The decoder moves only when the best rate beats the current one by ``margin``; once at
+    truncated-geometric ``prior`` acceptance. A measured ``T(L)`` is credited ``1 + bonus * sqrt(log(1 + N) / n)``
+    times its mean, UCB1's confidence radius, with ``n`` the sample-steps measured at ``L`` and ``N`` those at all
+    windows: it fades as evidence at ``L`` grows and grows while ``L`` is left alone, so an unlucky interval does
+    not bar a window for good. The decoder moves only when the best rate beats the current one by ``margin``; once at
     plain AR it stays there to the end of the generation (the drafter has not followed the AR steps), timing
     them for the next.
 
@@ -337,9 +338,14 @@ class AutoWindow:
         """The tokens per step ``T(window)`` credited to ``window`` (see the class)."""
         if window == 0:
             return 1.0
+        # UCB1's confidence radius: a window measured over few of the sample-steps seen so far is credited more,
+        # and one left alone is credited more as the others accrue evidence, until it is tried again. A radius
+        # that only shrank let one unlucky interval bar a window (and every wider one, whose bounds it sets) for
+        # good. The bounds below use the raw means: bonused ones made every unmeasured window worth a try.
         measured = {w: v[0] / v[1] for w, v in self.observed.items() if w and v[1] > 0}
         if window in measured:
-            return measured[window] * (1 + self.bonus / math.sqrt(self.observed[window][1]))
+            total = math.log1p(sum(v[1] for v in self.observed.values()))
+            return measured[window] * (1 + self.bonus * math.sqrt(total / self.observed[window][1]))
         if not measured:
             return expected_committed(self.prior, window)
         bound = window + 1.0

@@ -189,3 +189,28 @@ def test_at_batch_10_the_decoder_runs_ar_when_the_table_says_nothing_pays(target
     out = decoder.generate(TokenPrompt.from_lists(prompts), 40, seeds=list(range(10)))
     assert out.stats.windows[0] == best_window({0: 1.0, **BATCH10}, auto.prior) > 0  # the prior's guess
     assert out.stats.windows[-1] == 0 and torch.equal(out.tokens, expected)
+
+
+#: t(L+1) / t(1) of the default image model at batch 1 on this CPU (bench/engine_s5.json, guided verify).
+BATCH1 = {1: 1.00, 2: 1.12, 3: 1.09, 4: 1.17, 6: 1.17, 8: 1.22, 12: 1.37, 16: 1.46}
+
+
+@pytest.mark.parametrize("unlucky", [1.3, 1.1])
+def test_one_unlucky_interval_does_not_bar_the_wide_windows_for_good(unlucky):
+    """At batch 1, Jacobi drafts commit T(L) tokens a step, most at L = 16 (3.0 / 1.46 per AR step). If the first
+    measured interval, at window 8, commits only ``unlucky`` tokens a step, window 1 looks best (1.25 per 1.00)
+    and every wider window's credit is bounded by that one interval. Left alone, window 8's credit grows until it
+    is tried again, measured right, and the decoder ends at 16 (with a radius that only shrank, it stayed at 1)."""
+    true = {1: 1.25, 2: 1.4, 3: 1.5, 4: 1.6, 6: 1.8, 8: 2.0, 12: 2.5, 16: 3.0}
+    auto = AutoWindow(costs=BATCH1, interval=8, lead_in=0.0)
+    window = auto.begin(BATCH1)
+    assert window == 8  # the prior's guess
+    seen = [window]
+    for interval in range(30):
+        tokens = unlucky if interval == 2 else true[window]  # intervals 0 and 1 are the warm-up
+        for _ in range(auto.interval):
+            auto.observe(window, torch.tensor([tokens - 1.0]), torch.ones(1, dtype=torch.bool))
+        window = auto.choose(window)
+        seen.append(window)
+    assert 1 in seen[:8]  # the unlucky interval did send it to window 1
+    assert set(seen[-10:]) == {16}
