@@ -112,8 +112,11 @@ def verify_cost(pipe: ImageARPipeline, batch: int, windows: list[int], guidance:
     cache = model.new_cache(batch, context + longest + 2)
     model.prefill(prompt, cache)
     cls = prompt.lengths.to(pipe.device)[:, None]
-    tokens = torch.randint(pipe.model.vocab_size, (batch, context), generator=torch.Generator().manual_seed(0))
-    model.forward(tokens.to(pipe.device), cls + torch.arange(context, device=pipe.device), cache)
+    # as many filler tokens as the longest forward holds: a tree's nodes may outnumber the context
+    tokens = torch.randint(
+        pipe.model.vocab_size, (batch, max(context, longest)), generator=torch.Generator().manual_seed(0)
+    )
+    model.forward(tokens[:, :context].to(pipe.device), cls + torch.arange(context, device=pipe.device), cache)
     costs: dict[int, list[float]] = {length: [] for length in [0, *windows]}
     for _ in range(repeats):
         for length in costs:  # interleaved, so drift hits every window alike

@@ -61,9 +61,9 @@ METHODS: dict[str, Method] = {
             "mc-sjd-tree",
             "jacobi",
             "sjd",
-            "MC-SJD over a static Jacobi tree: the window's guesses as the trunk, a second child per depth drawn "
-            "from the same q (recursive rejection over siblings), lossless",
-            {"coupling": "maximal", "tree": "2x1*31", "branch": "sample"},
+            "MC-SJD over a static Jacobi tree: the window's guesses as the trunk, the next most likely tokens of "
+            "the same q as siblings at the first two depths (recursive rejection over siblings), lossless",
+            {"coupling": "maximal", "tree": "2x2x1*30", "branch": "top"},
         ),
         Method("gsd", "jacobi", "gsd", "Grouped Speculative Decoding (So et al. 2025) over Jacobi drafts"),
         Method("lantern", "jacobi", "lantern", "LANTERN's relaxed acceptance (Jang et al. 2025) over Jacobi drafts"),
@@ -72,7 +72,7 @@ METHODS: dict[str, Method] = {
             "jacobi",
             "lantern++",
             "LANTERN++'s relaxed acceptance at every node of a static Jacobi tree with MC-SJD's coupled redrafts",
-            {"coupling": "maximal", "tree": "2x1*63", "branch": "sample"},
+            {"coupling": "maximal", "tree": "2x2x1*62", "branch": "sample"},
         ),
         Method("typical", "jacobi", "typical", "Medusa's typical acceptance over Jacobi drafts"),
         Method("greedy", "jacobi", "greedy", "drafts kept while they match the target's argmax"),

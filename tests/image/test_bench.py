@@ -21,6 +21,15 @@ def test_bench_records(model_dir):
     assert ar["step_compression"] == pytest.approx(1.0) and ar["speedup"] == pytest.approx(1.0)
     assert ar["nfe"] == ar["tokens"]  # plain AR: one forward per token
     assert records[1]["step_compression"] == pytest.approx(ar["nfe"] / records[1]["nfe"])
+    # the forwards each verify holds, and the ceiling those forwards allow (AR's own: exactly 1)
+    assert [r["nodes"] for r in records] == [0, 16, 4, 0]
+    assert ar["ceiling"] == pytest.approx(1.0) and records[-1]["ceiling"] == pytest.approx(records[-1]["step_compression"])
+    assert all(0 < r["ceiling"] for r in records)
+
+
+def test_bench_tree_nodes(model_dir):
+    records = run_bench(str(model_dir), methods=["mc-sjd-tree:tree=2x2x1"], num_images=2, num_real=8, batch_size=2)
+    assert records[1]["nodes"] == 2 + 4 + 4
 
 
 def test_bench_cli_writes_json(model_dir, tmp_path, capsys):
