@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from mmaccel.audio.data import VOICES
 from mmaccel.audio.musicgen import delay_steps, tiny_musicgen
 from mmaccel.audio.speech_lm import SpeechLM, symbols_for
 from mmaccel.audio.training.dataset import TRAIN_SEED, VAL_SEED, lexicon_cached, speech_set
+from mmaccel.io import write_atomic
 
 
 def batch_tensors(lm: SpeechLM, items: list[tuple[torch.Tensor, torch.Tensor]]):
@@ -54,6 +56,28 @@ def loss_and_entropy(lm: SpeechLM, items) -> tuple[torch.Tensor, float]:
     return loss, entropy
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_lm(lm: SpeechLM, out: Path, lexicon: dict, record: dict) -> None:
+    """The LM's weights, config, lexicon and run record under ``out``, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in lm.state_dict().items()}
+    write_atomic(out / "lm.safetensors", lambda tmp: save_file(state, tmp))
+    write_text_atomic(out / "lm_config.json", json.dumps(lm.config_dict(), ensure_ascii=False, indent=1))
+    write_text_atomic(out / "lexicon.json", json.dumps(lexicon, ensure_ascii=False, indent=1))
+    write_text_atomic(out / "lm_train.json", json.dumps(record, indent=1))
+
+
+def learning_rate(base: float, schedule: str, elapsed: float, total: float) -> float:
+    """``constant``: ``base``; ``cosine``: from ``base`` down to a tenth of it over the run's wall-clock."""
+    if schedule == "constant":
+        return base
+    frac = min(max(elapsed / total, 0.0), 1.0)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("audio/weights"))
@@ -65,10 +89,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", type=Path, default=None, help="continue from this folder's lm.safetensors")
+    parser.add_argument("--codec", type=Path, default=None, help="the codec's folder (default: --init, else --out)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--schedule", choices=("constant", "cosine"), default="constant", help="cosine: lr to lr/10 over --minutes"
+    )
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
     args = parser.parse_args(argv)
+    if args.lr <= 0:
+        raise SystemExit(f"--lr must be > 0, got {args.lr}")
     torch.set_num_threads(args.threads)
     start = time.time()
-    codec = MelCodec.from_pretrained(args.out)
+    codec_dir = args.codec or args.init or args.out
+    if not (codec_dir / "codec.safetensors").is_file():
+        raise SystemExit(f"--codec {codec_dir}: no codec.safetensors there")
+    codec = MelCodec.from_pretrained(codec_dir)
     lexicon = lexicon_cached(args.cache)
     symbols = symbols_for(lexicon)
     train = speech_set(args.utterances, TRAIN_SEED, args.cache)
@@ -96,12 +131,21 @@ def main(argv: list[str] | None = None) -> None:
 
     train_items, val_items = items(train), items(val, 64)
     print(f"data ready in {time.time() - start:.0f}s; {sum(p.numel() for p in lm.parameters())} parameters", flush=True)
-    opt = torch.optim.AdamW(lm.parameters(), lr=1e-3, weight_decay=0.01)
+    if args.init is not None:
+        lm.eval()
+        with torch.no_grad():
+            val_before, entropy_before = loss_and_entropy(lm, val_items)
+        print(f"init: val loss {val_before.item():.3f}, entropy {entropy_before:.3f} nats", flush=True)
+    opt = torch.optim.AdamW(lm.parameters(), lr=args.lr, weight_decay=0.01)
     g = torch.Generator().manual_seed(0)
+    train_start = time.time()
     deadline = start + args.minutes * 60
     step = 0
     lm.train()
-    while time.time() < deadline:
+    while time.time() < deadline and (args.max_steps is None or step < args.max_steps):
+        lr = learning_rate(args.lr, args.schedule, time.time() - train_start, max(deadline - train_start, 1e-9))
+        for group in opt.param_groups:
+            group["lr"] = lr
         picks = torch.randint(len(train_items), (args.batch,), generator=g).tolist()
         loss, _ = loss_and_entropy(lm, [train_items[i] for i in picks])
         opt.zero_grad()
@@ -110,27 +154,22 @@ def main(argv: list[str] | None = None) -> None:
         opt.step()
         step += 1
         if step % 50 == 0:
-            print(f"step {step} loss {loss.item():.3f} ({time.time() - start:.0f}s)", flush=True)
+            print(f"step {step} loss {loss.item():.3f} lr {lr:.2e} ({time.time() - start:.0f}s)", flush=True)
     lm.eval()
     with torch.no_grad():
         val_loss, entropy = loss_and_entropy(lm, val_items)
     print(f"done: {step} steps, val loss {val_loss.item():.3f}, entropy {entropy:.3f} nats", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in lm.state_dict().items()}, str(args.out / "lm.safetensors"))
-    (args.out / "lm_config.json").write_text(json.dumps(lm.config_dict(), ensure_ascii=False, indent=1))
-    (args.out / "lexicon.json").write_text(json.dumps(lexicon, ensure_ascii=False, indent=1))
-    (args.out / "lm_train.json").write_text(
-        json.dumps(
-            {
-                "steps": step + before.get("steps", 0),
-                "val_loss": val_loss.item(),
-                "val_entropy_nats": entropy,
-                "minutes": args.minutes + before.get("minutes", 0),
-                "runs": [*before.get("runs", [before] if before else []), {"steps": step, "minutes": args.minutes}],
-            },
-            indent=1,
-        )
-    )
+    minutes = round((time.time() - start) / 60, 2)
+    run = {"steps": step, "minutes": minutes, "lr": args.lr, "schedule": args.schedule}
+    run.update(val_loss=val_loss.item(), val_entropy_nats=entropy, init=str(args.init) if args.init else None)
+    record = {
+        "steps": step + before.get("steps", 0),
+        "val_loss": val_loss.item(),
+        "val_entropy_nats": entropy,
+        "minutes": minutes + before.get("minutes", 0),
+        "runs": [*before.get("runs", [before] if before else []), run],
+    }
+    save_lm(lm, args.out, lexicon, record)
 
 
 if __name__ == "__main__":
