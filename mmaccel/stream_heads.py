@@ -13,16 +13,23 @@ keeps the heads one matrix product each and reuses the core's heads). :class:`Fr
 ``H`` steps from them after every verification, from the hidden state of the row whose ``p`` gave the step just
 committed, with ``q`` the heads' distributions, so the rule's ratio ``p / q`` is the true one.
 :func:`frame_heads_loss` is the distillation objective (KL to the frozen backbone's own distributions, teacher
-forcing over step tokens); no distilled weights ship yet.
+forcing over step tokens), :func:`frame_heads_acceptance` its held-out figure; :mod:`mmaccel.audio.training.train_heads`
+distils them for the speech default model.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from .checkpoint import load_checked, read_state_dict
 from .drafting.base import check_window
 from .drafting.heads import DraftHeads
+from .io import write_atomic
 from .sampling import SamplingConfig, sample, target_probs
 
 
@@ -95,6 +102,19 @@ class FrameHeadsDrafter:
         raise ValueError("MCTP heads draft a fixed window (one step per head); window='auto' does not apply")
 
 
+@torch.no_grad()
+def teacher_states(model, steps: torch.Tensor, prompt) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen stream model teacher forced on step tokens ``steps`` ``[B, T, K]`` after ``prompt``: its logits
+    ``[B, T, K, V]`` (row ``i``: the distributions of step ``i``) and hidden states ``[B, T, D]`` (row ``i``: the
+    state that predicted step ``i``, from which the heads guess steps ``i + 1 ..``)."""
+    b, t, _ = steps.shape
+    cache = model.new_cache(b, int(prompt.lengths.max()) + t + 1)
+    first = model.prefill(prompt, cache, output_hidden=True)
+    positions = prompt.lengths.to(steps.device)[:, None] + torch.arange(t - 1, device=steps.device)
+    out = model.forward(steps[:, :-1], positions, cache, output_hidden=True)
+    return torch.cat([first.logits, out.logits], 1), torch.cat([first.hidden, out.hidden], 1)
+
+
 def frame_heads_loss(model, heads: FrameHeads, steps: torch.Tensor, prompt, temperature: float = 1.0) -> torch.Tensor:
     """The distillation loss of ``heads`` on step tokens ``steps`` ``[B, T, K]`` after ``prompt`` (teacher forcing
     through the frozen stream model): head ``j`` at the position predicting step ``t`` matches the model's own
@@ -103,14 +123,8 @@ def frame_heads_loss(model, heads: FrameHeads, steps: torch.Tensor, prompt, temp
     h = heads.num_heads
     if t < h + 2:
         raise ValueError(f"steps: distillation needs at least num_heads + 2 = {h + 2} steps, got {t}")
-    with torch.no_grad():
-        cache = model.new_cache(b, int(prompt.lengths.max()) + t + 1)
-        first = model.prefill(prompt, cache, output_hidden=True)
-        positions = prompt.lengths.to(steps.device)[:, None] + torch.arange(t - 1, device=steps.device)
-        out = model.forward(steps[:, :-1], positions, cache, output_hidden=True)
-        logits = torch.cat([first.logits, out.logits], 1)  # row i: the model's distributions of step i
-        hidden = torch.cat([first.hidden, out.hidden], 1)
-        teacher = (logits.float() / temperature).log_softmax(-1)
+    logits, hidden = teacher_states(model, steps, prompt)
+    teacher = (logits.float() / temperature).log_softmax(-1)
     student = (heads(hidden.float()) / temperature).log_softmax(-1)  # [B, T, H, K, V]
     loss = hidden.new_zeros(())
     for j in range(h):  # a handful of heads, not a per-token loop
@@ -121,4 +135,79 @@ def frame_heads_loss(model, heads: FrameHeads, steps: torch.Tensor, prompt, temp
     return loss
 
 
-__all__ = ["FrameHeads", "FrameHeadsDrafter", "frame_heads_loss"]
+@torch.no_grad()
+def frame_heads_acceptance(
+    model, heads: FrameHeads, steps: torch.Tensor, prompt, temperature: float = 1.0, skip: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced acceptance of the heads' drafts under the exact rule (SJD's is the same ``min(1, p / q)``).
+
+    Head ``j`` drafts step ``i + 1 + j`` from the state at row ``i``; codebook ``k`` of that draft is accepted
+    with probability ``sum_x min(p_k(x), q_jk(x))`` (both at ``temperature``) and the whole step, as
+    :class:`~mmaccel.streams.StreamDecoder` commits it, when every codebook is (the codebooks of a step are drawn
+    independently), so the frame acceptance is the product over codebooks. Rows ``i < skip`` (default ``K``:
+    the delay pattern's pinned first steps) are left out. Returns per position the frame acceptance of every head
+    ``[N, H]`` and the per-codebook acceptance ``[N, H, K]``."""
+    b, t, k = steps.shape
+    h = heads.num_heads
+    skip = k if skip is None else skip
+    span = t - h - skip
+    if span < 1:
+        raise ValueError(f"steps: acceptance needs more than num_heads + skip = {h + skip} steps, got {t}")
+    logits, hidden = teacher_states(model, steps, prompt)
+    p = (logits.float() / temperature).softmax(-1)  # [B, T, K, V]
+    q = (heads(hidden.float()) / temperature).softmax(-1)  # [B, T, H, K, V]
+    rows = torch.arange(skip, skip + span, device=steps.device)
+    per_book = torch.stack(
+        [torch.minimum(p[:, rows + 1 + j], q[:, rows, j]).sum(-1) for j in range(h)], 2
+    )  # [B, span, H, K]
+    per_book = per_book.reshape(-1, h, k).clamp(max=1.0)
+    return per_book.prod(-1), per_book
+
+
+#: The fields of ``heads_config.json`` that shape a :class:`FrameHeads`.
+FRAME_HEADS_CONFIG = ("hidden_size", "num_streams", "vocab_size", "num_heads", "num_layers")
+
+
+def save_frame_heads(heads: FrameHeads, folder, record: dict | None = None) -> None:
+    """``heads.safetensors`` and ``heads_config.json`` (and ``heads_train.json`` from ``record``) in ``folder``,
+    each written atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {key: v.detach().contiguous() for key, v in heads.state_dict().items()}
+    write_atomic(folder / "heads.safetensors", lambda tmp: save_file(state, tmp))
+    config = {
+        "hidden_size": heads.heads.hidden_size,
+        "num_streams": heads.num_streams,
+        "vocab_size": heads.vocab_size,
+        "num_heads": heads.num_heads,
+        "num_layers": len(heads.heads.heads[0]) - 1,
+    }
+    for name, data in (("heads_config.json", config), ("heads_train.json", record)):
+        if data is not None:
+            text = json.dumps(data, indent=1)
+            write_atomic(folder / name, lambda tmp, text=text: Path(tmp).write_text(text))
+
+
+def load_frame_heads(folder) -> FrameHeads | None:
+    """The :class:`FrameHeads` saved in ``folder`` by :func:`save_frame_heads`; ``None`` where it holds none."""
+    folder = Path(folder)
+    path, config_path = folder / "heads.safetensors", folder / "heads_config.json"
+    if not path.is_file():
+        return None
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{path} has no heads_config.json beside it")
+    config = json.loads(config_path.read_text())
+    heads = FrameHeads(**{key: config[key] for key in FRAME_HEADS_CONFIG})
+    load_checked(heads, read_state_dict(path), str(path))
+    return heads.eval()
+
+
+__all__ = [
+    "FrameHeads",
+    "FrameHeadsDrafter",
+    "frame_heads_acceptance",
+    "frame_heads_loss",
+    "load_frame_heads",
+    "save_frame_heads",
+    "teacher_states",
+]
