@@ -101,7 +101,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 def register(commands, generate, bench) -> None:
     g = generate.add_parser("speech", help="text to speech with the codec LM (plain AR or an accelerated method)")
     g.add_argument("--text", required=True, help='what to say, e.g. "the red square is left of the star"')
-    g.add_argument("--method", default="ar", help="method spec, e.g. sjd or sjd:window=8:init=repeat (default: ar)")
+    g.add_argument(
+        "--method",
+        default="ar",
+        help="method spec, e.g. sjd or sjd:window=8:init=repeat, or mctp[:rule=NAME] (MCTP heads, where the model "
+        "folder has heads.safetensors; default rule sjd) (default: ar)",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True, help="output .wav or .flac; OUT_acceptance.png and OUT.json beside it")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

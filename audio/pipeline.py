@@ -10,8 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmaccel.acceptance import rule_class, rule_parameters
 from mmaccel.methods import DEFAULT_WINDOW, method, parse_method
+from mmaccel.params import split_spec, typed
 from mmaccel.sampling import SamplingConfig
+from mmaccel.stream_heads import FrameHeads, FrameHeadsDrafter, load_frame_heads
 from mmaccel.streams import FRAME_INITS, FrameJacobiDrafter, StreamDecoder, StreamStats
 from mmaccel.window import AutoWindow
 
@@ -27,6 +30,11 @@ INIT_NAMES = FRAME_INITS
 MAX_PHONEMES = 160
 #: A stop row far from every code vector, so that no relaxed rule counts it near a code.
 _STOP_DISTANCE = 1e3
+#: The speech pipeline's own method: MCTP heads (:mod:`mmaccel.stream_heads`) verified by ``rule=NAME``, any rule
+#: of the core (default ``sjd``, lossless; ``mctp:rule=lantern`` relaxes it). The core's table has no heads
+#: drafter for codec streams, so the pairing lives here, as mesh's ``xspec`` does.
+HEADS_METHOD = "mctp"
+DEFAULT_HEADS_RULE = "sjd"
 
 
 def frame_drafter(name: str, params: dict[str, Any]) -> tuple[FrameJacobiDrafter | None, AutoWindow | None]:
@@ -73,6 +81,7 @@ class SpeechARPipeline:
             )
         self.lm, self.codec, self.lexicon = lm, codec, lexicon
         self.folder: Path | None = None  # where from_pretrained read it (the bench's recogniser sits beside it)
+        self.heads: FrameHeads | None = None  # MCTP heads for method ``mctp`` (the folder's heads.safetensors)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None) -> SpeechARPipeline:
@@ -85,11 +94,14 @@ class SpeechARPipeline:
         lexicon = json.loads(lexicon_path.read_text())
         pipe = cls(SpeechLM.from_pretrained(folder), MelCodec.from_pretrained(folder), lexicon)
         pipe.folder = folder
+        pipe.heads = load_frame_heads(folder)
         return pipe
 
     def to(self, device: str | torch.device) -> SpeechARPipeline:
         self.lm.to(device)
         self.codec.to(device)
+        if self.heads is not None:
+            self.heads.to(device)
         return self
 
     @property
@@ -103,11 +115,28 @@ class SpeechARPipeline:
         return torch.cat([codes, stop], 1)
 
     def decoder(self, spec: str = "ar", sampling: SamplingConfig | None = None) -> StreamDecoder:
-        """The stream decoder of method ``spec`` (``name[:param=value...]``, e.g. ``sjd:window=8:init=repeat``)."""
+        """The stream decoder of method ``spec`` (``name[:param=value...]``, e.g. ``sjd:window=8:init=repeat``, or
+        ``mctp:rule=lantern`` for the MCTP heads)."""
+        name, raw = split_spec(spec, "method")
+        if name == HEADS_METHOD:
+            return self._heads_decoder(name, raw, sampling)
         name, params = parse_method(spec, "method")
         m = method(name)
         drafter, auto = frame_drafter(name, params)
         return StreamDecoder(self.lm.streams, drafter, m.rule, sampling, tables=self.tables(), auto=auto, **params)
+
+    def _heads_decoder(self, name: str, raw: dict[str, str], sampling: SamplingConfig | None) -> StreamDecoder:
+        if self.heads is None:
+            raise ValueError(
+                f"method {name!r} needs MCTP heads (heads.safetensors in the model folder); this model has none "
+                "(distil them: python -m mmaccel.audio.training.train_heads)"
+            )
+        params = dict(raw)
+        rule = params.pop("rule", DEFAULT_HEADS_RULE)
+        rule_class(rule)  # an unknown rule names the known ones
+        params = typed(params, rule_parameters(rule), f"method {name!r} with rule {rule!r}")
+        drafter = FrameHeadsDrafter(self.heads)
+        return StreamDecoder(self.lm.streams, drafter, rule, sampling, tables=self.tables(), **params)
 
     def prompts(self, texts: list[str], voice: str):
         if isinstance(texts, str):
