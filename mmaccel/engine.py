@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from .models.base import ModelOutput, TokenModel, reorder
 from .sampling import SampleRNG, SamplingConfig, sample, target_probs
 from .state import DecodeState, GenerationOutput, GenerationStats, scratch_length
 from .tree import TreeLayout, along
-from .window import AutoWindow, calibration_key, component_name, measure_costs
+from .window import AutoWindow, ForwardTimer, calibration_key, component_name, measure_costs
 
 
 @dataclass
@@ -182,6 +183,7 @@ class SpeculativeDecoder:
         if self.drafter is not None:
             self.drafter.begin(state, prefill)
         learned = isinstance(auto, AutoWindow)  # other window hooks (schedules) take (costs, key) only
+        timer = ForwardTimer(device) if learned and auto.costs is None else None
         if auto is not None:
             costs = auto.costs
             key = calibration_key(self.model, device, batch, self.compile) if learned else None
@@ -192,8 +194,9 @@ class SpeculativeDecoder:
                 costs = measure_costs(self.model, cache, state, auto.windows, forward=forward, persist=persist)
                 stats.calibration_s = time.perf_counter() - measured
             if learned:  # what auto measured is kept per model, device, batch, drafter and rule
-                key = None if auto.costs is not None else f"{key}|{component_name(self.drafter)}|{component_name(self.rule)}"
-                first = auto.begin(costs, key, length=n)
+                parts = (key, component_name(self.drafter), component_name(self.rule))
+                key = None if auto.costs is not None else "|".join(parts)
+                first = auto.begin(costs, key, length=n, timer=timer)
             else:
                 first = auto.begin(costs, None)
             window = self._resize(state, window, first)
@@ -207,7 +210,7 @@ class SpeculativeDecoder:
         while running:
             forward_index = stats.nfe
             live = ~state.done if auto is not None else None
-            step = self._step(state, cache, needs_hidden, window)
+            step = self._step(state, cache, needs_hidden, window, timer)
             committed = commit(state, step, accept_step, forward_index)
             if len(rows) < batch:  # per step, the whole batch's counts: retired samples committed nothing
                 committed = torch.zeros_like(tokens[:, 0]).index_copy(0, rows, committed)
@@ -248,12 +251,14 @@ class SpeculativeDecoder:
             self.drafter.resize(state, new)
         return new
 
-    def _step(self, state: DecodeState, cache, needs_hidden: bool, w: int) -> Step:
+    def _step(self, state: DecodeState, cache, needs_hidden: bool, w: int, timer=None) -> Step:
         """Draft ``w`` tokens (a chain, or a tree ``w`` deep), verify them in one forward, and let the rule decide:
-        gpt-fast's speculative step."""
+        gpt-fast's speculative step. ``timer`` (a context manager) brackets the forward."""
+        timer = timer or nullcontext()
         positions = state.last_pos[:, None] + torch.arange(w + 1, device=state.device)
         if w == 0:  # plain AR: no drafts, the forward's own sample ends the step
-            out = self._forward(state.last_token[:, None], positions, cache)
+            with timer:
+                out = self._forward(state.last_token[:, None], positions, cache)
             state.stats.nfe += 1
             p = target_probs(out.logits, self.sampling)
             next_token = sample(p[:, 0], state.rng.uniform(1)[:, 0])
@@ -265,7 +270,7 @@ class SpeculativeDecoder:
         tree = None if draft.parents is None else TreeLayout.full(draft.ancestors)
         if tree is not None:  # siblings share a position: a node sits at the last committed one plus its depth
             positions = state.last_pos[:, None] + torch.cat([torch.zeros_like(draft.depth[:, :1]), draft.depth], 1)
-        with cache.tree_attention(tree):
+        with cache.tree_attention(tree), timer:
             out = self._forward(tokens, positions, cache, output_hidden=needs_hidden)
         state.stats.nfe += 1
         p = target_probs(out.logits, self.sampling)

@@ -39,10 +39,13 @@ from .io import write_json_atomic
 CANDIDATES: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
 #: Set to 0 / off / false / no to keep calibrations in memory only.
 CACHE_ENV = "MMACCEL_WINDOW_CACHE"
-_VERSION = 1  # bump when what a file holds changes meaning: older files are then ignored
+_VERSION = 2  # bump when what a file holds changes meaning: older files are then ignored
 _MEASURED: dict[tuple, dict[int, float]] = {}
-#: Per (model, device, batch, drafter, rule): window -> [tokens committed, sample-steps] measured at it.
+#: Per (model, device, batch, drafter, rule): window -> [tokens committed, row-steps, seconds, steps, forward
+#: seconds] measured at it.
 _LEARNED: dict[object, dict[int, list[float]]] = {}
+#: Per key: [tokens, row-steps] over every window step of the generations seen, then over their measured intervals.
+_WHOLE: dict[object, list[float]] = {}
 _FINGERPRINTS: dict[int, tuple[torch.nn.Module, str]] = {}
 
 
@@ -241,24 +244,73 @@ def measure_costs(
 
 
 def learned(key, disk: bool = True) -> dict[int, list[float]]:
-    """What ``auto`` measured so far under ``key``: window -> [tokens committed, sample-steps, seconds, steps]
-    (seconds 0 where the steps were not timed). A string key (a :func:`calibration_key` plus drafter and rule) is
-    read from disk the first time, with ``disk`` and persistence on."""
+    """What ``auto`` measured so far under ``key``: window -> [tokens committed, row-steps, seconds, steps, forward
+    seconds] (seconds 0 where the steps, or their forwards, were not timed). A string key (a
+    :func:`calibration_key` plus drafter and rule) is read from disk the first time, with ``disk`` and persistence
+    on."""
     if key not in _LEARNED:
         table: dict[int, list[float]] = {}
+        whole = [0.0, 0.0, 0.0, 0.0]
         record = _load("rates", key) if disk and isinstance(key, str) and persistence_enabled() else None
         if record is not None:
             try:
                 table = {int(w): [float(x) for x in v] for w, v in record["observed"].items()}
-                table = {w: v for w, v in table.items() if len(v) == 4 and v[1] > 0 and min(v) >= 0}
+                table = {w: v for w, v in table.items() if len(v) == 5 and v[1] > 0 and min(v) >= 0}
+                stored = [float(x) for x in record.get("whole", whole)]
+                whole = stored if len(stored) == 4 and min(stored) >= 0 else whole
             except (KeyError, TypeError, ValueError, AttributeError):
                 table = {}
         _LEARNED[key] = table
+        _WHOLE[key] = whole
     return _LEARNED[key]
 
 
-#: Sample-steps (and steps) a window's record keeps: older evidence is scaled down past it.
+def _whole(key, disk: bool = True) -> list[float]:
+    """The whole-generation tallies under ``key`` (see :class:`AutoWindow`), read with :func:`learned`."""
+    learned(key, disk)
+    return _WHOLE[key]
+
+
+#: Row-steps a window's record keeps: older evidence is scaled down past it.
 MEMORY = 4096.0
+
+
+class ForwardTimer:
+    """Seconds spent in the step forwards between two :meth:`read` calls, with no host sync per step: the host
+    clock on the CPU (whose ops run synchronously), CUDA events on a GPU (read at the interval's one sync)."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.cuda = torch.device(device).type == "cuda"
+        self._seconds = 0.0
+        self._events: list = []
+
+    def __enter__(self) -> ForwardTimer:
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            self._events.append([start, None])
+        else:
+            self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events[-1][1] = end
+        else:
+            self._seconds += time.perf_counter() - self._start
+
+    def read(self) -> float:
+        """The forwards' seconds since the last read (waits for the last recorded one on a GPU)."""
+        if self.cuda:
+            if self._events:
+                self._events[-1][1].synchronize()
+            seconds = sum(a.elapsed_time(b) for a, b in self._events) / 1e3
+            self._events = []
+            return seconds
+        seconds, self._seconds = self._seconds, 0.0
+        return seconds
 
 
 @dataclass
@@ -268,20 +320,32 @@ class AutoWindow:
 
     ``S(L)`` is the whole step (drafting, verify forward, rule, commit), timed over each interval; where it has
     not been timed, it is the nearest timed window's scaled by the cost table (``t(L+1) / t(1)``, see
-    :func:`measure_costs`), and before anything is timed the cost table itself (plain AR costs 1). With a fixed
-    ``costs`` table nothing is timed: the table is taken as the truth, so the choices are reproducible.
+    :func:`measure_costs`), and before anything is timed the cost table itself (plain AR costs 1). Plain AR's step,
+    until timed, is the narrowest timed window's *forward* (a :class:`ForwardTimer` the decoder runs) scaled by the
+    table: a window's drafting and rule cost milliseconds a step that AR never pays, and scaling the whole step
+    would charge AR for them (at batch 10 on the default image model, 2.5 ms of a 22 ms step at window 3). AR's own
+    sampling and commit are left out of it, which favours AR by a few percent. With a fixed ``costs`` table nothing
+    is timed: the table is taken as the truth, so the choices are reproducible.
 
-    ``T(L)`` is measured, never modelled from an acceptance rate: Jacobi windows do not accept geometrically
+    ``T(L)`` is the tokens committed per row forwarded: a finished sample still in the batch (until it retires)
+    costs its row and commits nothing, which plain AR, whose samples all finish together, never pays. It is
+    measured, never modelled from an acceptance rate: Jacobi windows do not accept geometrically
     (their long runs come from regions that converged over many iterations, which a short window never gets).
     A window not measured yet is credited optimistically from those that were (``T`` grows with the window and
     flattens: at most ``T(M)`` for a wider measured ``M``, at most ``1 + (T(M) - 1) L / M`` for a narrower one),
     so it is tried only where it could beat the best measured one; before anything is measured, from a
     truncated-geometric ``prior`` acceptance. A measured ``T(L)`` is credited ``1 + bonus * sqrt(log(1 + N) / n)``
-    times its mean, UCB1's confidence radius, with ``n`` the sample-steps measured at ``L`` and ``N`` those at all
+    times its mean, UCB1's confidence radius, with ``n`` the row-steps measured at ``L`` and ``N`` those at all
     windows: it fades as evidence at ``L`` grows and grows while ``L`` is left alone, so an unlucky interval does
-    not bar a window for good. The decoder moves only when the best rate beats the current one by ``margin``; once at
-    plain AR it stays there to the end of the generation (the drafter has not followed the AR steps), timing
-    them for the next.
+    not bar a window for good. The decoder moves to another window only when its rate beats the current one by
+    ``margin``; once at plain AR it stays there to the end of the generation (the drafter has not followed the AR
+    steps), timing them for the next.
+
+    What a window costs beyond its measured intervals (the unmeasured lead-in, where drafts accept least, and the
+    last steps, when a batch waits for its slowest sample) is measured too: every generation's tokens per row over
+    all its window steps against those of its measured intervals. That ratio (at most 1, pooled over the
+    generations seen) discounts every window's rate against plain AR's, which has neither, so a window is run only
+    where it beats AR over a whole generation.
 
     What is measured carries over: to the next generation with the same model, device, batch size, drafter and
     rule, and (on disk, see the module) to the next process, which starts at the best window known.
@@ -315,17 +379,28 @@ class AutoWindow:
         self._pending: list = []
         self._key = None
         self._clock: float | None = None
+        self.timer: ForwardTimer | None = None
+        self.whole: list[float] = [0.0, 0.0, 0.0, 0.0]
+        self._generation: list[float] = [0.0, 0.0, 0.0, 0.0]
+        self._pending_window = 0
 
     @property
     def max_window(self) -> int:
         return max(self.windows)
 
-    def begin(self, costs: Mapping[int, float], key=None, length: int | None = None) -> int:
+    def begin(
+        self, costs: Mapping[int, float], key=None, length: int | None = None, timer: ForwardTimer | None = None
+    ) -> int:
         """Start a generation of ``length`` tokens per sample with these cost ratios; returns the first window.
-        ``key`` names the model, device, batch size, drafter and rule: what was measured under it is the start."""
+        ``key`` names the model, device, batch size, drafter and rule: what was measured under it is the start.
+        ``timer`` times the decoder's step forwards (read once per interval)."""
         self.table = {0: 1.0, **{w: costs[w] for w in sorted(self.windows) if w in costs}}
         self._pending, self._key = [], key
         self.observed = learned(key, self.persist) if key is not None else {}
+        self.whole = _whole(key, self.persist) if key is not None else [0.0, 0.0, 0.0, 0.0]
+        self._generation = [0.0, 0.0, 0.0, 0.0]  # tokens and row-steps: all window steps, then measured ones
+        self._pending_window = 0
+        self.timer = timer
         self._warmup = 2  # intervals: a generation's first drafts are its initialisation, nothing converged yet
         self._lead_in = self.lead_in * length if length else 0.0  # tokens per sample before anything is measured
         self._progress = 0.0
@@ -338,7 +413,7 @@ class AutoWindow:
         """The tokens per step ``T(window)`` credited to ``window`` (see the class)."""
         if window == 0:
             return 1.0
-        # UCB1's confidence radius: a window measured over few of the sample-steps seen so far is credited more,
+        # UCB1's confidence radius: a window measured over few of the row-steps seen so far is credited more,
         # and one left alone is credited more as the others accrue evidence, until it is tried again. A radius
         # that only shrank let one unlucky interval bar a window (and every wider one, whose bounds it sets) for
         # good. The bounds below use the raw means: bonused ones made every unmeasured window worth a try.
@@ -361,12 +436,26 @@ class AutoWindow:
             return self.table[window]
         if window in timed:
             return timed[window]
+        forwards = {w: v[4] / v[3] for w, v in self.observed.items() if w and v[3] > 0 and v[4] > 0 and w in timed}
+        if window == 0 and forwards:  # AR's step is its forward: the narrowest window's, scaled down
+            near = min(forwards, key=lambda w: (self.table[w], w))
+            return forwards[near] / self.table[near]
         near = min(timed, key=lambda w: (abs(math.log(self.table[w] / self.table[window])), w))
         return timed[near] * self.table[window] / self.table[near]
 
+    def discount(self) -> float:
+        """A window's whole-generation tokens per row over those of its measured intervals, at most 1 (see the
+        class); 1 until a generation has ended."""
+        tokens, rows, judged_tokens, judged_rows = self.whole
+        if not (rows and judged_rows and judged_tokens):
+            return 1.0
+        return min(1.0, (tokens / rows) / (judged_tokens / judged_rows))
+
     def rates(self) -> dict[int, float]:
-        """Credited tokens per unit of time, per window (0: plain AR)."""
-        return {w: self.estimate(w) / self.seconds(w) for w in self.table}
+        """Credited tokens per unit of time, per window (0: plain AR); every window's is discounted by
+        :meth:`discount`, which leaves their order alone and weighs them against AR."""
+        discount = self.discount()
+        return {w: self.estimate(w) / self.seconds(w) * (discount if w else 1.0) for w in self.table}
 
     def best(self, rates: Mapping[int, float] | None = None) -> int:
         """The window with the highest credited rate (ties: the smaller), of ``rates`` (default :meth:`rates`)."""
@@ -374,29 +463,40 @@ class AutoWindow:
         return max(sorted(rates), key=lambda w: rates[w])
 
     def observe(self, window: int, accepted: torch.Tensor, running: torch.Tensor) -> None:
-        """One step at ``window``: each running sample's accepted drafts (kept as tensors: no host sync here)."""
+        """One step at ``window``: each running sample's accepted drafts, ``running`` over every row the step
+        forwarded (kept as tensors: no host sync here)."""
         running = running.to(accepted.dtype)
-        self._pending.append(torch.stack([(accepted * running).sum(), running.sum()]))  # rows may retire: sums
+        rows = torch.tensor(float(running.numel()), dtype=accepted.dtype, device=accepted.device)
+        self._pending.append(torch.stack([(accepted * running).sum(), running.sum(), rows]))  # rows may retire
+        self._pending_window = window
 
     def choose(self, window: int) -> int:
         """The next window, given what the last ``interval`` steps committed (one host sync per interval)."""
         if len(self._pending) < self.interval:
             return window
         pending, self._pending = self._pending, []
-        kept, steps = torch.stack(pending).sum(0).tolist()  # the host sync: the interval's work is done
+        kept, live, steps = torch.stack(pending).sum(0).tolist()  # the host sync: the interval's work is done
+        forward = self.timer.read() if self.timer is not None else 0.0
         now = time.perf_counter()
         elapsed = None if self._clock is None else now - self._clock
         self._clock = now
-        if not steps:
+        if not live:
             return window
-        tokens = kept + steps  # drafts kept plus each step's own token, summed over running samples
-        self._progress += tokens * len(pending) / steps  # tokens per running sample
+        tokens = kept + live  # drafts kept plus each step's own token, summed over running samples
+        self._progress += tokens * len(pending) / live  # tokens per running sample
+        if window:
+            self._generation[0] += tokens
+            self._generation[1] += steps
         if self._warmup or self._progress <= self._lead_in or elapsed is None:  # let the window converge first
             self._warmup = max(0, self._warmup - 1)
             return window
-        seen = self.observed.setdefault(window, [0.0, 0.0, 0.0, 0.0])
+        if window:
+            self._generation[2] += tokens
+            self._generation[3] += steps
+        seen = self.observed.setdefault(window, [0.0, 0.0, 0.0, 0.0, 0.0])
         timed = self.costs is None
-        for i, x in enumerate((tokens, steps, elapsed if timed else 0.0, len(pending) if timed else 0.0)):
+        measured = (tokens, steps, elapsed, len(pending), forward) if timed else (tokens, steps, 0.0, 0.0, 0.0)
+        for i, x in enumerate(measured):
             seen[i] += x
         if seen[1] > MEMORY:  # a bounded memory: later generations still move the estimate
             seen[:] = [x * MEMORY / seen[1] for x in seen]
@@ -404,12 +504,27 @@ class AutoWindow:
             return 0  # the drafter has not followed the AR steps: AR to the end
         rates = self.rates()
         best = self.best(rates)
-        if best == window or rates[best] <= rates[window] * (1 + self.margin):
+        # The margin keeps windows from trading places on noise; plain AR ends the generation's moves anyway.
+        if best == window or (best and rates[best] <= rates[window] * (1 + self.margin)):
             return window
         self._warmup = 0 if best == 0 else 1
         return best
 
     def finish(self) -> None:
-        """End a generation: what it measured goes to disk under its key (string keys, when persisting)."""
+        """End a generation: its whole-generation tallies join the pooled ones (a generation that ran no measured
+        window step adds nothing), and what it measured goes to disk under its key (string keys, when
+        persisting)."""
+        if self._pending:  # the last, partial interval: the end of the tail, counted in the whole generation
+            kept, live, steps = torch.stack(self._pending).sum(0).tolist()
+            self._pending = []
+            if self._pending_window:
+                self._generation[0] += kept + live
+                self._generation[1] += steps
+        if self._generation[3]:
+            for i, x in enumerate(self._generation):
+                self.whole[i] += x
+            if self.whole[1] > MEMORY:
+                self.whole[:] = [x * MEMORY / self.whole[1] for x in self.whole]
         if self.persist and isinstance(self._key, str) and self.observed and persistence_enabled():
-            _store("rates", self._key, observed={str(w): v for w, v in sorted(self.observed.items())})
+            observed = {str(w): v for w, v in sorted(self.observed.items())}
+            _store("rates", self._key, observed=observed, whole=self.whole)

@@ -132,7 +132,7 @@ def test_the_lead_in_is_not_measured():
     feed(auto, 4, lambda w: 5, 3)  # two intervals of warm-up, then the third still inside the lead-in
     assert auto.observed == {}
     feed(auto, 4, lambda w: 5, 1)
-    assert auto.observed == {4: [40.0, 8.0, 0.0, 0.0]}  # 4 samples x 2 steps x 5 tokens; a fixed table: untimed
+    assert auto.observed == {4: [40.0, 8.0, 0.0, 0.0, 0.0]}  # 4 samples x 2 steps x 5 tokens; a fixed table: untimed
 
 
 def test_timed_steps_replace_the_cost_table():
@@ -141,14 +141,27 @@ def test_timed_steps_replace_the_cost_table():
     for costs, best in [(None, 0), (table, 4)]:  # a fixed table is the truth: nothing timed counts
         auto = AutoWindow(costs=costs, windows=(4,))
         auto.begin(table)
-        auto.observed.update({0: [800.0, 800.0, 1.0, 100.0], 4: [2400.0, 800.0, 4.0, 100.0]})
+        auto.observed.update({0: [800.0, 800.0, 1.0, 100.0, 0.9], 4: [2400.0, 800.0, 4.0, 100.0, 2.0]})
         assert auto.best() == best
     assert auto.seconds(4) == 1.0
     auto = AutoWindow(start=4)
     auto.begin({w: 1 + w / 4 for w in CANDIDATES})
-    auto.observed.update({4: [2400.0, 800.0, 4.0, 100.0]})  # 0.04 s a step at window 4 (cost 2)
+    auto.observed.update({4: [2400.0, 800.0, 4.0, 100.0, 0.0]})  # 0.04 s a step at window 4 (cost 2)
     assert auto.seconds(4) == 0.04 and auto.seconds(8) == pytest.approx(0.04 * 3 / 2)  # scaled by the table
-    assert auto.seconds(0) == pytest.approx(0.02)
+    assert auto.seconds(0) == pytest.approx(0.02)  # forwards not timed: the whole step, scaled
+
+
+def test_plain_ar_costs_the_narrowest_windows_forward_not_its_whole_step():
+    """A window's step holds its drafting and rule, which AR never pays: AR's step is estimated from the
+    narrowest timed window's forward (0.03 s of its 0.04 s at cost 2: 0.015 s), not its whole step (0.02 s)."""
+    auto = AutoWindow(start=4, windows=(4, 8), bonus=0.0, persist=False)
+    auto.begin({w: 1 + w / 4 for w in CANDIDATES})
+    auto.observed.update({4: [1920.0, 800.0, 4.0, 100.0, 3.0], 8: [2880.0, 800.0, 6.0, 100.0, 5.4]})
+    assert auto.seconds(0) == pytest.approx(0.015)
+    # Window 4 commits 2.4 tokens per 0.04 s (60 a second): more than AR at its whole step scaled (50 a second),
+    # less than AR at its forward (66.7 a second).
+    assert auto.rates()[4] == pytest.approx(60) and auto.rates()[0] == pytest.approx(1 / 0.015)
+    assert auto.best() == 0
 
 
 #: t(L+1) / t(1) of the default image model at batch 10 on this CPU (bench/engine_s4.json, guided verify).
@@ -169,7 +182,7 @@ def test_at_batch_10_a_fixed_table_picks_ar_where_every_window_loses(tokens_per_
     auto = AutoWindow(costs=BATCH10, interval=1, lead_in=0.0)
     auto.begin(BATCH10)
     steps = 10 * 4000  # sample-steps: enough that the optimism bonus (0.5 / sqrt(steps)) decides nothing
-    auto.observed.update({w: [t * steps, steps, 0.0, 0.0] for w, t in tokens_per_step.items()})
+    auto.observed.update({w: [t * steps, steps, 0.0, 0.0, 0.0] for w, t in tokens_per_step.items()})
     rates = {0: 1.0, **{w: t / BATCH10[w] for w, t in tokens_per_step.items()}}
     assert auto.best() == best == max(rates, key=rates.get)
     # From any window, the next interval moves there (or stays, within the margin).
@@ -214,3 +227,35 @@ def test_one_unlucky_interval_does_not_bar_the_wide_windows_for_good(unlucky):
         seen.append(window)
     assert 1 in seen[:8]  # the unlucky interval did send it to window 1
     assert set(seen[-10:]) == {16}
+
+
+def test_a_finished_row_still_forwarded_counts_against_its_window():
+    """T(L) is tokens per row forwarded: two of four rows finished (waiting to retire) commit nothing, so the two
+    running ones' 3 tokens a step are credited as 1.5 per row, what the batch gets for the rows it pays for."""
+    auto = AutoWindow(costs={w: 1.0 for w in CANDIDATES}, interval=2, lead_in=0.0, start=4)
+    auto.begin(auto.costs)
+    running = torch.tensor([True, False, True, False])
+    for _ in range(3 * auto.interval):  # two intervals of warm-up, one measured
+        auto.observe(4, torch.full((4,), 2), running)
+        auto.choose(4)
+    tokens, row_steps = auto.observed[4][:2]
+    assert tokens / row_steps == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("lead_in_tokens, expected", [(1.0, 0), (2.2, 2)])
+def test_a_window_is_weighed_against_ar_over_whole_generations(lead_in_tokens, expected):
+    """At 2 AR steps a verify, window 2 commits 2.2 tokens a step in its measured intervals: 10% over AR's rate.
+    Where its unmeasured lead-in (the first 5 intervals) commits 1 token a step, the generation got 1.6 per step
+    over all: the discount (1.6 / 2.2) sends the next generation to plain AR. Where the lead-in commits as much
+    as the rest, nothing is discounted and the window stays."""
+    costs = {w: 2.0 for w in CANDIDATES}
+    key = f"whole-generation-{lead_in_tokens}"  # in memory only: a key of its own per case
+    auto = AutoWindow(costs=costs, windows=(2,), interval=2, lead_in=0.5, bonus=0.0, start=2, persist=False)
+    auto.begin(costs, key=key, length=22)
+    calls = iter(range(10**6))  # feed asks once a step: the first 5 intervals (10 steps) are the lead-in
+    seen = feed(auto, 2, lambda w: lead_in_tokens if next(calls) < 10 else 2.2, 10)
+    assert set(seen) == {2}  # within the generation the measured rate is all it knows
+    auto.finish()
+    assert auto.discount() == pytest.approx(min(1.0, (5 * lead_in_tokens + 5 * 2.2) / 10 / 2.2), rel=0.05)
+    auto = AutoWindow(costs=costs, windows=(2,), interval=2, lead_in=0.5, bonus=0.0, persist=False)
+    assert auto.begin(costs, key=key, length=22) == expected  # what the last one learned
