@@ -23,8 +23,8 @@ from mmaccel.drafting import branch as branch_module
 from mmaccel.drafting import jacobi
 from mmaccel.methods import build_decoder
 from mmaccel.models import TokenPrompt
-from mmaccel.state import DecodeState, GenerationStats
 from mmaccel.sampling import SampleRNG
+from mmaccel.state import DecodeState, GenerationStats
 from mmaccel.tree import TreeShape
 
 from .test_lossless_greedy import GREEDY, NEW_TOKENS, PROMPTS, RULES

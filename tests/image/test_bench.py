@@ -23,7 +23,8 @@ def test_bench_records(model_dir):
     assert records[1]["step_compression"] == pytest.approx(ar["nfe"] / records[1]["nfe"])
     # the forwards each verify holds, and the ceiling those forwards allow (AR's own: exactly 1)
     assert [r["nodes"] for r in records] == [0, 16, 4, 0]
-    assert ar["ceiling"] == pytest.approx(1.0) and records[-1]["ceiling"] == pytest.approx(records[-1]["step_compression"])
+    assert ar["ceiling"] == pytest.approx(1.0)
+    assert records[-1]["ceiling"] == pytest.approx(records[-1]["step_compression"])
     assert all(0 < r["ceiling"] for r in records)
 
 

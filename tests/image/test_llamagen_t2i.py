@@ -18,10 +18,10 @@ from mmaccel.image.llamagen import LlamaGenGPT, gpt_config, hide_condition_paddi
 from mmaccel.image.llamagen_c2i import LlamaGenC2IFamily
 from mmaccel.image.llamagen_t2i import CaptionPrompt, LlamaGenT2IFamily, LlamaGenT2IModel
 from mmaccel.image.pipeline import ImageARPipeline
-from mmaccel.models.vq import VQConfig, VQModel
 from mmaccel.methods import METHODS
 from mmaccel.models import CFGModel
 from mmaccel.models.cache import SlotCache
+from mmaccel.models.vq import VQConfig, VQModel
 
 CAPTION_TOKENS = 120  # the official cls_token_num for t2i
 CAPTION_DIM = 24  # the tiny T5's d_model (flan-t5-xl: 2048), unlike the GPT width (32) so mix-ups show

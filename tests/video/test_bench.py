@@ -25,7 +25,8 @@ def test_bench_records(bench_dir):
         ("ar", 1), (spec, 1), ("ar", 2), (spec, 2), ("ar@seed2", 2)]
     assert records[1]["schedule"] == "row" and records[0]["schedule"] is None
     for r in records:
-        for key in ("nfe", "tokens", "step_compression", "wall_s", "speedup", "ceiling", "class_accuracy", "fvd_domain"):
+        keys = ("nfe", "tokens", "step_compression", "wall_s", "speedup", "ceiling", "class_accuracy", "fvd_domain")
+        for key in keys:
             assert key in r
     assert records[0]["step_compression"] == 1.0 and records[0]["speedup"] == 1.0
     assert records[1]["nfe"] <= records[0]["nfe"] == 32
