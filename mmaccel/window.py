@@ -348,7 +348,11 @@ class AutoWindow:
     where it beats AR over a whole generation.
 
     What is measured carries over: to the next generation with the same model, device, batch size, drafter and
-    rule, and (on disk, see the module) to the next process, which starts at the best window known.
+    rule, and (on disk, see the module) to the next process. A generation starts from what is known to pay: the
+    window with the best *lower* confidence bound (the measured mean times ``1 - radius``; 1 token for a window
+    not measured yet), plain AR where none beats it. Exploring costs a whole generation's lead-in and its window
+    changes, so where the windows' edge over AR is inside the noise (batch 10 on this CPU), AR stays; before
+    anything is measured the first generation starts from the prior.
 
     Not measured: the first ``lead_in`` of a generation's tokens (an image's first tokens accept far less than
     the rest whatever the window, so judging windows there would favour the narrow ones), and the interval
@@ -407,10 +411,11 @@ class AutoWindow:
         self._clock = None
         if self.start is not None:
             return self.start
-        return self.best()
+        return self.best(self.rates(optimistic=False))
 
-    def estimate(self, window: int) -> float:
-        """The tokens per step ``T(window)`` credited to ``window`` (see the class)."""
+    def estimate(self, window: int, optimistic: bool = True) -> float:
+        """The tokens per step ``T(window)`` credited to ``window`` (see the class); ``optimistic=False`` gives
+        the lower confidence bound a generation starts from (1 token for a window not measured yet)."""
         if window == 0:
             return 1.0
         # UCB1's confidence radius: a window measured over few of the row-steps seen so far is credited more,
@@ -420,9 +425,12 @@ class AutoWindow:
         measured = {w: v[0] / v[1] for w, v in self.observed.items() if w and v[1] > 0}
         if window in measured:
             total = math.log1p(sum(v[1] for v in self.observed.values()))
-            return measured[window] * (1 + self.bonus * math.sqrt(total / self.observed[window][1]))
+            radius = self.bonus * math.sqrt(total / self.observed[window][1])
+            return measured[window] * (1 + radius if optimistic else max(0.0, 1 - radius))
         if not measured:
             return expected_committed(self.prior, window)
+        if not optimistic:
+            return 1.0
         bound = window + 1.0
         for w, t in measured.items():
             bound = min(bound, t if w > window else 1 + (t - 1) * window / w)
@@ -451,11 +459,12 @@ class AutoWindow:
             return 1.0
         return min(1.0, (tokens / rows) / (judged_tokens / judged_rows))
 
-    def rates(self) -> dict[int, float]:
+    def rates(self, optimistic: bool = True) -> dict[int, float]:
         """Credited tokens per unit of time, per window (0: plain AR); every window's is discounted by
-        :meth:`discount`, which leaves their order alone and weighs them against AR."""
+        :meth:`discount`, which leaves their order alone and weighs them against AR. ``optimistic``: the upper
+        confidence bounds that explore within a generation, else the lower ones a generation starts from."""
         discount = self.discount()
-        return {w: self.estimate(w) / self.seconds(w) * (discount if w else 1.0) for w in self.table}
+        return {w: self.estimate(w, optimistic) / self.seconds(w) * (discount if w else 1.0) for w in self.table}
 
     def best(self, rates: Mapping[int, float] | None = None) -> int:
         """The window with the highest credited rate (ties: the smaller), of ``rates`` (default :meth:`rates`)."""

@@ -259,3 +259,18 @@ def test_a_window_is_weighed_against_ar_over_whole_generations(lead_in_tokens, e
     assert auto.discount() == pytest.approx(min(1.0, (5 * lead_in_tokens + 5 * 2.2) / 10 / 2.2), rel=0.05)
     auto = AutoWindow(costs=costs, windows=(2,), interval=2, lead_in=0.5, bonus=0.0, persist=False)
     assert auto.begin(costs, key=key, length=22) == expected  # what the last one learned
+
+
+@pytest.mark.parametrize("row_steps, expected", [(100, 0), (4000, 2)])
+def test_a_generation_starts_from_the_lower_confidence_bound(row_steps, expected):
+    """Window 2 measured 2.2 tokens a step at 2 AR steps a verify: 10% over AR. Over 100 row-steps the lower
+    bound (radius 0.5 * sqrt(log(101) / 100) = 0.11) is under AR's rate, so the generation starts in plain AR
+    (what an exploring start would cost is not worth 10% it may not have); over 4000 it is 7.5% over, and the
+    window starts. Within a generation the upper bound still explores (the other tests)."""
+    costs = {w: 2.0 for w in CANDIDATES}
+    auto = AutoWindow(costs=costs, windows=(2,), persist=False)
+    key = f"lower-bound-{row_steps}"  # in memory only
+    auto.begin(costs, key=key)
+    auto.observed.update({2: [2.2 * row_steps, float(row_steps), 0.0, 0.0, 0.0]})
+    assert auto.begin(costs, key=key) == expected
+    assert auto.best() == 2  # the optimistic bound, which a generation explores by, prefers the window either way
