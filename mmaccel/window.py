@@ -44,7 +44,8 @@ _MEASURED: dict[tuple, dict[int, float]] = {}
 #: Per (model, device, batch, drafter, rule): window -> [tokens committed, row-steps, seconds, steps, forward
 #: seconds] measured at it.
 _LEARNED: dict[object, dict[int, list[float]]] = {}
-#: Per key: [tokens, row-steps] over every window step of the generations seen, then over their measured intervals.
+#: Per key: [tokens, row-steps] over every window step of the generations seen, then over their measured
+#: intervals, then how many generations in a row started in plain AR.
 _WHOLE: dict[object, list[float]] = {}
 _FINGERPRINTS: dict[int, tuple[torch.nn.Module, str]] = {}
 
@@ -250,14 +251,14 @@ def learned(key, disk: bool = True) -> dict[int, list[float]]:
     on."""
     if key not in _LEARNED:
         table: dict[int, list[float]] = {}
-        whole = [0.0, 0.0, 0.0, 0.0]
+        whole = [0.0] * 5
         record = _load("rates", key) if disk and isinstance(key, str) and persistence_enabled() else None
         if record is not None:
             try:
                 table = {int(w): [float(x) for x in v] for w, v in record["observed"].items()}
                 table = {w: v for w, v in table.items() if len(v) == 5 and v[1] > 0 and min(v) >= 0}
                 stored = [float(x) for x in record.get("whole", whole)]
-                whole = stored if len(stored) == 4 and min(stored) >= 0 else whole
+                whole = stored if len(stored) == 5 and min(stored) >= 0 else whole
             except (KeyError, TypeError, ValueError, AttributeError):
                 table = {}
         _LEARNED[key] = table
@@ -352,7 +353,8 @@ class AutoWindow:
     window with the best *lower* confidence bound (the measured mean times ``1 - radius``; 1 token for a window
     not measured yet), plain AR where none beats it. Exploring costs a whole generation's lead-in and its window
     changes, so where the windows' edge over AR is inside the noise (batch 10 on this CPU), AR stays; before
-    anything is measured the first generation starts from the prior.
+    anything is measured the first generation starts from the prior. After 1, 2, 4, 8, ... generations in a row
+    that started in AR, one starts from the upper bounds and explores again.
 
     Not measured: the first ``lead_in`` of a generation's tokens (an image's first tokens accept far less than
     the rest whatever the window, so judging windows there would favour the narrow ones), and the interval
@@ -384,7 +386,7 @@ class AutoWindow:
         self._key = None
         self._clock: float | None = None
         self.timer: ForwardTimer | None = None
-        self.whole: list[float] = [0.0, 0.0, 0.0, 0.0]
+        self.whole: list[float] = [0.0] * 5
         self._generation: list[float] = [0.0, 0.0, 0.0, 0.0]
         self._pending_window = 0
 
@@ -401,7 +403,7 @@ class AutoWindow:
         self.table = {0: 1.0, **{w: costs[w] for w in sorted(self.windows) if w in costs}}
         self._pending, self._key = [], key
         self.observed = learned(key, self.persist) if key is not None else {}
-        self.whole = _whole(key, self.persist) if key is not None else [0.0, 0.0, 0.0, 0.0]
+        self.whole = _whole(key, self.persist) if key is not None else [0.0] * 5
         self._generation = [0.0, 0.0, 0.0, 0.0]  # tokens and row-steps: all window steps, then measured ones
         self._pending_window = 0
         self.timer = timer
@@ -411,7 +413,16 @@ class AutoWindow:
         self._clock = None
         if self.start is not None:
             return self.start
-        return self.best(self.rates(optimistic=False))
+        first = self.best(self.rates(optimistic=False))
+        if first or not any(w for w in self.observed):
+            self.whole[4] = 0
+            return first
+        # Plain AR by the lower bounds. After 1, 2, 4, 8, ... such generations in a row one starts from the upper
+        # bounds instead: a few unlucky intervals must not keep the windows out for good (AR measures nothing
+        # about them), and the doubling keeps what exploring costs to a vanishing share of the generations.
+        streak = int(self.whole[4])
+        self.whole[4] += 1
+        return self.best() if streak and streak & (streak - 1) == 0 else 0
 
     def estimate(self, window: int, optimistic: bool = True) -> float:
         """The tokens per step ``T(window)`` credited to ``window`` (see the class); ``optimistic=False`` gives
@@ -454,7 +465,7 @@ class AutoWindow:
     def discount(self) -> float:
         """A window's whole-generation tokens per row over those of its measured intervals, at most 1 (see the
         class); 1 until a generation has ended."""
-        tokens, rows, judged_tokens, judged_rows = self.whole
+        tokens, rows, judged_tokens, judged_rows = self.whole[:4]
         if not (rows and judged_rows and judged_tokens):
             return 1.0
         return min(1.0, (tokens / rows) / (judged_tokens / judged_rows))
@@ -533,7 +544,7 @@ class AutoWindow:
             for i, x in enumerate(self._generation):
                 self.whole[i] += x
             if self.whole[1] > MEMORY:
-                self.whole[:] = [x * MEMORY / self.whole[1] for x in self.whole]
+                self.whole[:4] = [x * MEMORY / self.whole[1] for x in self.whole[:4]]
         if self.persist and isinstance(self._key, str) and self.observed and persistence_enabled():
             observed = {str(w): v for w, v in sorted(self.observed.items())}
             _store("rates", self._key, observed=observed, whole=self.whole)

@@ -274,3 +274,16 @@ def test_a_generation_starts_from_the_lower_confidence_bound(row_steps, expected
     auto.observed.update({2: [2.2 * row_steps, float(row_steps), 0.0, 0.0, 0.0]})
     assert auto.begin(costs, key=key) == expected
     assert auto.best() == 2  # the optimistic bound, which a generation explores by, prefers the window either way
+
+
+def test_after_1_2_4_8_generations_in_plain_ar_one_explores_again():
+    """Measured over few row-steps, window 2's lower bound is under AR's rate and its upper bound over it: the
+    generations start in AR, except after 1, 2, 4 and 8 of them in a row, which start from the upper bound, so
+    unlucky intervals cannot keep a window out for good and exploring stays a vanishing share."""
+    costs = {w: 2.0 for w in CANDIDATES}
+    auto = AutoWindow(costs=costs, windows=(2,), persist=False)
+    key = "explore-again"  # in memory only
+    auto.begin(costs, key=key)
+    auto.observed.update({2: [220.0, 100.0, 0.0, 0.0, 0.0]})
+    starts = [auto.begin(costs, key=key) for _ in range(16)]
+    assert [i for i, w in enumerate(starts) if w] == [1, 2, 4, 8]
