@@ -108,7 +108,7 @@ def verify_cost(pipe: ImageARPipeline, batch: int, windows: list[int], guidance:
     model = CFGModel(pipe.model, guidance)
     prompt = pipe.family.prompt(class_labels=[i % pipe.num_classes for i in range(batch)])
     context = pipe.num_tokens // 2
-    longest = max(windows) + 1
+    longest = max(windows, default=0) + 1
     cache = model.new_cache(batch, context + longest + 2)
     model.prefill(prompt, cache)
     cls = prompt.lengths.to(pipe.device)[:, None]
