@@ -1,6 +1,7 @@
 """Method ``mctp`` of the speech pipeline: MCTP heads on the shipped LM verified by a core rule. Greedy output under
 lossless rules is AR's at batch 2 in fewer or as many forwards; relaxed rules run; the heads load from the model
-folder; a model without heads, an unknown rule and an unknown parameter are errors naming them."""
+folder (the shipped ones load by default and save forwards under greedy decoding); a model without heads, an unknown
+rule and an unknown parameter are errors naming them."""
 
 import shutil
 
@@ -70,3 +71,11 @@ def test_mctp_needs_heads(pipe):
     bare = SpeechARPipeline(pipe.lm, pipe.codec, pipe.lexicon)
     with pytest.raises(ValueError, match="needs MCTP heads"):
         bare.decoder("mctp")
+
+
+def test_shipped_heads_load_and_stay_lossless():
+    shipped = SpeechARPipeline.from_pretrained()
+    assert shipped.heads is not None and shipped.heads.num_heads == 4
+    ar = shipped(TEXTS, "m1", "ar", temperature=0.0, max_steps=40)
+    heads = shipped(TEXTS, "m1", "mctp", temperature=0.0, max_steps=40)
+    assert all(torch.equal(a, b) for a, b in zip(ar.tokens, heads.tokens)) and heads.stats.nfe < ar.stats.nfe
