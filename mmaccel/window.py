@@ -353,7 +353,7 @@ class AutoWindow:
     window with the best *lower* confidence bound (the measured mean times ``1 - radius``; 1 token for a window
     not measured yet), plain AR where none beats it. Exploring costs a whole generation's lead-in and its window
     changes, so where the windows' edge over AR is inside the noise (batch 10 on this CPU), AR stays; before
-    anything is measured the first generation starts from the prior. After 1, 2, 4, 8, ... generations in a row
+    anything is measured the first generation starts from the prior. After 2, 4, 8, ... generations in a row
     that started in AR, one starts from the upper bounds and explores again.
 
     Not measured: the first ``lead_in`` of a generation's tokens (an image's first tokens accept far less than
@@ -417,12 +417,13 @@ class AutoWindow:
         if first or not any(w for w in self.observed):
             self.whole[4] = 0
             return first
-        # Plain AR by the lower bounds. After 1, 2, 4, 8, ... such generations in a row one starts from the upper
+        # Plain AR by the lower bounds. After 2, 4, 8, ... such generations in a row one starts from the upper
         # bounds instead: a few unlucky intervals must not keep the windows out for good (AR measures nothing
-        # about them), and the doubling keeps what exploring costs to a vanishing share of the generations.
+        # about them), and the doubling keeps what exploring costs to a vanishing share of the generations (not
+        # after 1: the generation that has just found AR best would be second-guessed at once).
         streak = int(self.whole[4])
         self.whole[4] += 1
-        return self.best() if streak and streak & (streak - 1) == 0 else 0
+        return self.best() if streak >= 2 and streak & (streak - 1) == 0 else 0
 
     def estimate(self, window: int, optimistic: bool = True) -> float:
         """The tokens per step ``T(window)`` credited to ``window`` (see the class); ``optimistic=False`` gives
