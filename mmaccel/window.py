@@ -323,10 +323,9 @@ class AutoWindow:
     not been timed, it is the nearest timed window's scaled by the cost table (``t(L+1) / t(1)``, see
     :func:`measure_costs`), and before anything is timed the cost table itself (plain AR costs 1). Plain AR's step,
     until timed, is the narrowest timed window's *forward* (a :class:`ForwardTimer` the decoder runs) scaled by the
-    table: a window's drafting and rule cost milliseconds a step that AR never pays, and scaling the whole step
-    would charge AR for them (at batch 10 on the default image model, 2.5 ms of a 22 ms step at window 3). AR's own
-    sampling and commit are left out of it, which favours AR by a few percent. With a fixed ``costs`` table nothing
-    is timed: the table is taken as the truth, so the choices are reproducible.
+    table: a window's drafting and rule cost time a step that AR never pays, and scaling the whole step would
+    charge AR for them. AR's own sampling and commit are left out of it, which errs towards AR. With a fixed
+    ``costs`` table nothing is timed: the table is taken as the truth, so the choices are reproducible.
 
     ``T(L)`` is the tokens committed per row forwarded: a finished sample still in the batch (until it retires)
     costs its row and commits nothing, which plain AR, whose samples all finish together, never pays. It is
@@ -383,6 +382,7 @@ class AutoWindow:
         if not 0 <= self.lead_in < 1:
             raise ValueError(f"lead_in must be in [0, 1), got {self.lead_in}")
         self._pending: list = []
+        self._pending_rows = 0  # rows forwarded over the pending steps
         self._key = None
         self._clock: float | None = None
         self.timer: ForwardTimer | None = None
@@ -401,7 +401,7 @@ class AutoWindow:
         ``key`` names the model, device, batch size, drafter and rule: what was measured under it is the start.
         ``timer`` times the decoder's step forwards (read once per interval)."""
         self.table = {0: 1.0, **{w: costs[w] for w in sorted(self.windows) if w in costs}}
-        self._pending, self._key = [], key
+        self._pending, self._pending_rows, self._key = [], 0, key
         self.observed = learned(key, self.persist) if key is not None else {}
         self.whole = _whole(key, self.persist) if key is not None else [0.0] * 5
         self._generation = [0.0, 0.0, 0.0, 0.0]  # tokens and row-steps: all window steps, then measured ones
@@ -487,8 +487,8 @@ class AutoWindow:
         """One step at ``window``: each running sample's accepted drafts, ``running`` over every row the step
         forwarded (kept as tensors: no host sync here)."""
         running = running.to(accepted.dtype)
-        rows = torch.tensor(float(running.numel()), dtype=accepted.dtype, device=accepted.device)
-        self._pending.append(torch.stack([(accepted * running).sum(), running.sum(), rows]))  # rows may retire
+        self._pending.append(torch.stack([(accepted * running).sum(), running.sum()]))  # rows may retire: sums
+        self._pending_rows += running.numel()  # known on the host: no tensor a step for it
         self._pending_window = window
 
     def choose(self, window: int) -> int:
@@ -496,7 +496,8 @@ class AutoWindow:
         if len(self._pending) < self.interval:
             return window
         pending, self._pending = self._pending, []
-        kept, live, steps = torch.stack(pending).sum(0).tolist()  # the host sync: the interval's work is done
+        kept, live = torch.stack(pending).sum(0).tolist()  # the host sync: the interval's work is done
+        steps, self._pending_rows = self._pending_rows, 0
         forward = self.timer.read() if self.timer is not None else 0.0
         now = time.perf_counter()
         elapsed = None if self._clock is None else now - self._clock
@@ -536,8 +537,8 @@ class AutoWindow:
         window step adds nothing), and what it measured goes to disk under its key (string keys, when
         persisting)."""
         if self._pending:  # the last, partial interval: the end of the tail, counted in the whole generation
-            kept, live, steps = torch.stack(self._pending).sum(0).tolist()
-            self._pending = []
+            kept, live = torch.stack(self._pending).sum(0).tolist()
+            steps, self._pending, self._pending_rows = self._pending_rows, [], 0
             if self._pending_window:
                 self._generation[0] += kept + live
                 self._generation[1] += steps
