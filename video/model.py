@@ -41,7 +41,8 @@ def video_config(name: str, codebook_size: int, num_classes: int, num_tokens: in
         tie_word_embeddings=False,
         bos_token_id=codebook_size,
         eos_token_id=codebook_size,
-        pad_token_id=codebook_size,
+        # No padding token: the embedding row of a pad id gets no gradient, and codebook_size is class 0.
+        pad_token_id=None,
         **VIDEO_CONFIGS[name],
     )
 

@@ -12,6 +12,7 @@ with probability 0.1 (LlamaGen) so classifier-free guidance works. It stops afte
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from transformers import LlamaForCausalLM
 
 from mmaccel.models.vq import VQModel
 from mmaccel.video.data import NUM_CLASSES, SEEDS, make_clips
-from mmaccel.video.model import save_video_gpt, video_config
+from mmaccel.video.model import load_video_gpt, save_video_gpt, video_config
 
 CLASS_DROPOUT = 0.1
 
@@ -51,7 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--minutes", type=float, required=True, help="wall-clock budget, data encoding included")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--init", type=Path, help="continue from the GPT in this folder (its size and vocabulary)")
+    p.add_argument("--data-seed", type=int, default=SEEDS["gpt"],
+                   help="seed base of the training clips (default: SEEDS['gpt']; never the validation base +1)")
+    p.add_argument("--cond-frames", type=int, default=0,
+                   help="the first N frames' tokens weigh --cond-weight in the loss (where the class is decided)")
+    p.add_argument("--cond-weight", type=float, default=1.0)
     a = p.parse_args(argv)
+    if a.data_seed == SEEDS["gpt"] + 1:
+        p.error(f"--data-seed {a.data_seed} is the validation seed base")
+    if a.cond_weight <= 0 or not 0 <= a.cond_frames <= a.frames:
+        p.error("--cond-weight must be > 0 and --cond-frames in [0, --frames]")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     start = time.monotonic()
@@ -60,20 +71,32 @@ def main(argv: list[str] | None = None) -> None:
     vq = VQModel.from_pretrained(a.vq / "vq.safetensors").eval()
     a.out.mkdir(parents=True, exist_ok=True)
     vq.save_pretrained(a.out, "vq")
-    clips, labels = make_clips(a.clips, SEEDS["gpt"], a.frames, a.resolution)
+    clips, labels = make_clips(a.clips, a.data_seed, a.frames, a.resolution)
     val_clips, val_labels = make_clips(64, SEEDS["gpt"] + 1, a.frames, a.resolution)
     tokens, val_tokens = encode_clips(vq, clips), encode_clips(vq, val_clips)
     grid = a.resolution // vq.config.downsample
     k = vq.config.codebook_size
     print(f"encoded {len(tokens)} clips -> {tokens.shape[1]} tokens each in {time.monotonic() - start:.0f}s", flush=True)
 
-    config = video_config(a.size, k, NUM_CLASSES, tokens.shape[1])
-    model = LlamaForCausalLM(config)
+    if a.init is not None:
+        model = load_video_gpt(a.init).model.train().requires_grad_(True)
+        # Models trained before the fix had class 0's id as the pad id: its embedding row sat at zero, frozen.
+        model.model.embed_tokens.padding_idx = None
+        model.config.pad_token_id = None
+        steps_before = json.loads((a.init / "gpt_config.json").read_text()).get("steps", 0)
+    else:
+        model, steps_before = LlamaForCausalLM(video_config(a.size, k, NUM_CLASSES, tokens.shape[1])), 0
+    # Only the first frames say which class a clip is (shape, then motion); later frames follow from them. The
+    # class's share of the plain loss is a few hundredths of a nat per token, so the weight makes it worth learning.
+    weight = torch.ones(tokens.shape[1])
+    weight[: a.cond_frames * grid * grid] = a.cond_weight
+    weight = weight / weight.mean()
     print(f"params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.05, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(0)
     meta = {"codebook_size": k, "num_classes": NUM_CLASSES, "frames": a.frames, "grid": grid,
-            "resolution": a.resolution, "train_clips": a.clips, "seed_base": SEEDS["gpt"]}
+            "resolution": a.resolution, "train_clips": a.clips, "seed_base": a.data_seed,
+            "continued_from_steps": steps_before, "cond_frames": a.cond_frames, "cond_weight": a.cond_weight}
 
     def batch_ids(tok: torch.Tensor, lab: torch.Tensor, drop: bool) -> torch.Tensor:
         cls = lab + k
@@ -92,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         for g in opt.param_groups:
             g["lr"] = a.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))) * min(1.0, (step + 1) / 100)
         logits = model(input_ids=ids[:, :-1]).logits
-        loss = F.cross_entropy(logits[..., :k].reshape(-1, k), ids[:, 1:].reshape(-1))
+        nll = F.cross_entropy(logits[..., :k].reshape(-1, k), ids[:, 1:].reshape(-1), reduction="none")
+        loss = (nll.reshape(len(ids), -1) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -106,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
                 val = F.cross_entropy(vl.reshape(-1, k), vids[:, 1:].reshape(-1)).item()
             print(f"step {step} loss {loss.item():.3f} val {val:.3f} t {time.monotonic() - start:.0f}s", flush=True)
         if step % 200 == 0:
-            save_video_gpt(model, {**meta, "steps": step}, a.out)
-    save_video_gpt(model, {**meta, "steps": step}, a.out)
+            save_video_gpt(model, {**meta, "steps": steps_before + step}, a.out)
+    save_video_gpt(model, {**meta, "steps": steps_before + step}, a.out)
     print(f"done: {step} steps in {time.monotonic() - start:.0f}s", flush=True)
 
 
