@@ -243,6 +243,7 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
         draft_nfe: dict[str, int] = {}
         nfe: dict[str, int] = {}
         used: dict[str, list[int]] = {}
+        repeat_windows: dict[str, list[float]] = {}  # per repeat, the mean window it ran (auto moves between them)
         verified: dict[str, list[int]] = {}  # per step, the drafts its forward held (a tree's nodes)
         steps: dict[str, float] = {}
         window: dict[str, int | None] = {}
@@ -262,6 +263,7 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
                     steps[name] = float(out.stats.steps_per_sample.float().mean())
                     window[name] = decoder.window or None
                     used[name] = out.stats.windows
+                    repeat_windows.setdefault(name, []).append(sum(used[name]) / max(1, len(used[name])))
                     verified[name] = [verified_drafts(decoder.drafter, w) for w in used[name]]
                 cpus[name].append(time.process_time() - cpu)
                 bar.update(1)
@@ -282,6 +284,7 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
                 "cpu_s": statistics.median(cpus[name]),
                 "cpu_speedup": ar_cpu / statistics.median(cpus[name]),
                 "cold_speedup": walls["ar"][0] / walls[name][0],
+                "walls_s": walls[name],  # per repeat, in run order: what the median hides (auto's exploring runs)
                 "guidance_scale": guidance,
                 "temperature": temperature,
                 "repeats": repeats,
@@ -302,6 +305,7 @@ def _run(methods, batch_sizes, windows, repeats, guidance_scale, temperature, se
                     window=window[name],
                     windows_used=sorted(set(used[name])),
                     mean_window=sum(used[name]) / max(1, len(used[name])),
+                    mean_window_per_repeat=repeat_windows[name],
                     verified_drafts=sorted(set(verified[name])),
                     nfe=nfe[name],
                     step_compression=compression,

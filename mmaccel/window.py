@@ -39,7 +39,7 @@ from .io import write_json_atomic
 CANDIDATES: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
 #: Set to 0 / off / false / no to keep calibrations in memory only.
 CACHE_ENV = "MMACCEL_WINDOW_CACHE"
-_VERSION = 2  # bump when what a file holds changes meaning: older files are then ignored
+_VERSION = 3  # bump when what a file holds changes meaning: older files are then ignored
 _MEASURED: dict[tuple, dict[int, float]] = {}
 #: Per (model, device, batch, drafter, rule): window -> [tokens committed, row-steps, seconds, steps, forward
 #: seconds] measured at it.
@@ -47,6 +47,11 @@ _LEARNED: dict[object, dict[int, list[float]]] = {}
 #: Per key: [tokens, row-steps] over every window step of the generations seen, then over their measured
 #: intervals, then how many generations in a row started in plain AR.
 _WHOLE: dict[object, list[float]] = {}
+#: Per key: window a generation started at -> [generations, their summed tokens per second per sample], over the
+#: generations that started from something measured (the cold one explores, whatever it starts at).
+_STARTS: dict[object, dict[int, list[float]]] = {}
+#: Generations a start window's record keeps: older ones are scaled down past it.
+START_MEMORY = 8.0
 _FINGERPRINTS: dict[int, tuple[torch.nn.Module, str]] = {}
 
 
@@ -252,6 +257,7 @@ def learned(key, disk: bool = True) -> dict[int, list[float]]:
     if key not in _LEARNED:
         table: dict[int, list[float]] = {}
         whole = [0.0] * 5
+        starts: dict[int, list[float]] = {}
         record = _load("rates", key) if disk and isinstance(key, str) and persistence_enabled() else None
         if record is not None:
             try:
@@ -259,10 +265,13 @@ def learned(key, disk: bool = True) -> dict[int, list[float]]:
                 table = {w: v for w, v in table.items() if len(v) == 5 and v[1] > 0 and min(v) >= 0}
                 stored = [float(x) for x in record.get("whole", whole)]
                 whole = stored if len(stored) == 5 and min(stored) >= 0 else whole
+                starts = {int(w): [float(x) for x in v] for w, v in record.get("starts", {}).items()}
+                starts = {w: v for w, v in starts.items() if len(v) == 2 and v[0] > 0 and v[1] >= 0}
             except (KeyError, TypeError, ValueError, AttributeError):
-                table = {}
+                table, starts = {}, {}
         _LEARNED[key] = table
         _WHOLE[key] = whole
+        _STARTS[key] = starts
     return _LEARNED[key]
 
 
@@ -270,6 +279,12 @@ def _whole(key, disk: bool = True) -> list[float]:
     """The whole-generation tallies under ``key`` (see :class:`AutoWindow`), read with :func:`learned`."""
     learned(key, disk)
     return _WHOLE[key]
+
+
+def _starts(key, disk: bool = True) -> dict[int, list[float]]:
+    """What the generations under ``key`` gave, by the window they started at (see :class:`AutoWindow`)."""
+    learned(key, disk)
+    return _STARTS[key]
 
 
 #: Row-steps a window's record keeps: older evidence is scaled down past it.
@@ -354,6 +369,10 @@ class AutoWindow:
     changes, so where the windows' edge over AR is inside the noise (batch 10 on this CPU), AR stays; before
     anything is measured the first generation starts from the prior. After 2, 4, 8, ... generations in a row
     that started in AR, one starts from the upper bounds and explores again.
+    A window is not started from once the generations that started there committed fewer tokens per second, from
+    the prefill to the last sample, than those that ran plain AR (:meth:`lost`): the estimates come from the middle
+    of generations, and on a batch where windows barely pay (batch 10 on this CPU) they recommended starts that
+    lost to AR over the whole generation.
 
     Not measured: the first ``lead_in`` of a generation's tokens (an image's first tokens accept far less than
     the rest whatever the window, so judging windows there would favour the narrow ones), and the interval
@@ -389,6 +408,10 @@ class AutoWindow:
         self.whole: list[float] = [0.0] * 5
         self._generation: list[float] = [0.0, 0.0, 0.0, 0.0]
         self._pending_window = 0
+        self.starts: dict[int, list[float]] = {}
+        self._first: int | None = None
+        self._length = 0
+        self._began = 0.0
 
     @property
     def max_window(self) -> int:
@@ -404,6 +427,7 @@ class AutoWindow:
         self._pending, self._pending_rows, self._key = [], 0, key
         self.observed = learned(key, self.persist) if key is not None else {}
         self.whole = _whole(key, self.persist) if key is not None else [0.0] * 5
+        self.starts = _starts(key, self.persist) if key is not None else {}
         self._generation = [0.0, 0.0, 0.0, 0.0]  # tokens and row-steps: all window steps, then measured ones
         self._pending_window = 0
         self.timer = timer
@@ -411,19 +435,38 @@ class AutoWindow:
         self._lead_in = self.lead_in * length if length else 0.0  # tokens per sample before anything is measured
         self._progress = 0.0
         self._clock = None
+        self._length = length or 0
+        self._began = time.perf_counter()
+        # None: nothing recorded, for a cold start (it explores, whatever it starts at) and a fixed table (nothing
+        # timed: the choices must follow from the table alone)
+        self._first = None if self.costs is not None or not any(w for w in self.observed) else 0
         if self.start is not None:
-            return self.start
-        first = self.best(self.rates(optimistic=False))
+            return self._started(self.start)
+        first = self.best({w: r for w, r in self.rates(optimistic=False).items() if not self.lost(w)})
         if first or not any(w for w in self.observed):
             self.whole[4] = 0
-            return first
+            return self._started(first)
         # Plain AR by the lower bounds. After 2, 4, 8, ... such generations in a row one starts from the upper
         # bounds instead: a few unlucky intervals must not keep the windows out for good (AR measures nothing
         # about them), and the doubling keeps what exploring costs to a vanishing share of the generations (not
         # after 1: the generation that has just found AR best would be second-guessed at once).
         streak = int(self.whole[4])
         self.whole[4] += 1
-        return self.best() if streak >= 2 and streak & (streak - 1) == 0 else 0
+        return self._started(self.best() if streak >= 2 and streak & (streak - 1) == 0 else 0)
+
+    def _started(self, window: int) -> int:
+        if self._first is not None:
+            self._first = window
+        return window
+
+    def lost(self, window: int) -> bool:
+        """Whether the generations that started at ``window`` committed fewer tokens per second, whole, than
+        those that ran plain AR: the interval estimates are read off the steady middle of a generation, and a
+        start they recommend must also have paid from the prefill to the last sample."""
+        if self.costs is not None or not window or window not in self.starts or 0 not in self.starts:
+            return False
+        mean = {w: v[1] / v[0] for w, v in self.starts.items()}
+        return mean[window] < mean[0]
 
     def estimate(self, window: int, optimistic: bool = True) -> float:
         """The tokens per step ``T(window)`` credited to ``window`` (see the class); ``optimistic=False`` gives
@@ -547,6 +590,14 @@ class AutoWindow:
                 self.whole[i] += x
             if self.whole[1] > MEMORY:
                 self.whole[:4] = [x * MEMORY / self.whole[1] for x in self.whole[:4]]
+        seconds = time.perf_counter() - self._began
+        if self._first is not None and self._length and seconds > 0:
+            record = self.starts.setdefault(self._first, [0.0, 0.0])
+            record[0] += 1
+            record[1] += self._length / seconds
+            if record[0] > START_MEMORY:
+                record[:] = [x * START_MEMORY / record[0] for x in record]
         if self.persist and isinstance(self._key, str) and self.observed and persistence_enabled():
             observed = {str(w): v for w, v in sorted(self.observed.items())}
-            _store("rates", self._key, observed=observed, whole=self.whole)
+            _store("rates", self._key, observed=observed, whole=self.whole,
+                   starts={str(w): v for w, v in sorted(self.starts.items())})

@@ -287,3 +287,38 @@ def test_after_2_4_8_generations_in_plain_ar_one_explores_again():
     auto.observed.update({2: [220.0, 100.0, 0.0, 0.0, 0.0]})
     starts = [auto.begin(costs, key=key) for _ in range(16)]
     assert [i for i, w in enumerate(starts) if w] == [2, 4, 8]
+
+
+@pytest.mark.parametrize("window_rate, expected", [(90.0, 0), (110.0, 2)])
+def test_a_window_whose_whole_generations_lost_to_ar_is_not_started_from(window_rate, expected):
+    """Window 2's intervals say it pays (the 4000-row-step case above starts it). Generations that started there
+    and committed fewer tokens per second, whole, than those that ran plain AR keep the next one in AR; ones that
+    committed more do not."""
+    costs = {w: 2.0 for w in CANDIDATES}
+    auto = AutoWindow(windows=(2,), persist=False)  # timed: no fixed table
+    key = f"whole-starts-{window_rate}"  # in memory only
+    auto.begin(costs, key=key)
+    auto.observed.update({2: [2.2 * 4000, 4000.0, 0.0, 0.0, 0.0]})
+    assert auto.begin(costs, key=key) == 2
+    auto.starts.update({0: [2.0, 2 * 100.0], 2: [2.0, 2 * window_rate]})
+    assert auto.begin(costs, key=key) == expected
+    assert auto.lost(2) == (expected == 0)
+
+
+def test_generations_are_recorded_by_their_start_window_and_a_fixed_table_records_none():
+    costs = {w: 2.0 for w in CANDIDATES}
+    auto = AutoWindow(windows=(2,), persist=False)
+    auto.begin(costs, key="starts-recorded", length=64)
+    auto.finish()
+    assert auto.starts == {}  # the cold generation explores: not a start's record
+    auto.observed.update({2: [2.2 * 4000, 4000.0, 0.0, 0.0, 0.0]})
+    assert auto.begin(costs, key="starts-recorded", length=64) == 2
+    auto.finish()
+    assert auto.starts[2][0] == 1 and auto.starts[2][1] > 0
+    fixed = AutoWindow(costs=costs, windows=(2,), persist=False)
+    fixed.begin(costs, key="starts-fixed", length=64)
+    fixed.observed.update({2: [2.2 * 4000, 4000.0, 0.0, 0.0, 0.0]})
+    fixed.starts.update({0: [1.0, 100.0], 2: [1.0, 1.0]})
+    assert fixed.begin(costs, key="starts-fixed", length=64) == 2  # a fixed table is the truth: no veto
+    fixed.finish()
+    assert fixed.starts[2] == [1.0, 1.0]

@@ -23,6 +23,7 @@ def test_engine_bench_records_ceilings_from_the_windows_each_method_ran():
     assert sjd["draft_forwards_per_step"] == 0
     assert sjd["share_of_ceiling"] == pytest.approx(sjd["speedup"] / sjd["ceiling"])
     assert sjd["cpu_s"] > 0 and sjd["cold_speedup"] > 0 and sjd["calibration_s"] == 0
+    assert len(sjd["walls_s"]) == 1 and sjd["wall_s"] == sjd["walls_s"][0] and sjd["mean_window_per_repeat"] == [4.0]
     assert "minimal static-cache AR loop" in format_table(records)
 
 
