@@ -2,7 +2,8 @@
 
 Teacher-forced on ``--clips`` clips of the GPT validation seed set (``SEEDS["gpt"] + 1``, which training never
 fits on), class-conditioned: cross-entropy (nats/token, uniform = ln 1024 = 6.93) and the mean entropy of the
-model's next-token distribution (the AR entropy at temperature 1, without guidance). One JSON line per folder.
+model's next-token distribution (the AR entropy at temperature 1, without guidance), and how much the first frame's
+loss rises under a wrong shape, a wrong motion or the null class (the class's use). One JSON line per folder.
 
     python -m mmaccel.video.training.eval_gpt --model video/weights --model /work/train/video
 """
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mmaccel.models.vq import VQModel
-from mmaccel.video.data import SEEDS, make_clips
+from mmaccel.video.data import NUM_CLASSES, SEEDS, make_clips
 from mmaccel.video.model import load_video_gpt
 from mmaccel.video.training.train_gpt import encode_clips
 
@@ -30,16 +31,34 @@ def evaluate(folder: Path, clips: int = 64, batch: int = 16) -> dict:
     k = model.codebook_size
     video, labels = make_clips(clips, SEEDS["gpt"] + 1, model.frames, model.grid * vq.config.downsample)
     tokens = encode_clips(vq, video)
-    ids = torch.cat([torch.from_numpy(labels)[:, None] + k, tokens], 1)
+    meta = json.loads((folder / "gpt_config.json").read_text())
+    sink = meta.get("sink_token")  # a token before the class one (train_gpt --sink)
+
+    def code_nll(label: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Per-code NLL [n, len] of ``codes`` after the prompt of ``label`` (the logits of the code positions)."""
+        head = label[:, None] + k if sink is None else torch.stack([torch.full_like(label, sink), label + k], 1)
+        ids = torch.cat([head, codes], 1)
+        logits = model.model(input_ids=ids[:, :-1]).logits[:, head.shape[1] - 1 :, :k].float()
+        return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none"), logits
+
+    true = torch.from_numpy(labels)
     loss = entropy = 0.0
     for i in range(0, clips, batch):
-        chunk = ids[i : i + batch]
-        logits = model.model(input_ids=chunk[:, :-1]).logits[..., :k].float()
+        nll, logits = code_nll(true[i : i + batch], tokens[i : i + batch])
         logp = logits.log_softmax(-1)
-        loss += F.nll_loss(logp.reshape(-1, k), chunk[:, 1:].reshape(-1), reduction="sum").item()
+        loss += nll.sum().item()
         entropy += -(logp.exp() * logp).sum(-1).sum().item()
     n = clips * tokens.shape[1]
-    meta = json.loads((folder / "gpt_config.json").read_text())
+    # Whether the GPT reads its class: the first frame's loss under another class than the clip's. A class is
+    # shape * 2 + motion (video/data.py), so +2 changes the shape alone and ^1 the motion alone.
+    frame = model.grid * model.grid
+    conditions = {"true": true, "wrong_shape": (true + 2) % NUM_CLASSES, "wrong_motion": true ^ 1,
+                  "null": torch.full_like(true, NUM_CLASSES)}
+    first = {}
+    for name, label in conditions.items():
+        total = sum(code_nll(label[i : i + batch], tokens[i : i + batch, :frame])[0].sum().item()
+                    for i in range(0, clips, batch))
+        first[name] = total / (clips * frame)
     return {
         "model": str(folder),
         "params": sum(p.numel() for p in model.model.parameters()),
@@ -47,6 +66,8 @@ def evaluate(folder: Path, clips: int = 64, batch: int = 16) -> dict:
         "val_clips": clips,
         "val_loss": loss / n,
         "entropy": entropy / n,
+        # nats/token on the first frame under another class, minus under the clip's own: 0 means it is ignored
+        "first_frame_class_gain": {name: first[name] - first["true"] for name in conditions if name != "true"},
     }
 
 
