@@ -48,13 +48,20 @@ def video_config(name: str, codebook_size: int, num_classes: int, num_tokens: in
 
 
 class VideoGPT(HFCausalLM):
-    """The video model as a :class:`~mmaccel.models.TokenModel`: prompts are one class token.
+    """The video model as a :class:`~mmaccel.models.TokenModel`: prompts are one class token, after a ``sink``
+    token where the model was trained with one (``train_gpt --sink``: the first position of a sequence tends to
+    become an attention sink, whose content the model learns to ignore; a token of its own there leaves the class
+    token free to be read).
 
     ``vocab_size`` is the codebook size: class tokens exist only as inputs.
     """
 
-    def __init__(self, model: LlamaForCausalLM, codebook_size: int, num_classes: int, frames: int, grid: int):
+    def __init__(
+        self, model: LlamaForCausalLM, codebook_size: int, num_classes: int, frames: int, grid: int,
+        sink: int | None = None,
+    ):
         super().__init__(model)
+        self.sink = sink
         self.codebook_size = codebook_size
         self.vocab_size = codebook_size
         self.num_classes = num_classes
@@ -81,10 +88,17 @@ class VideoGPT(HFCausalLM):
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"class labels must be in [0, {self.num_classes}), got {labels.tolist()}")
         ids = (labels + self.codebook_size)[:, None]
-        return TokenPrompt(ids.to(self.device), torch.ones(len(labels), dtype=torch.long, device=self.device))
+        if self.sink is not None:
+            ids = torch.cat([torch.full_like(ids, self.sink), ids], 1)
+        lengths = torch.full((len(ids),), ids.shape[1], dtype=torch.long, device=self.device)
+        return TokenPrompt(ids.to(self.device), lengths)
 
     def unconditional_prompt(self, prompt: TokenPrompt) -> TokenPrompt:
-        return TokenPrompt(torch.full_like(prompt.ids, self.null_class), prompt.lengths.clone())
+        # The same length as the conditioned prompt, every token the null class (after the sink, where there is one).
+        ids = torch.full_like(prompt.ids, self.null_class)
+        if self.sink is not None:
+            ids[:, 0] = self.sink
+        return TokenPrompt(ids, prompt.lengths.clone())
 
     def to(self, device: str | torch.device) -> VideoGPT:
         self.model.to(device)
@@ -120,10 +134,18 @@ def load_video_gpt(path: str | os.PathLike | None = None, device: str | torch.de
         config = LlamaConfig(**meta["llama"])
         codebook, classes = int(meta["codebook_size"]), int(meta["num_classes"])
         frames, grid = int(meta["frames"]), int(meta["grid"])
+        sink = meta.get("sink_token")
+        sink = None if sink is None else int(sink)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"video model config {str(cfg_path)!r} is not valid: {err}") from err
-    if config.vocab_size != codebook + classes + 1:
-        raise CheckpointError(f"video model config {str(cfg_path)!r}: vocab_size {config.vocab_size} != codebook + classes + 1")
+    if sink is not None and sink != codebook + classes + 1:
+        raise CheckpointError(f"video model config {str(cfg_path)!r}: sink_token {sink} != codebook + classes + 1")
+    expected = codebook + classes + 1 + (sink is not None)
+    if config.vocab_size != expected:
+        raise CheckpointError(
+            f"video model config {str(cfg_path)!r}: vocab_size {config.vocab_size} != codebook + classes + 1"
+            + (" + sink" if sink is not None else "")
+        )
     model = LlamaForCausalLM(config)
     load_checked(model, read_state_dict(path), str(path))
-    return VideoGPT(model.to(device).eval(), codebook, classes, frames, grid)
+    return VideoGPT(model.to(device).eval(), codebook, classes, frames, grid, sink)

@@ -12,14 +12,21 @@ from mmaccel.models.vq import VQConfig, VQModel
 from ..model import save_video_gpt, video_config
 
 
-def save_tiny_video_model(folder: Path, frames: int = 2, grid: int = 4, num_classes: int = 3, seed: int = 0) -> Path:
-    """A random ``video-tiny`` GPT and a random ``VQ-tiny`` tokenizer (2x downsampling) saved into ``folder``."""
+def save_tiny_video_model(
+    folder: Path, frames: int = 2, grid: int = 4, num_classes: int = 3, seed: int = 0, sink: bool = False
+) -> Path:
+    """A random ``video-tiny`` GPT and a random ``VQ-tiny`` tokenizer (2x downsampling) saved into ``folder``;
+    ``sink``: with a sink token before the class token (``train_gpt --sink``)."""
     torch.manual_seed(seed)
     vq = VQModel(VQConfig.named("VQ-tiny"))
     vq.save_pretrained(folder, "vq")
     k = vq.config.codebook_size
-    model = LlamaForCausalLM(video_config("video-tiny", k, num_classes, frames * grid * grid))
+    config = video_config("video-tiny", k, num_classes, frames * grid * grid)
+    if sink:
+        config.vocab_size += 1
+        config.max_position_embeddings += 1
+    model = LlamaForCausalLM(config)
     meta = {"codebook_size": k, "num_classes": num_classes, "frames": frames, "grid": grid,
-            "resolution": grid * vq.config.downsample}
+            "resolution": grid * vq.config.downsample, "sink_token": k + num_classes + 1 if sink else None}
     save_video_gpt(model, meta, folder)
     return folder

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cond-frames", type=int, default=0,
                    help="the first N frames' tokens weigh --cond-weight in the loss (where the class is decided)")
     p.add_argument("--cond-weight", type=float, default=1.0)
+    p.add_argument("--sink", action="store_true",
+                   help="put a token of its own before the class token, to take the first position's attention-sink "
+                        "role (the class token otherwise holds it)")
     a = p.parse_args(argv)
     if a.data_seed == SEEDS["gpt"] + 1:
         p.error(f"--data-seed {a.data_seed} is the validation seed base")
@@ -88,6 +91,13 @@ def main(argv: list[str] | None = None) -> None:
         model, steps_before = LlamaForCausalLM(video_config(a.size, k, NUM_CLASSES, tokens.shape[1])), 0
     # Only the first frames say which class a clip is (shape, then motion); later frames follow from them. The
     # class's share of the plain loss is a few hundredths of a nat per token, so the weight makes it worth learning.
+    sink = None
+    if a.sink:
+        sink = k + NUM_CLASSES + 1
+        if model.config.vocab_size <= sink:
+            model.resize_token_embeddings(sink + 1, mean_resizing=False)
+            model.config.max_position_embeddings = tokens.shape[1] + 2
+    prefix = 2 if sink is not None else 1  # input tokens before the first code: (sink,) class
     weight = torch.ones(tokens.shape[1])
     weight[: a.cond_frames * grid * grid] = a.cond_weight
     weight = weight / weight.mean()
@@ -96,13 +106,15 @@ def main(argv: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(0)
     meta = {"codebook_size": k, "num_classes": NUM_CLASSES, "frames": a.frames, "grid": grid,
             "resolution": a.resolution, "train_clips": a.clips, "seed_base": a.data_seed,
-            "continued_from_steps": steps_before, "cond_frames": a.cond_frames, "cond_weight": a.cond_weight}
+            "continued_from_steps": steps_before, "cond_frames": a.cond_frames, "cond_weight": a.cond_weight,
+            "sink_token": sink}
 
     def batch_ids(tok: torch.Tensor, lab: torch.Tensor, drop: bool) -> torch.Tensor:
         cls = lab + k
         if drop:
             cls = torch.where(torch.rand(len(lab), generator=gen) < CLASS_DROPOUT, torch.full_like(cls, k + NUM_CLASSES), cls)
-        return torch.cat([cls[:, None], tok], 1)
+        head = cls[:, None] if sink is None else torch.stack([torch.full_like(cls, sink), cls], 1)
+        return torch.cat([head, tok], 1)
 
     labels_t = torch.from_numpy(labels)
     step, t_total = 0, 60 * a.minutes
@@ -114,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         frac = min(1.0, (time.monotonic() - start) / t_total)
         for g in opt.param_groups:
             g["lr"] = a.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))) * min(1.0, (step + 1) / 100)
-        logits = model(input_ids=ids[:, :-1]).logits
-        nll = F.cross_entropy(logits[..., :k].reshape(-1, k), ids[:, 1:].reshape(-1), reduction="none")
+        logits = model(input_ids=ids[:, :-1]).logits[:, prefix - 1 :]
+        nll = F.cross_entropy(logits[..., :k].reshape(-1, k), ids[:, prefix:].reshape(-1), reduction="none")
         loss = (nll.reshape(len(ids), -1) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -126,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
             model.eval()
             with torch.no_grad():
                 vids = batch_ids(val_tokens[:32], torch.from_numpy(val_labels[:32]), False)
-                vl = model(input_ids=vids[:, :-1]).logits[..., :k]
-                val = F.cross_entropy(vl.reshape(-1, k), vids[:, 1:].reshape(-1)).item()
+                vl = model(input_ids=vids[:, :-1]).logits[:, prefix - 1 :, :k]
+                val = F.cross_entropy(vl.reshape(-1, k), vids[:, prefix:].reshape(-1)).item()
             print(f"step {step} loss {loss.item():.3f} val {val:.3f} t {time.monotonic() - start:.0f}s", flush=True)
         if step % 200 == 0:
             save_video_gpt(model, {**meta, "steps": steps_before + step}, a.out)
