@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import torch
 from transformers import LlamaForCausalLM
 
@@ -35,3 +37,14 @@ def test_a_continued_run_unfreezes_the_old_pad_row_and_records_its_lineage(tmp_p
     assert saved["llama"].get("pad_token_id") is None
     assert saved["continued_from_steps"] == 7 and saved["steps"] >= 7
     assert (saved["seed_base"], saved["cond_frames"], saved["cond_weight"]) == (7000, 1, 4.0)
+
+
+@pytest.mark.parametrize("sink", [False, True])
+def test_eval_gpt_reports_the_first_frames_class_gain(tmp_path, sink):
+    from mmaccel.video.testing import save_tiny_video_model
+    from mmaccel.video.training.eval_gpt import evaluate
+
+    folder = save_tiny_video_model(tmp_path, frames=2, grid=8, num_classes=NUM_CLASSES, sink=sink)
+    gain = evaluate(folder, clips=4, batch=2)["first_frame_class_gain"]
+    assert set(gain) == {"wrong_shape", "wrong_motion", "null"}
+    assert any(abs(g) > 0 for g in gain.values())  # a random model reads its prompt: the gains are not all zero

@@ -55,6 +55,8 @@ def evaluate(folder: Path, clips: int = 64, batch: int = 16) -> dict:
     conditions = {"true": true, "wrong_shape": (true + 2) % NUM_CLASSES, "wrong_motion": true ^ 1,
                   "null": torch.full_like(true, NUM_CLASSES)}
     first = {}
+    if model.num_classes != NUM_CLASSES:  # not the data's classes (a test model): no shape or motion to swap
+        conditions = {}
     for name, label in conditions.items():
         total = sum(code_nll(label[i : i + batch], tokens[i : i + batch, :frame])[0].sum().item()
                     for i in range(0, clips, batch))
@@ -67,7 +69,8 @@ def evaluate(folder: Path, clips: int = 64, batch: int = 16) -> dict:
         "val_loss": loss / n,
         "entropy": entropy / n,
         # nats/token on the first frame under another class, minus under the clip's own: 0 means it is ignored
-        "first_frame_class_gain": {name: first[name] - first["true"] for name in conditions if name != "true"},
+        "first_frame_class_gain": {name: first[name] - first["true"] for name in conditions if name != "true"}
+        or None,
     }
 
 
