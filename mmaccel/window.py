@@ -437,13 +437,14 @@ class AutoWindow:
         self._clock = None
         self._length = length or 0
         self._began = time.perf_counter()
+        cold = not any(w for w in self.observed)
         # None: nothing recorded, for a cold start (it explores, whatever it starts at) and a fixed table (nothing
         # timed: the choices must follow from the table alone)
-        self._first = None if self.costs is not None or not any(w for w in self.observed) else 0
+        self._first = None if self.costs is not None or cold else 0
         if self.start is not None:
             return self._started(self.start)
         first = self.best({w: r for w, r in self.rates(optimistic=False).items() if not self.lost(w)})
-        if first or not any(w for w in self.observed):
+        if first or cold:
             self.whole[4] = 0
             return self._started(first)
         # Plain AR by the lower bounds. After 2, 4, 8, ... such generations in a row one starts from the upper

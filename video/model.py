@@ -47,6 +47,18 @@ def video_config(name: str, codebook_size: int, num_classes: int, num_tokens: in
     )
 
 
+def sink_token_id(codebook_size: int, num_classes: int) -> int:
+    """The sink token's id (``train_gpt --sink``): the one after the null class."""
+    return codebook_size + num_classes + 1
+
+
+def prompt_head(condition: torch.Tensor, sink: int | None) -> torch.Tensor:
+    """``[n, 1]`` condition token ids (class or null), or ``[n, 2]`` with the ``sink`` before them: the tokens a
+    sequence starts with, in training, evaluation and generation alike."""
+    head = condition[:, None]
+    return head if sink is None else torch.cat([torch.full_like(head, sink), head], 1)
+
+
 class VideoGPT(HFCausalLM):
     """The video model as a :class:`~mmaccel.models.TokenModel`: prompts are one class token, after a ``sink``
     token where the model was trained with one (``train_gpt --sink``: the first position of a sequence tends to
@@ -87,9 +99,7 @@ class VideoGPT(HFCausalLM):
         labels = torch.as_tensor(labels, dtype=torch.long)
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"class labels must be in [0, {self.num_classes}), got {labels.tolist()}")
-        ids = (labels + self.codebook_size)[:, None]
-        if self.sink is not None:
-            ids = torch.cat([torch.full_like(ids, self.sink), ids], 1)
+        ids = prompt_head(labels + self.codebook_size, self.sink)
         lengths = torch.full((len(ids),), ids.shape[1], dtype=torch.long, device=self.device)
         return TokenPrompt(ids.to(self.device), lengths)
 
@@ -138,7 +148,7 @@ def load_video_gpt(path: str | os.PathLike | None = None, device: str | torch.de
         sink = None if sink is None else int(sink)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"video model config {str(cfg_path)!r} is not valid: {err}") from err
-    if sink is not None and sink != codebook + classes + 1:
+    if sink is not None and sink != sink_token_id(codebook, classes):
         raise CheckpointError(f"video model config {str(cfg_path)!r}: sink_token {sink} != codebook + classes + 1")
     expected = codebook + classes + 1 + (sink is not None)
     if config.vocab_size != expected:

@@ -48,3 +48,15 @@ def test_eval_gpt_reports_the_first_frames_class_gain(tmp_path, sink):
     gain = evaluate(folder, clips=4, batch=2)["first_frame_class_gain"]
     assert set(gain) == {"wrong_shape", "wrong_motion", "null"}
     assert any(abs(g) > 0 for g in gain.values())  # a random model reads its prompt: the gains are not all zero
+
+
+def test_a_continued_sink_model_keeps_its_sink_without_the_flag(tmp_path):
+    config = video_config("video-tiny", 1024, NUM_CLASSES, 2 * 64)
+    config.vocab_size += 1
+    meta = {"codebook_size": 1024, "num_classes": NUM_CLASSES, "frames": 2, "grid": 8, "resolution": 32,
+            "steps": 3, "sink_token": 1024 + NUM_CLASSES + 1}
+    save_video_gpt(LlamaForCausalLM(config), meta, tmp_path / "old")
+    train_gpt.main(["--init", str(tmp_path / "old"), "--out", str(tmp_path / "new"), "--clips", "4",
+                    "--frames", "2", "--batch", "2", "--minutes", "0.01", "--data-seed", "7000"])
+    saved = json.loads((tmp_path / "new" / "gpt_config.json").read_text())
+    assert saved["sink_token"] == meta["sink_token"] and saved["llama"]["vocab_size"] == config.vocab_size

@@ -9,7 +9,7 @@ from transformers import LlamaForCausalLM
 
 from mmaccel.models.vq import VQConfig, VQModel
 
-from ..model import save_video_gpt, video_config
+from ..model import save_video_gpt, sink_token_id, video_config
 
 
 def save_tiny_video_model(
@@ -27,6 +27,6 @@ def save_tiny_video_model(
         config.max_position_embeddings += 1
     model = LlamaForCausalLM(config)
     meta = {"codebook_size": k, "num_classes": num_classes, "frames": frames, "grid": grid,
-            "resolution": grid * vq.config.downsample, "sink_token": k + num_classes + 1 if sink else None}
+            "resolution": grid * vq.config.downsample, "sink_token": sink_token_id(k, num_classes) if sink else None}
     save_video_gpt(model, meta, folder)
     return folder

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from mmaccel.models.vq import VQModel
 from mmaccel.video.data import NUM_CLASSES, SEEDS, make_clips
-from mmaccel.video.model import load_video_gpt
+from mmaccel.video.model import load_video_gpt, prompt_head
 from mmaccel.video.training.train_gpt import encode_clips
 
 
@@ -32,11 +32,10 @@ def evaluate(folder: Path, clips: int = 64, batch: int = 16) -> dict:
     video, labels = make_clips(clips, SEEDS["gpt"] + 1, model.frames, model.grid * vq.config.downsample)
     tokens = encode_clips(vq, video)
     meta = json.loads((folder / "gpt_config.json").read_text())
-    sink = meta.get("sink_token")  # a token before the class one (train_gpt --sink)
 
-    def code_nll(label: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Per-code NLL [n, len] of ``codes`` after the prompt of ``label`` (the logits of the code positions)."""
-        head = label[:, None] + k if sink is None else torch.stack([torch.full_like(label, sink), label + k], 1)
+    def code_nll(label: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-code NLL ``[n, len]`` of ``codes`` after the prompt of ``label``, and the code positions' logits."""
+        head = prompt_head(label + k, model.sink)
         ids = torch.cat([head, codes], 1)
         logits = model.model(input_ids=ids[:, :-1]).logits[:, head.shape[1] - 1 :, :k].float()
         return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none"), logits

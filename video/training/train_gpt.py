@@ -23,7 +23,7 @@ from transformers import LlamaForCausalLM
 
 from mmaccel.models.vq import VQModel
 from mmaccel.video.data import NUM_CLASSES, SEEDS, make_clips
-from mmaccel.video.model import load_video_gpt, save_video_gpt, video_config
+from mmaccel.video.model import load_video_gpt, prompt_head, save_video_gpt, sink_token_id, video_config
 
 CLASS_DROPOUT = 0.1
 
@@ -81,23 +81,23 @@ def main(argv: list[str] | None = None) -> None:
     k = vq.config.codebook_size
     print(f"encoded {len(tokens)} clips -> {tokens.shape[1]} tokens each in {time.monotonic() - start:.0f}s", flush=True)
 
+    sink = sink_token_id(k, NUM_CLASSES) if a.sink else None
     if a.init is not None:
-        model = load_video_gpt(a.init).model.train().requires_grad_(True)
+        loaded = load_video_gpt(a.init)
+        sink = loaded.sink if loaded.sink is not None else sink  # a model trained with a sink keeps it
+        model = loaded.model.train().requires_grad_(True)
         # Models trained before the fix had class 0's id as the pad id: its embedding row sat at zero, frozen.
         model.model.embed_tokens.padding_idx = None
         model.config.pad_token_id = None
         steps_before = json.loads((a.init / "gpt_config.json").read_text()).get("steps", 0)
     else:
         model, steps_before = LlamaForCausalLM(video_config(a.size, k, NUM_CLASSES, tokens.shape[1])), 0
+    if sink is not None and model.config.vocab_size <= sink:
+        model.resize_token_embeddings(sink + 1, mean_resizing=False)
+        model.config.max_position_embeddings = tokens.shape[1] + 2
+    prefix = 2 if sink is not None else 1  # input tokens before the first code: (sink,) class
     # Only the first frames say which class a clip is (shape, then motion); later frames follow from them. The
     # class's share of the plain loss is a few hundredths of a nat per token, so the weight makes it worth learning.
-    sink = None
-    if a.sink:
-        sink = k + NUM_CLASSES + 1
-        if model.config.vocab_size <= sink:
-            model.resize_token_embeddings(sink + 1, mean_resizing=False)
-            model.config.max_position_embeddings = tokens.shape[1] + 2
-    prefix = 2 if sink is not None else 1  # input tokens before the first code: (sink,) class
     weight = torch.ones(tokens.shape[1])
     weight[: a.cond_frames * grid * grid] = a.cond_weight
     weight = weight / weight.mean()
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         cls = lab + k
         if drop:
             cls = torch.where(torch.rand(len(lab), generator=gen) < CLASS_DROPOUT, torch.full_like(cls, k + NUM_CLASSES), cls)
-        head = cls[:, None] if sink is None else torch.stack([torch.full_like(cls, sink), cls], 1)
-        return torch.cat([head, tok], 1)
+        return torch.cat([prompt_head(cls, sink), tok], 1)
 
     labels_t = torch.from_numpy(labels)
     step, t_total = 0, 60 * a.minutes
