@@ -20,6 +20,10 @@ masked model, and the exact rule stays lossless with it.
 The logits at position ``p`` choose the token at ``p + 1``: generated-face token ``s = p - 1`` (the prompt is
 ``[class, bos, prefix faces...]``), slot ``s % 9`` of face ``s // 9``. The tokens before ``p`` sit in the KV
 cache, not in the forward's input, so :class:`TokenHistoryCache` keeps them beside it, by position.
+
+A token tree (drafts whose siblings share a position) is masked node by node: each node's history is the
+committed tokens plus its own ancestors' (:func:`tree_histories`), and after the step the accepted path's tokens
+are written where a chain would have put them (:meth:`TokenHistoryCache.keep_path`).
 """
 
 from __future__ import annotations
@@ -51,10 +55,45 @@ class TokenHistoryCache(SlotCache):
         self.tokens.scatter_(1, positions, tokens)
         return self.tokens
 
+    def record_tree(self, tokens: torch.Tensor, positions: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
+        """A tree forward's ``tokens`` at ``positions`` (``[B, T]``, column 0 the root, the last committed token)
+        with ``ancestors`` ``[B, T, T]``: record the root, keep the tree for :meth:`keep_path`, and return each
+        node's own history ``[B, T, max_length]``."""
+        history = self.record(tokens[:, :1], positions[:, :1])
+        self._tree_tokens, self._tree_positions = tokens, positions
+        return tree_histories(history, tokens, positions, ancestors)
+
+    def keep_path(self, columns: torch.Tensor) -> None:
+        super().keep_path(columns)
+        tree = getattr(self, "_tree_tokens", None)
+        if tree is None or self.tokens is None:
+            return
+        rows = self._tree_tokens.shape[0]
+        columns = columns.to(tree.device).repeat(rows // columns.shape[0], 1)
+        # The root, then the accepted path (padded with anything: a chain's window writes past its end alike).
+        at = self._tree_positions[:, :1] + torch.arange(columns.shape[1], device=tree.device)
+        self.tokens.scatter_(1, at.clamp(max=self.max_length - 1), tree.gather(1, columns))
+        self._tree_tokens = self._tree_positions = None
+
     def reorder(self, index: torch.Tensor) -> None:
         super().reorder(index)
         if self.tokens is not None:
             self.tokens = self.tokens.index_select(0, index.to(self.tokens.device))
+
+
+def tree_histories(
+    history: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor, ancestors: torch.Tensor
+) -> torch.Tensor:
+    """``[B, T, S]``: for each tree node, ``history`` ``[B, S]`` (committed tokens by position) with the node's
+    ancestors' and its own ``tokens`` written at their ``positions``; other nodes' tokens are left out."""
+    b, t = tokens.shape
+    span = history.shape[1]
+    own = history[:, None].expand(b, t, span)
+    # Non-ancestors write into a spare last column, so siblings at a shared position never collide.
+    where = torch.where(ancestors, positions[:, None, :].clamp(max=span - 1), span)  # [B, T(node), T(writer)]
+    out = torch.cat([own, own.new_zeros(b, t, 1)], 2).clone()
+    out.scatter_(2, where, tokens[:, None, :].expand(b, t, t))
+    return out[..., :span]
 
 
 def allowed_tokens(history: torch.Tensor, positions: torch.Tensor, levels: int, eos: int, vocab: int) -> torch.Tensor:
@@ -148,8 +187,17 @@ class FaceGrammarModel:
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, cache: TokenHistoryCache, output_hidden: bool = False
     ) -> ModelOutput:
-        if getattr(cache, "tree", None) is not None:
-            # Tree siblings share a position, so "the token at each position" is no longer one token.
-            raise ValueError("structure_mask does not support token-tree drafts; use a chain drafter")
-        history = cache.record(tokens, positions)
-        return self._mask(self.model.forward(tokens, positions, cache, output_hidden), history, positions)
+        layout = getattr(cache, "tree", None)
+        if layout is None:
+            history = cache.record(tokens, positions)
+            return self._mask(self.model.forward(tokens, positions, cache, output_hidden), history, positions)
+        # Tree siblings share a position, so each node is masked by its own path's history.
+        layout = layout.rows(tokens.shape[0])
+        ancestors = layout.ancestors.gather(2, layout.node[:, None, :].expand(-1, tokens.shape[1], -1))
+        histories = cache.record_tree(tokens, positions, ancestors)  # [B, T, S]
+        out = self.model.forward(tokens, positions, cache, output_hidden)
+        b, t = tokens.shape
+        allowed = allowed_tokens(
+            histories.flatten(0, 1), positions.reshape(b * t, 1), self.levels, self.eos, out.logits.shape[-1]
+        ).view(b, t, -1)
+        return ModelOutput(out.logits.masked_fill(~allowed, float("-inf")), out.hidden)

@@ -7,7 +7,10 @@ the next tokens in the same forward, and a rule of the core verifies them: ``xsp
 lossless, ``xspec:rule=typical`` or ``xspec:rule=gsd`` relax it. The core's table has no heads drafter yet, so
 the pairing lives here, built from the core's pieces (drafter, rule, decoder); it adds no loop of its own.
 ``mask=true`` (default) draws the drafts from the heads' distributions masked to the layout's grammar and sort
-order (:mod:`mmaccel.mesh.structure_mask`); ``mask=false`` uses the heads as they are.
+order (:mod:`mmaccel.mesh.structure_mask`); ``mask=false`` uses the heads as they are. ``tree=2x2x1`` drafts
+Medusa's static tree from the heads (``branch=top`` or ``sample``) instead of a chain. Hinted heads (a
+``hint.weight`` in ``heads.safetensors``, distilled with ``distill_heads --hinted``) read the face-structure copy
+(:class:`~mmaccel.mesh.face_init.FaceInit`) of each token they draft.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from mmaccel.drafting.heads import DraftHeads, MultiHeadDrafter
 from mmaccel.engine import SpeculativeDecoder
 from mmaccel.methods import TokenTables, build_decoder, check_params, parse_method
 from mmaccel.models import CFGModel, TokenModel
+from mmaccel.drafting.branch import check_branch
 from mmaccel.params import coerce, split_spec, typed
+from mmaccel.tree import TreeShape
 from mmaccel.sampling import SamplingConfig
 
 from .face_init import FaceInit
@@ -40,8 +45,21 @@ def check_mesh_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     params = dict(params)
     rule = params.pop("rule", DEFAULT_HEADS_RULE)
     rule_class(rule)  # an unknown rule names the known ones
-    mask = coerce(params.pop("mask", True), bool, "mask", f"method {name!r}")
-    return {"rule": rule, "mask": mask, **typed(params, rule_parameters(rule), f"method {name!r} with rule {rule!r}")}
+    where = f"method {name!r}"
+    mask = coerce(params.pop("mask", True), bool, "mask", where)
+    tree = params.pop("tree", None)
+    if tree is not None:
+        try:
+            TreeShape.parse(str(tree))
+        except ValueError as err:
+            raise ValueError(f"{where}: tree: {err}") from None
+        tree = str(tree)
+    try:
+        branch = check_branch(str(params.pop("branch", "top")))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    rule_params = typed(params, rule_parameters(rule), f"{where} with rule {rule!r}")
+    return {"rule": rule, "mask": mask, "tree": tree, "branch": branch, **rule_params}
 
 
 def parse_mesh_method(spec: str, where: str = "--methods") -> tuple[str, dict[str, Any]]:
@@ -79,7 +97,7 @@ def build_mesh_decoder(
         )
     if heads is None:
         raise ValueError(f"method {name!r} needs draft heads; this model has none (distil them first)")
-    rule_name, mask = params.pop("rule"), params.pop("mask")
+    rule_name, mask, tree, branch = params.pop("rule"), params.pop("mask"), params.pop("tree"), params.pop("branch")
     cls = rule_class(rule_name)
     tables = tables or TokenTables()
     table = tables.table(cls.table)
@@ -87,13 +105,21 @@ def build_mesh_decoder(
         table = model.embedding_table()
     rule = cls.build(table, tables.keep_dir, **params)
     target = CFGModel(model, guidance_scale) if guidance_scale != 1.0 else model
-    drafter = StructuredHeadsDrafter(heads, levels, eos if eos is not None else levels + 1) if mask else None
-    return SpeculativeDecoder(target, drafter or MultiHeadDrafter(heads), rule, sampling or SamplingConfig())
+    eos = eos if eos is not None else levels + 1
+    hint = FaceInit(levels, eos) if heads.hinted else None  # hinted mesh heads are distilled with the face copy
+    if tree is not None and TreeShape.parse(tree).depth > heads.num_heads:
+        raise ValueError(f"method {name!r}: tree {tree} is deeper than the {heads.num_heads} draft heads")
+    if mask:
+        drafter = StructuredHeadsDrafter(heads, levels, eos, hint=hint, tree=tree, branch=branch)
+    else:
+        drafter = MultiHeadDrafter(heads, tree=tree, branch=branch, hint=hint)
+    return SpeculativeDecoder(target, drafter, rule, sampling or SamplingConfig())
 
 
 def heads_from(state: Mapping[str, torch.Tensor], hidden_size: int, vocab_size: int) -> DraftHeads:
-    """:class:`DraftHeads` shaped by a state dict's own tensors (head count and depth read from the names)."""
+    """:class:`DraftHeads` shaped by a state dict's own tensors (head count and depth read from the names; hinted
+    when it holds a ``hint`` embedding)."""
     names = [k for k in state if k.startswith("heads.")]
     num_heads = 1 + max(int(k.split(".")[1]) for k in names)
     num_layers = max(int(k.split(".")[2]) for k in names)  # the last index is the vocabulary projection
-    return DraftHeads(hidden_size, vocab_size, num_heads, num_layers)
+    return DraftHeads(hidden_size, vocab_size, num_heads, num_layers, hinted="hint.weight" in state)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from mmaccel.drafting.heads import DraftHeads, MultiHeadDrafter
+from mmaccel.drafting.jacobi import WindowInit
 from mmaccel.sampling import sample, target_probs
 
 from .tokenizer import TOKENS_PER_FACE
@@ -24,13 +25,21 @@ from .tokenizer import TOKENS_PER_FACE
 class StructuredHeadsDrafter(MultiHeadDrafter):
     """:class:`~mmaccel.drafting.heads.MultiHeadDrafter` with the layout mask above (``levels`` coordinate bins)."""
 
-    def __init__(self, heads: DraftHeads, levels: int, eos: int):
-        super().__init__(heads)
+    def __init__(
+        self,
+        heads: DraftHeads,
+        levels: int,
+        eos: int,
+        hint: WindowInit | None = None,
+        tree: str | None = None,
+        branch: str = "top",
+    ):
+        super().__init__(heads, tree=tree, branch=branch, hint=hint)
         self.levels, self.eos = levels, eos
 
     def allowed(self, generated: torch.Tensor, count: torch.Tensor, vocab: int) -> torch.Tensor:
-        """``[B, K, V]`` which tokens draft ``k`` (generated index ``count + k``) may be."""
-        k = self.window
+        """``[B, K, V]`` which tokens head ``k``'s draft (generated index ``count + k``) may be."""
+        k = self.heads.num_heads
         index = count[:, None] + torch.arange(k, device=count.device)
         slot = index % TOKENS_PER_FACE
         token = torch.arange(vocab, device=count.device)
@@ -45,12 +54,12 @@ class StructuredHeadsDrafter(MultiHeadDrafter):
         return torch.where(ended[:, None, None], token == self.eos, allowed)
 
     def _draft(self, state, hidden: torch.Tensor) -> None:
-        logits = self.heads(hidden.to(next(self.heads.parameters()).dtype)).float()
-        q = target_probs(logits, self.sampling or state.sampling)
+        q = target_probs(self.logits(state, hidden), self.sampling or state.sampling)
         allowed = self.allowed(state.generated, state.count, q.shape[-1])
         masked = q * allowed
         # All of q's mass on forbidden tokens: draw uniformly among the allowed ones instead.
         empty = masked.sum(-1, keepdim=True) <= 0
         masked = torch.where(empty, allowed.float(), masked)
         self._q = masked / masked.sum(-1, keepdim=True)
-        self._tokens = sample(self._q, state.rng.uniform(self.window))
+        if self.tree is None:  # a tree's nodes are picked from q in propose
+            self._tokens = sample(self._q, state.rng.uniform(self.window))

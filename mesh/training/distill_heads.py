@@ -6,6 +6,10 @@ verification by the exact rule keeps the output the backbone's either way.
 
     nice -n 5 python -m mmaccel.mesh.training.distill_heads --model mesh/weights --minutes 8
 
+``--hinted`` distils hinted heads (:mod:`mmaccel.drafting.heads`): each head also reads the face-structure copy
+(:class:`~mmaccel.mesh.face_init.FaceInit`) of the token it drafts; ``--init`` may name plain heads, whose weights
+it then starts from (the hint embedding starts at zero).
+
 Before and after training it prints the heads' held-out acceptance (:func:`heads_acceptance`, on the GPT's own
 validation shapes, which neither the GPT nor the heads train on); ``--eval-only`` prints it and trains nothing.
 """
@@ -20,8 +24,9 @@ import torch
 from safetensors.torch import save_file
 
 from mmaccel.checkpoint import load_checked, read_state_dict
-from mmaccel.drafting.heads import DraftHeads, distill_heads
+from mmaccel.drafting.heads import DraftHeads, distill_heads, teacher_hints
 from mmaccel.io import write_atomic
+from mmaccel.mesh.face_init import FaceInit
 from mmaccel.mesh.model import load_mesh_gpt
 from mmaccel.mesh.training.train_gpt import TRAIN_SEED, VAL_SEED, sorted_batches
 from mmaccel.models import TokenModel
@@ -29,6 +34,16 @@ from mmaccel.models import TokenModel
 HEADS_SEED = TRAIN_SEED + 500_000  # shapes the GPT never saw
 #: The sampling temperature of the default settings (mmaccel.mesh.pipeline.DEFAULTS), at which acceptance is judged.
 EVAL_TEMPERATURE = 0.7
+#: Tokens before the first generated one in the training sequences: ``[class, bos]``.
+PROMPT_LENGTH = 2
+
+
+def face_hints(model: TokenModel, heads: DraftHeads):
+    """The teacher-forced hint map of hinted mesh heads (None for plain heads)."""
+    if not heads.hinted:
+        return None
+    init = FaceInit(model.vocab.levels, model.vocab.eos)
+    return lambda tokens: teacher_hints(init, tokens, PROMPT_LENGTH, heads.num_heads)
 
 
 @torch.no_grad()
@@ -44,13 +59,15 @@ def heads_acceptance(
     positions, the tokens one verify step would commit if the heads' acceptances were independent.
     """
     k = heads.num_heads
+    hints = face_hints(model, heads)
     accept_sum, accept_n, chain_sum, chain_n = torch.zeros(k), torch.zeros(k), 0.0, 0
     for tokens in batches:
         b, t = tokens.shape
         cache = model.new_cache(b, t)
         out = model.forward(tokens, torch.arange(t).expand(b, t), cache, output_hidden=True)
         p = (out.logits.float() / temperature).softmax(-1)  # [B, T, V]: distribution of token t + 1
-        q = (heads(out.hidden.float()) / temperature).softmax(-1)  # [B, T, K, V]: token t + 2 + j
+        hint = hints(tokens) if hints is not None else None
+        q = (heads(out.hidden.float(), hint) / temperature).softmax(-1)  # [B, T, K, V]: token t + 2 + j
         span = t - 1 - k
         overlap = torch.stack([torch.minimum(p[:, 1 + j : 1 + j + span], q[:, :span, j]).sum(-1) for j in range(k)], -1)
         hit = tokens == eos
@@ -81,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", default=None, help="start from the heads.safetensors in this folder (same shape)")
+    parser.add_argument("--hinted", action="store_true", help="heads that read the face-structure copy of their token")
+    parser.add_argument("--hint-boost", type=float, default=3.0, help="the hint's initial logit boost (copy prior)")
+    parser.add_argument("--out", default=None, help="folder to write heads.safetensors to (default: --model)")
     parser.add_argument("--eval-only", action="store_true", help="print the held-out acceptance of --init's heads")
     parser.add_argument("--eval-shapes", type=int, default=96, help="held-out shapes for the acceptance figures")
     args = parser.parse_args(argv)
@@ -90,13 +110,21 @@ def main(argv: list[str] | None = None) -> None:
     model = load_mesh_gpt(args.model)
     for p in model.model.parameters():
         p.requires_grad_(False)
-    heads = DraftHeads(model.hidden_size, model.vocab_size, args.heads, args.layers)
+    heads = DraftHeads(model.hidden_size, model.vocab_size, args.heads, args.layers, hinted=args.hinted)
     if args.init:  # e.g. the heads of the checkpoint a continued GPT training started from
         path = Path(args.init) / "heads.safetensors"
-        load_checked(heads, read_state_dict(path), str(path))
-        print(f"heads start from {path}", flush=True)
+        state = read_state_dict(path)
+        if args.eval_only and "hint.weight" in state and not heads.hinted:
+            heads = DraftHeads(model.hidden_size, model.vocab_size, args.heads, args.layers, hinted=True)
+        plain_start = heads.hinted and "hint.weight" not in state  # plain heads, the hint embedding from zero
+        load_checked(heads, state, str(path), ignore_missing=("hint.",) if plain_start else ())
+        if plain_start:
+            heads.init_hint_from_output(model.model.lm_head.weight, args.hint_boost)
+        print(f"heads start from {path}" + (" (plain heads; hint embedding: copy prior)" if plain_start else ""), flush=True)
     else:
         heads.init_from_output(model.model.lm_head.weight)
+        if heads.hinted:
+            heads.init_hint_from_output(model.model.lm_head.weight, args.hint_boost)
     gen = torch.Generator().manual_seed(0)
     held_out = list(sorted_batches(args.eval_shapes, 32, VAL_SEED, model.vocab, torch.Generator(), dropout=0.0))
     print(f"before: {format_acceptance(heads_acceptance(model, heads, held_out, model.vocab.eos))}", flush=True)
@@ -110,15 +138,17 @@ def main(argv: list[str] | None = None) -> None:
             yield from sorted_batches(4 * args.batch_size, args.batch_size, HEADS_SEED + shard, model.vocab, gen)
             shard += 1
 
-    losses = distill_heads(model, heads, batches(), lr=args.lr)
+    losses = distill_heads(model, heads, batches(), lr=args.lr, hints=face_hints(model, heads))
     last = losses[-50:]
     print(f"final: batches {len(losses)}  first loss {losses[0]:.4f}  last-50 mean {sum(last) / len(last):.4f}")
     print(f"after: {format_acceptance(heads_acceptance(model, heads, held_out, model.vocab.eos))}", flush=True)
-    path = Path(args.model) / "heads.safetensors"
+    out = Path(args.out or args.model)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "heads.safetensors"
     state = {k: v.detach().contiguous() for k, v in heads.state_dict().items()}
     write_atomic(path, lambda tmp: save_file(state, tmp))
     print(
-        f"saved {path}; {args.heads} heads x {args.layers} layers; total {(time.perf_counter() - start) / 60:.1f} min"
+        f"saved {path}; {args.heads} {'hinted ' if heads.hinted else ''}heads x {args.layers} layers; total {(time.perf_counter() - start) / 60:.1f} min"
     )
 
 

@@ -97,3 +97,88 @@ def test_distilled_heads_are_accepted_more_often():
         lengths[name] = out.stats.mean_accepted_length
     assert lengths["distilled"] > 2.5, lengths
     assert lengths["distilled"] > lengths["untrained"] + 1.0, lengths
+
+
+class SuccessorHint:
+    """A window init that knows the successor permutation: drafted index ``i`` guesses the last committed token's
+    successor applied ``i - count + 1`` times."""
+
+    def __init__(self, successor: torch.Tensor):
+        self.successor = successor
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, context, index, uniforms):
+        token = context.gather(1, (index[:, :1] - 1).clamp(min=0))
+        hints = []
+        for _ in range(index.shape[1]):  # hops along the window (a test helper, not a hot path)
+            token = self.successor[token]
+            hints.append(token)
+        hints = torch.cat(hints, 1)
+        self.calls.append((index.clone(), hints.clone()))
+        return hints
+
+
+def blind_successor_model() -> SuccessorModel:
+    """:class:`SuccessorModel` with a hidden state that says nothing (all zeros): plain heads cannot guess."""
+    model = SuccessorModel()
+    model.embeddings = torch.zeros_like(model.embeddings)
+    return model
+
+
+def test_hinted_heads_learn_what_the_hint_says_where_the_hidden_state_says_nothing():
+    from mmaccel.drafting.heads import teacher_hints
+
+    model = blind_successor_model()
+    hint = SuccessorHint(model.successor)
+    data = own_samples(model, 256, 20, temperature=1.0, seed=0)  # 4 prompt tokens, then 20 generated
+    batches = [data[i % 8 * 32 : (i % 8 + 1) * 32] for i in range(60)]
+    torch.manual_seed(0)
+    plain = DraftHeads(16, model.vocab_size, num_heads=3)
+    hinted = DraftHeads(16, model.vocab_size, num_heads=3, hinted=True)
+    distill_heads(model, plain, batches, lr=2e-2)
+    distill_heads(model, hinted, batches, lr=2e-2, hints=lambda x: teacher_hints(hint, x, 4, 3))
+
+    g = torch.Generator().manual_seed(1)
+    prompt = TokenPrompt(torch.randint(0, model.vocab_size, (16, 4), generator=g), torch.full((16,), 4))
+    ar = SpeculativeDecoder(model, sampling=GREEDY).generate(prompt, 24)
+    lengths = {}
+    for name, drafter in [("plain", MultiHeadDrafter(plain)), ("hinted", MultiHeadDrafter(hinted, hint=hint))]:
+        out = SpeculativeDecoder(model, drafter, sampling=GREEDY).generate(prompt, 24)
+        assert torch.equal(out.tokens, ar.tokens)  # lossless either way
+        lengths[name] = out.stats.mean_accepted_length
+    assert lengths["hinted"] > 2.5, lengths
+    assert lengths["plain"] < 1.5, lengths
+
+
+def test_distillation_hands_the_heads_the_hints_drafting_hands_them():
+    """Every hint the drafter computed while generating equals ``teacher_hints`` at that position of the final
+    sequence: distillation trains on exactly what drafting will show the heads, and sees no token past it."""
+    from mmaccel.drafting.heads import teacher_hints
+
+    model = SuccessorModel()
+    hint = SuccessorHint(model.successor)
+    heads = DraftHeads(16, model.vocab_size, num_heads=3, hinted=True)
+    prompt = TokenPrompt(torch.randint(0, model.vocab_size, (4, 4), generator=torch.Generator().manual_seed(2)),
+                         torch.full((4,), 4))
+    out = SpeculativeDecoder(model, MultiHeadDrafter(heads, hint=hint), sampling=GREEDY).generate(prompt, 12)
+    recorded = list(hint.calls)
+    hint.calls.clear()
+    full = torch.cat([prompt.ids, out.tokens], 1)
+    teacher = teacher_hints(hint, full, 4, 3)  # [B, T, K]
+    assert len(recorded) > 1
+    for index, hints in recorded:
+        for b in range(index.shape[0]):
+            count = int(index[b, 0])
+            if count + 3 > out.tokens.shape[1]:  # drafts past the generated length: nothing to compare with
+                continue
+            assert torch.equal(teacher[b, count + 4 - 2], hints[b]), (b, count)
+
+
+def test_hinted_heads_refuse_a_missing_or_unexpected_hint():
+    import pytest
+
+    model = SuccessorModel()
+    with pytest.raises(ValueError, match="hinted draft heads need"):
+        MultiHeadDrafter(DraftHeads(16, model.vocab_size, num_heads=2, hinted=True))
+    with pytest.raises(ValueError, match="take none"):
+        MultiHeadDrafter(DraftHeads(16, model.vocab_size, num_heads=2), hint=SuccessorHint(model.successor))

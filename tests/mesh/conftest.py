@@ -1,5 +1,7 @@
 """A tiny random mesh model (Llama GPT + draft heads) saved to disk, for pipeline, CLI and lossless tests."""
 
+import shutil
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -23,6 +25,21 @@ def model_dir(tmp_path_factory):
     save_mesh_gpt(gpt, vocab, TINY_FACES, folder)
     heads = DraftHeads(gpt.config.hidden_size, vocab.size, num_heads=3)
     for p in heads.parameters():  # random heads, so drafts are sometimes right and sometimes wrong
+        torch.nn.init.normal_(p, std=0.5)
+    save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(folder / "heads.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hinted_model_dir(model_dir, tmp_path_factory):
+    """The same tiny GPT with random hinted heads (each reads the face-structure copy of its token)."""
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("tiny_mesh_hinted")
+    for name in ("gpt.safetensors", "gpt_config.json"):
+        shutil.copy(model_dir / name, folder / name)
+    gpt = LlamaForCausalLM(mesh_config("mesh-tiny", MeshVocab(128, NUM_CLASSES), TINY_FACES))
+    heads = DraftHeads(gpt.config.hidden_size, MeshVocab(128, NUM_CLASSES).size, num_heads=3, hinted=True)
+    for p in heads.parameters():
         torch.nn.init.normal_(p, std=0.5)
     save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(folder / "heads.safetensors"))
     return folder

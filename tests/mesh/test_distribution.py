@@ -28,18 +28,18 @@ def target() -> FaceGrammarModel:
     return FaceGrammarModel(MeshGPT(gpt.eval(), VOCAB, 2), VOCAB.levels, VOCAB.eos)
 
 
-def heads() -> DraftHeads:
+def heads(hinted: bool = False) -> DraftHeads:
     torch.manual_seed(6)
-    h = DraftHeads(32, VOCAB.size, num_heads=3)
+    h = DraftHeads(32, VOCAB.size, num_heads=3, hinted=hinted)
     for p in h.parameters():
         torch.nn.init.normal_(p, std=0.7)
     return h.eval()
 
 
-def draws(model: FaceGrammarModel, spec: str) -> np.ndarray:
+def draws(model: FaceGrammarModel, spec: str, hinted: bool = False) -> np.ndarray:
     name, params = parse_mesh_method(spec)
     decoder = build_mesh_decoder(
-        model, name, params, heads=heads(), sampling=SamplingConfig(1.0), levels=VOCAB.levels, eos=VOCAB.eos
+        model, name, params, heads=heads(hinted), sampling=SamplingConfig(1.0), levels=VOCAB.levels, eos=VOCAB.eos
     )
     prompt = model.model.class_prompt(torch.arange(N) % VOCAB.num_classes)
     tokens = decoder.generate(prompt, TOKENS, seeds=list(range(N))).tokens
@@ -57,10 +57,12 @@ def test_xspec_and_face_jacobi_draw_what_ar_draws_and_a_lying_drafter_is_caught(
     model = target()
     ar = draws(model, "ar")
     assert p_value(ar, draws(model, "xspec")) > 1e-3
+    assert p_value(ar, draws(model, "xspec", hinted=True)) > 1e-3  # heads that read the face copy
+    assert p_value(ar, draws(model, "xspec:tree=2x2x1")) > 1e-3  # a static tree, masked node by node
     assert p_value(ar, draws(model, "sjd:init=face:window=4")) > 1e-3
 
     def lying(self, state, hidden):  # drafts from the masked heads, the rule told the unmasked distribution
-        logits = self.heads(hidden).float()
+        logits = self.logits(state, hidden)
         q = target_probs(logits, self.sampling or state.sampling)
         masked = q * self.allowed(state.generated, state.count, q.shape[-1])
         self._tokens = torch.multinomial(masked.flatten(0, 1) + 1e-12, 1).view(q.shape[:2])

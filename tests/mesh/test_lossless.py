@@ -42,6 +42,8 @@ SPECS = [
     "xspec",
     "xspec:mask=false",
     "xspec:rule=sjd",
+    "xspec:tree=2x2x1",  # Medusa's static tree from the heads: the mask then works node by node
+    "xspec:tree=3x1x1:branch=sample",
 ]
 
 
@@ -56,6 +58,25 @@ def test_greedy_lossless_methods_match_ar(pipe, spec, guidance, structure_mask):
     assert torch.equal(out.tokens, ar.tokens)
     assert all(s["steps"] <= a["steps"] for s, a in zip(out.stats, ar.stats))
     assert all(s["structure_mask"] is structure_mask for s in out.stats)
+
+
+@pytest.mark.parametrize("spec", ["xspec", "xspec:mask=false", "xspec:rule=sjd", "xspec:tree=2x2x1"])
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_hinted_heads_match_ar_greedily(hinted_model_dir, spec, guidance):
+    """Heads that read the face-structure copy of their token (``hint.weight`` in the heads file) are found by
+    the pipeline, drafted with the face copy as their hint, and stay lossless."""
+    from mmaccel.mesh.face_init import FaceInit
+    from mmaccel.mesh.methods import build_mesh_decoder
+
+    hinted = MeshARPipeline.from_pretrained(hinted_model_dir)
+    assert hinted.heads.hinted
+    name, params = parse_mesh_method(spec)
+    decoder = build_mesh_decoder(hinted.model, name, params, heads=hinted.heads, eos=hinted.model.vocab.eos)
+    assert isinstance(decoder.drafter.hint, FaceInit)
+    ar = _run(hinted, "ar", temperature=0.0, guidance_scale=guidance)
+    out = _run(hinted, spec, temperature=0.0, guidance_scale=guidance)
+    assert torch.equal(out.tokens, ar.tokens)
+    assert all(s["steps"] <= a["steps"] for s, a in zip(out.stats, ar.stats))
 
 
 @pytest.mark.parametrize("spec", ["ar", "sjd:init=face", "xspec"])
@@ -85,3 +106,26 @@ def test_a_sample_is_the_same_alone_or_in_a_batch(pipe):
     both = pipe([1, 5], method="xspec", seed=0, progress=False, max_faces=2)
     alone = pipe([5], method="xspec", seed=1, progress=False, max_faces=2)
     assert torch.equal(both.tokens[1], alone.tokens[0])
+
+
+def test_tree_histories_hold_each_nodes_own_path():
+    from mmaccel.mesh.grammar import tree_histories
+
+    history = torch.tensor([[7, 8, 9, 0, 0, 0]])
+    # root (position 2), children a, b at position 3, a's child c at position 4
+    tokens = torch.tensor([[9, 1, 2, 3]])
+    positions = torch.tensor([[2, 3, 3, 4]])
+    anc = torch.tensor([[[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 1]]], dtype=torch.bool)
+    out = tree_histories(history, tokens, positions, anc)
+    assert out[0, 1].tolist() == [7, 8, 9, 1, 0, 0]
+    assert out[0, 2].tolist() == [7, 8, 9, 2, 0, 0]  # its sibling's token is not in its history
+    assert out[0, 3].tolist() == [7, 8, 9, 1, 3, 0]
+
+
+@pytest.mark.parametrize(
+    "spec, match", [("xspec:tree=2x2x2x2", "deeper"), ("xspec:branch=best", "branch"), ("xspec:tree=2y", "tree")]
+)
+def test_xspec_tree_bad_input_is_named(pipe, spec, match):
+    with pytest.raises(ValueError, match=match):
+        name, params = parse_mesh_method(spec)
+        _run(pipe, spec)
