@@ -15,6 +15,11 @@ committed, with ``q`` the heads' distributions, so the rule's ratio ``p / q`` is
 :func:`frame_heads_loss` is the distillation objective (KL to the frozen backbone's own distributions, teacher
 forcing over step tokens), :func:`frame_heads_acceptance` its held-out figure; :mod:`mmaccel.audio.training.train_heads`
 distils them for the speech default model.
+
+``FrameHeads(..., hinted=True)`` are the core's hinted heads (:mod:`mmaccel.drafting.heads`) with frame repeat as
+the hint: every head also reads the step just committed, the one its hidden state produced and so cannot know
+(the sum of its codebooks' hint embeddings). Neither VITA-Audio nor Medusa does this; EAGLE and Hydra feed the
+sampled token back for the same reason.
 """
 
 from __future__ import annotations
@@ -38,17 +43,35 @@ class FrameHeads(nn.Module):
     states to ``[..., num_heads, num_streams, vocab_size]`` logits (head ``j``: the step ``j + 1`` after the one
     the backbone's own heads predict)."""
 
-    def __init__(self, hidden_size: int, num_streams: int, vocab_size: int, num_heads: int = 4, num_layers: int = 1):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_streams: int,
+        vocab_size: int,
+        num_heads: int = 4,
+        num_layers: int = 1,
+        hinted: bool = False,
+    ):
         super().__init__()
         self.num_streams, self.vocab_size = num_streams, vocab_size
-        self.heads = DraftHeads(hidden_size, num_streams * vocab_size, num_heads, num_layers)
+        self.heads = DraftHeads(hidden_size, num_streams * vocab_size, num_heads, num_layers, hinted=hinted)
 
     @property
     def num_heads(self) -> int:
         return self.heads.num_heads
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.heads(hidden)
+    @property
+    def hinted(self) -> bool:
+        return self.heads.hinted
+
+    def forward(self, hidden: torch.Tensor, frame: torch.Tensor | None = None) -> torch.Tensor:
+        """``hidden`` ``[..., D]`` (hinted heads: with ``frame`` ``[..., K]``, the step ``hidden`` predicted) to
+        ``[..., H, K, V]`` logits."""
+        hints = None
+        if frame is not None:  # codebook k's token t is hint id k * V + t, the same for every head
+            ids = frame + self.vocab_size * torch.arange(self.num_streams, device=frame.device)
+            hints = ids.unsqueeze(-2).expand(*ids.shape[:-1], self.num_heads, self.num_streams)
+        logits = self.heads(hidden, hints)
         return logits.view(*logits.shape[:-1], self.num_streams, self.vocab_size)
 
 
@@ -83,7 +106,8 @@ class FrameHeadsDrafter:
                 f"{state.generated.shape[2]} x {state.vocab_size}"
             )
         weight = next(self.heads.parameters())
-        logits = self.heads(self._hidden.to(weight.device, weight.dtype)).float()  # [B, H, K, V]
+        frame = state.last_frame if self.heads.hinted else None  # the step the hidden state produced
+        logits = self.heads(self._hidden.to(weight.device, weight.dtype), frame).float()  # [B, H, K, V]
         self.q = target_probs(logits, self._sampling)
         self.tokens = sample(self.q, state.rng.uniform(self.window, k))
 
@@ -125,7 +149,8 @@ def frame_heads_loss(model, heads: FrameHeads, steps: torch.Tensor, prompt, temp
         raise ValueError(f"steps: distillation needs at least num_heads + 2 = {h + 2} steps, got {t}")
     logits, hidden = teacher_states(model, steps, prompt)
     teacher = (logits.float() / temperature).log_softmax(-1)
-    student = (heads(hidden.float()) / temperature).log_softmax(-1)  # [B, T, H, K, V]
+    frame = steps if heads.hinted else None  # row i's hint: step i, which that row predicted
+    student = (heads(hidden.float(), frame) / temperature).log_softmax(-1)  # [B, T, H, K, V]
     loss = hidden.new_zeros(())
     for j in range(h):  # a handful of heads, not a per-token loop
         span = t - 1 - j
@@ -155,7 +180,7 @@ def frame_heads_acceptance(
         raise ValueError(f"steps: acceptance needs more than num_heads + skip = {h + skip} steps, got {t}")
     logits, hidden = teacher_states(model, steps, prompt)
     p = (logits.float() / temperature).softmax(-1)  # [B, T, K, V]
-    q = (heads(hidden.float()) / temperature).softmax(-1)  # [B, T, H, K, V]
+    q = (heads(hidden.float(), steps if heads.hinted else None) / temperature).softmax(-1)  # [B, T, H, K, V]
     rows = torch.arange(skip, skip + span, device=steps.device)
     per_book = torch.stack(
         [torch.minimum(p[:, rows + 1 + j], q[:, rows, j]).sum(-1) for j in range(h)], 2
@@ -165,7 +190,7 @@ def frame_heads_acceptance(
 
 
 #: The fields of ``heads_config.json`` that shape a :class:`FrameHeads`.
-FRAME_HEADS_CONFIG = ("hidden_size", "num_streams", "vocab_size", "num_heads", "num_layers")
+FRAME_HEADS_CONFIG = ("hidden_size", "num_streams", "vocab_size", "num_heads", "num_layers", "hinted")
 
 
 def save_frame_heads(heads: FrameHeads, folder, record: dict | None = None) -> None:
@@ -181,6 +206,7 @@ def save_frame_heads(heads: FrameHeads, folder, record: dict | None = None) -> N
         "vocab_size": heads.vocab_size,
         "num_heads": heads.num_heads,
         "num_layers": len(heads.heads.heads[0]) - 1,
+        "hinted": heads.hinted,
     }
     for name, data in (("heads_config.json", config), ("heads_train.json", record)):
         if data is not None:
@@ -197,7 +223,7 @@ def load_frame_heads(folder) -> FrameHeads | None:
     if not config_path.is_file():
         raise FileNotFoundError(f"{path} has no heads_config.json beside it")
     config = json.loads(config_path.read_text())
-    heads = FrameHeads(**{key: config[key] for key in FRAME_HEADS_CONFIG})
+    heads = FrameHeads(**{key: config[key] for key in FRAME_HEADS_CONFIG if key in config})  # older: no "hinted"
     load_checked(heads, read_state_dict(path), str(path))
     return heads.eval()
 

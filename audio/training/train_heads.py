@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
     parser.add_argument("--init", type=Path, default=None, help="start from the heads saved in this folder")
     parser.add_argument("--eval-only", action="store_true", help="print the held-out acceptance of --init's heads")
+    parser.add_argument(
+        "--hinted", action="store_true", help="heads that also read the step just committed (frame-repeat hint)"
+    )
     args = parser.parse_args(argv)
     for name in ("minutes", "lr", "temperature"):
         if getattr(args, name) <= 0:
@@ -131,12 +134,24 @@ def main(argv: list[str] | None = None) -> None:
         if heads is None:
             raise SystemExit(f"--init {args.init}: no heads.safetensors there")
         print(f"heads start from {args.init}", flush=True)
+        if args.hinted and not heads.hinted:  # plain heads: their weights, and a hint embedding from the copy prior
+            hinted = FrameHeads(
+                heads.heads.hidden_size, heads.num_streams, heads.vocab_size, heads.num_heads,
+                len(heads.heads.heads[0]) - 1, hinted=True,
+            )
+            hinted.load_state_dict(heads.state_dict(), strict=False)
+            hinted.heads.init_hint_from_output(torch.cat([head.weight for head in streams.model.lm_heads]))
+            heads = hinted
+            print("  (plain heads; hint embedding: copy prior)", flush=True)
     elif args.eval_only:
         raise SystemExit("--eval-only needs --init (the heads to evaluate)")
     else:
         hidden = streams.model.config.hidden_size
-        heads = FrameHeads(hidden, streams.num_streams, streams.vocab_size, args.heads, args.layers)
-        heads.heads.init_from_output(torch.cat([head.weight for head in streams.model.lm_heads]))
+        heads = FrameHeads(hidden, streams.num_streams, streams.vocab_size, args.heads, args.layers, args.hinted)
+        output = torch.cat([head.weight for head in streams.model.lm_heads])
+        heads.heads.init_from_output(output)
+        if args.hinted:
+            heads.heads.init_hint_from_output(output)
     need = heads.num_heads + 2 + streams.num_streams
     held_out = []
     for i in range(0, args.eval_utterances, args.batch):

@@ -88,13 +88,16 @@ class DraftHeads(nn.Module):
             self.hint.weight.copy_(boost * rows / rows.pow(2).sum(-1, keepdim=True).clamp(min=1e-12))
 
     def forward(self, hidden: torch.Tensor, hints: torch.Tensor | None = None) -> torch.Tensor:
-        """``[..., D]`` hidden states (and, for hinted heads, ``[..., num_heads]`` hint tokens) to
-        ``[..., num_heads, V]`` logits."""
+        """``[..., D]`` hidden states (and, for hinted heads, ``[..., num_heads]`` hint tokens, or
+        ``[..., num_heads, S]`` for hints of ``S`` tokens each) to ``[..., num_heads, V]`` logits."""
         if (hints is None) == self.hinted:
             raise ValueError("hinted heads need hint tokens" if self.hinted else "these heads take no hint tokens")
         if hints is None:
             return torch.stack([head(hidden) for head in self.heads], -2)
-        x = hidden.unsqueeze(-2) + self.hint(hints)  # [..., K, D]
+        e = self.hint(hints)  # [..., K, D]
+        if e.dim() == hidden.dim() + 2:  # several tokens a hint (a frame of codebooks): their embeddings add up
+            e = e.sum(-2)
+        x = hidden.unsqueeze(-2) + e
         return torch.stack([head(x[..., k, :]) for k, head in enumerate(self.heads)], -2)
 
 

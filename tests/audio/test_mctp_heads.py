@@ -27,20 +27,22 @@ def prompt():
     return SpeechPrompt(ids, torch.tensor([5, 2]))
 
 
-def heads_for(model, num_heads=3, seed=5):
+def heads_for(model, num_heads=3, seed=5, hinted=False):
     torch.manual_seed(seed)
-    heads = FrameHeads(32, model.num_streams, model.vocab_size, num_heads)
+    heads = FrameHeads(32, model.num_streams, model.vocab_size, num_heads, hinted=hinted)
     with torch.no_grad():  # random (not identity-initialised) heads, so that drafts vary
         for p in heads.parameters():
             p.normal_(0, 0.5)
     return heads
 
 
+@pytest.mark.parametrize("hinted", [False, True])
 @pytest.mark.parametrize("rule", ["greedy", "exact", "sjd"])
-def test_heads_greedy_identity(rule):
+def test_heads_greedy_identity(rule, hinted):
     model = streams()
     ar = StreamDecoder(model, None, "exact", GREEDY).generate(prompt(), 20)
-    spec = StreamDecoder(model, FrameHeadsDrafter(heads_for(model)), rule, GREEDY).generate(prompt(), 20)
+    heads = heads_for(model, hinted=hinted)
+    spec = StreamDecoder(model, FrameHeadsDrafter(heads), rule, GREEDY).generate(prompt(), 20)
     assert torch.equal(ar.tokens, spec.tokens) and spec.stats.nfe <= ar.stats.nfe
 
 
@@ -67,6 +69,22 @@ def test_heads_refuse_a_model_of_another_shape_and_auto():
         StreamDecoder(model, FrameHeadsDrafter(wrong), "sjd").generate(prompt(), 6)
     with pytest.raises(ValueError, match="auto"):
         StreamDecoder(model, FrameHeadsDrafter(heads_for(model)), "sjd", auto=AutoWindow())
+
+
+def test_hinted_heads_read_the_step_just_committed():
+    """A hinted head's drafts change with the committed step and not otherwise: its logits for two states that
+    differ only in the last frame differ; distillation reaches the hint embedding."""
+    model = streams()
+    heads = heads_for(model, hinted=True)
+    hidden = torch.randn(1, 32).expand(2, 32)
+    frame = torch.tensor([[1, 2, 3], [1, 2, 4]])
+    logits = heads(hidden, frame)
+    assert logits.shape == (2, 3, model.num_streams, model.vocab_size)
+    assert not torch.allclose(logits[0], logits[1])
+    assert torch.allclose(heads(hidden, frame[:1].expand(2, 3))[0], logits[0])
+    steps = StreamDecoder(model, None, "exact", GREEDY).generate(prompt(), 9).tokens
+    frame_heads_loss(model, heads, steps, prompt()).backward()
+    assert heads.heads.hint.weight.grad is not None and heads.heads.hint.weight.grad.abs().sum() > 0
 
 
 def test_distillation_loss_reaches_the_heads_only():
@@ -101,6 +119,8 @@ def test_heads_sampling_matches_ar_and_a_false_q_is_caught(monkeypatch, two_samp
     heads = heads_for(model, num_heads=2)
     ar = draws(model, None)
     assert two_sample_pvalue(ar, draws(model, FrameHeadsDrafter(heads))) > 1e-3
+    hinted = heads_for(model, num_heads=2, hinted=True)  # the heads also read the step just committed
+    assert two_sample_pvalue(ar, draws(model, FrameHeadsDrafter(hinted))) > 1e-3
     real = FrameHeadsDrafter._draw
 
     def false_q(self, state):  # the drafts as drawn, but q claimed uniform
@@ -109,3 +129,15 @@ def test_heads_sampling_matches_ar_and_a_false_q_is_caught(monkeypatch, two_samp
 
     monkeypatch.setattr(FrameHeadsDrafter, "_draw", false_q)
     assert two_sample_pvalue(ar, draws(model, FrameHeadsDrafter(heads))) < 1e-6
+
+
+def test_hinted_heads_save_and_load_as_hinted(tmp_path):
+    from mmaccel.stream_heads import load_frame_heads, save_frame_heads
+
+    model = streams()
+    heads = heads_for(model, hinted=True)
+    save_frame_heads(heads, tmp_path)
+    loaded = load_frame_heads(tmp_path)
+    assert loaded.hinted
+    hidden, frame = torch.randn(2, 32), torch.tensor([[1, 2, 3], [4, 5, 6]])
+    assert torch.equal(loaded(hidden, frame), heads.eval()(hidden, frame))
