@@ -47,6 +47,9 @@ class TokenHistoryCache(SlotCache):
     def __init__(self, max_length: int, static: bool = False):
         super().__init__(max_length, static)
         self.tokens: torch.Tensor | None = None  # [batch, max_length], allocated on the first write
+        # The last tree forward's tokens and positions, until keep_path writes its accepted path.
+        self._tree_tokens: torch.Tensor | None = None
+        self._tree_positions: torch.Tensor | None = None
 
     def record(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Write ``tokens`` at ``positions`` (both ``[B, T]``); return the whole ``[B, max_length]`` history."""
@@ -65,10 +68,10 @@ class TokenHistoryCache(SlotCache):
 
     def keep_path(self, columns: torch.Tensor) -> None:
         super().keep_path(columns)
-        tree = getattr(self, "_tree_tokens", None)
+        tree = self._tree_tokens
         if tree is None or self.tokens is None:
             return
-        rows = self._tree_tokens.shape[0]
+        rows = tree.shape[0]
         columns = columns.to(tree.device).repeat(rows // columns.shape[0], 1)
         # The root, then the accepted path (padded with anything: a chain's window writes past its end alike).
         at = self._tree_positions[:, :1] + torch.arange(columns.shape[1], device=tree.device)

@@ -23,9 +23,8 @@ import torch
 from mmaccel.acceptance import rule_class, rule_parameters
 from mmaccel.drafting.heads import DraftHeads, MultiHeadDrafter
 from mmaccel.engine import SpeculativeDecoder
-from mmaccel.methods import TokenTables, build_decoder, check_params, parse_method
+from mmaccel.methods import DRAFTER_TYPES, TokenTables, build_decoder, check_params, parse_method
 from mmaccel.models import CFGModel, TokenModel
-from mmaccel.drafting.branch import check_branch
 from mmaccel.params import coerce, split_spec, typed
 from mmaccel.tree import TreeShape
 from mmaccel.sampling import SamplingConfig
@@ -47,17 +46,13 @@ def check_mesh_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     rule_class(rule)  # an unknown rule names the known ones
     where = f"method {name!r}"
     mask = coerce(params.pop("mask", True), bool, "mask", where)
-    tree = params.pop("tree", None)
-    if tree is not None:
+    tree = coerce(params.pop("tree", None), DRAFTER_TYPES["tree"], "tree", where)
+    branch = coerce(params.pop("branch", "top"), DRAFTER_TYPES["branch"], "branch", where)
+    if tree is not None:  # a malformed shape is named when the spec is read, not when a decoder is built
         try:
-            TreeShape.parse(str(tree))
+            TreeShape.parse(tree)
         except ValueError as err:
             raise ValueError(f"{where}: tree: {err}") from None
-        tree = str(tree)
-    try:
-        branch = check_branch(str(params.pop("branch", "top")))
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
     rule_params = typed(params, rule_parameters(rule), f"{where} with rule {rule!r}")
     return {"rule": rule, "mask": mask, "tree": tree, "branch": branch, **rule_params}
 
@@ -107,8 +102,6 @@ def build_mesh_decoder(
     target = CFGModel(model, guidance_scale) if guidance_scale != 1.0 else model
     eos = eos if eos is not None else levels + 1
     hint = FaceInit(levels, eos) if heads.hinted else None  # hinted mesh heads are distilled with the face copy
-    if tree is not None and TreeShape.parse(tree).depth > heads.num_heads:
-        raise ValueError(f"method {name!r}: tree {tree} is deeper than the {heads.num_heads} draft heads")
     if mask:
         drafter = StructuredHeadsDrafter(heads, levels, eos, hint=hint, tree=tree, branch=branch)
     else:

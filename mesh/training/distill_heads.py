@@ -8,7 +8,8 @@ verification by the exact rule keeps the output the backbone's either way.
 
 ``--hinted`` distils hinted heads (:mod:`mmaccel.drafting.heads`): each head also reads the face-structure copy
 (:class:`~mmaccel.mesh.face_init.FaceInit`) of the token it drafts; ``--init`` may name plain heads, whose weights
-it then starts from (the hint embedding starts at zero).
+it then starts from (the hint embedding starts as a copy prior, ``--hint-boost``; 0 starts it at zero). Heads
+``--init`` names that are hinted stay hinted.
 
 Before and after training it prints the heads' held-out acceptance (:func:`heads_acceptance`, on the GPT's own
 validation shapes, which neither the GPT nor the heads train on); ``--eval-only`` prints it and trains nothing.
@@ -110,21 +111,20 @@ def main(argv: list[str] | None = None) -> None:
     model = load_mesh_gpt(args.model)
     for p in model.model.parameters():
         p.requires_grad_(False)
-    heads = DraftHeads(model.hidden_size, model.vocab_size, args.heads, args.layers, hinted=args.hinted)
+    state = None
     if args.init:  # e.g. the heads of the checkpoint a continued GPT training started from
         path = Path(args.init) / "heads.safetensors"
         state = read_state_dict(path)
-        if args.eval_only and "hint.weight" in state and not heads.hinted:
-            heads = DraftHeads(model.hidden_size, model.vocab_size, args.heads, args.layers, hinted=True)
-        plain_start = heads.hinted and "hint.weight" not in state  # plain heads, the hint embedding from zero
+    hinted = args.hinted or (state is not None and "hint.weight" in state)
+    heads = DraftHeads(model.hidden_size, model.vocab_size, args.heads, args.layers, hinted=hinted)
+    plain_start = hinted and (state is None or "hint.weight" not in state)  # the hint embedding is new
+    if state is not None:
         load_checked(heads, state, str(path), ignore_missing=("hint.",) if plain_start else ())
-        if plain_start:
-            heads.init_hint_from_output(model.model.lm_head.weight, args.hint_boost)
         print(f"heads start from {path}" + (" (plain heads; hint embedding: copy prior)" if plain_start else ""), flush=True)
     else:
         heads.init_from_output(model.model.lm_head.weight)
-        if heads.hinted:
-            heads.init_hint_from_output(model.model.lm_head.weight, args.hint_boost)
+    if plain_start:
+        heads.init_hint_from_output(model.model.lm_head.weight, args.hint_boost)
     gen = torch.Generator().manual_seed(0)
     held_out = list(sorted_batches(args.eval_shapes, 32, VAL_SEED, model.vocab, torch.Generator(), dropout=0.0))
     print(f"before: {format_acceptance(heads_acceptance(model, heads, held_out, model.vocab.eos))}", flush=True)

@@ -123,7 +123,7 @@ def test_tree_histories_hold_each_nodes_own_path():
 
 
 @pytest.mark.parametrize(
-    "spec, match", [("xspec:tree=2x2x2x2", "deeper"), ("xspec:branch=best", "branch"), ("xspec:tree=2y", "tree")]
+    "spec, match", [("xspec:tree=2x2x2x2", "deep but there are only 3 heads"), ("xspec:branch=best", "branch"), ("xspec:tree=2y", "tree")]
 )
 def test_xspec_tree_bad_input_is_named(pipe, spec, match):
     with pytest.raises(ValueError, match=match):
