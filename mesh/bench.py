@@ -22,11 +22,12 @@ from tqdm.auto import tqdm
 
 from mmaccel.eval.generative import fid_from_features
 from mmaccel.models import CFGModel
+from mmaccel.sampling import SamplingConfig
 
 from .classifier import PointNetClassifier
 from .data import CLASS_NAMES, make_meshes
 from .grammar import FaceGrammarModel
-from .methods import HEADS_METHOD, parse_mesh_method
+from .methods import parse_mesh_method
 from .metrics import nearest_reference, set_metrics, surface_points, validity_breakdown
 from .model import WEIGHTS_DIR
 from .pipeline import DEFAULTS, MeshARPipeline
@@ -94,10 +95,8 @@ def run_method(
         wall += out.stats[0]["batch_wall_s"]
         if bar is not None:
             bar.update(len(out.meshes))
-    if name == HEADS_METHOD:
-        window = pipe.heads.num_heads
-    elif name != "ar":
-        window = int(params.get("window", 16))
+    # The ceiling's t(L+1) is timed at what one verify forward carries: a tree's nodes, not its depth.
+    window = pipe.build_decoder(name, SamplingConfig(), 1.0, **params).verify_nodes
     return {
         "method": spec,
         "batch_size": batch_size,

@@ -126,6 +126,13 @@ class SpeculativeDecoder:
             return self.auto_window.max_window
         return 0 if self.drafter is None else self.drafter.window
 
+    @property
+    def verify_nodes(self) -> int:
+        """The drafted tokens one verify forward may carry beside the last committed one: the window for a chain
+        (the widest with ``auto_window``), the tree's nodes for a tree, 0 for plain AR. A ceiling's ``t(L+1)`` is
+        timed at this ``L``."""
+        return max(self.window, 0 if self.drafter is None else self.drafter.nodes)
+
     def _prompt_span(self, prompt: Any) -> int:
         if hasattr(self.model, "max_prompt_length"):
             return self.model.max_prompt_length(prompt)
@@ -150,7 +157,7 @@ class SpeculativeDecoder:
         start = time.perf_counter()
         n = max_new_tokens
         stats = GenerationStats()
-        slots = n + scratch_length(max(self.window, 0 if self.drafter is None else self.drafter.nodes))
+        slots = n + scratch_length(self.verify_nodes)
         max_length = self._prompt_span(prompt) + slots
         cache = self.model.new_cache(batch, max_length)
         needs_hidden = self.drafter is not None and self.drafter.needs_hidden

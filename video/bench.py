@@ -20,6 +20,7 @@ from mmaccel.bench.timing import forward_times as measured_forward_times
 from mmaccel.eval.generative import fid_from_features
 from mmaccel.methods import parse_method
 from mmaccel.models import CFGModel
+from mmaccel.sampling import SamplingConfig
 
 from .classifier import VideoClassifier
 from .data import SEEDS, make_clips
@@ -49,7 +50,8 @@ def run_method(pipe: VideoARPipeline, spec: str, labels: list[int], seed: int, b
         if bar is not None:
             bar.update(len(out.frames))
     # A schedule's window varies from step to step; the ceiling is then quoted at its widest (a lower bound).
-    window = 0 if name == "ar" else int(params.get("window", 16))
+    # A tree's ceiling is timed at its nodes, not its depth.
+    window = pipe.build_decoder(name, SamplingConfig(), 1.0, **params).verify_nodes
     return {"method": spec, "batch_size": batch_size, "window": window, "schedule": schedule, "clips": np.stack(clips),
             "nfe": float(np.mean(steps)), "wall_s": wall}
 

@@ -58,7 +58,7 @@ def test_bench_records(model_dir, tmp_path, capsys):
             "--model",
             str(folder),
             "--methods",
-            "ar,xspec",
+            "ar,xspec,xspec:tree=2x1",
             "--num-meshes",
             "2",
             "--batch-sizes",
@@ -74,10 +74,14 @@ def test_bench_records(model_dir, tmp_path, capsys):
     assert [(r["method"], r["batch_size"]) for r in records] == [
         ("ar", 1),
         ("xspec", 1),
+        ("xspec:tree=2x1", 1),
         ("ar", 2),
         ("xspec", 2),
+        ("xspec:tree=2x1", 2),
         ("ar@seed2", 2),
     ]
+    # The ceiling's t(L+1) is timed at what one verify forward carries: a 2x1 tree's 4 nodes, a chain's heads.
+    assert [r["window"] for r in records[:3]] == [0, 3, 4]
     for r in records:
         for key in (
             "nfe",
