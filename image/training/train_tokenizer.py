@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mmaccel.data.scenes import make_dataset
-from mmaccel.models.vq import VQConfig, VQModel
+from mmaccel.models.vq import VQConfig, VQModel, reconstruction_loss
 
 # Seeds of mmaccel.data.scenes.make_dataset used here; the classifier and the GPT use other seeds.
 TRAIN_SEED = 1000
@@ -37,12 +37,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     """float [-1, 1] [N, 3, H, W] -> uint8 [N, H, W, 3]."""
     x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def _gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
-    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
-    return F.l1_loss(dx(a), dx(b)) + F.l1_loss(dy(a), dy(b))
 
 
 @torch.no_grad()
@@ -155,7 +149,7 @@ def train(
         latent = model.encode_latent(x)
         quant, q_losses, idx = model.quantize(latent)
         rec = model.decode(quant)
-        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 0.5 * _gradient_l1(rec, x)
+        rec_loss = reconstruction_loss(rec, x)
         loss = rec_loss + q_losses["vq"] + q_losses["commit"]
         opt.zero_grad(set_to_none=True)
         loss.backward()

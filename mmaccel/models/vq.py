@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmaccel.checkpoint import CheckpointError, load_checked, read_state_dict
+from mmaccel.io import write_atomic, write_json_atomic
 
 # LlamaGen keeps the last 65536 assigned indices in a buffer to report codebook usage; official
 # checkpoints carry it, so every config with `codebook_show_usage` keeps it too.
@@ -408,10 +409,22 @@ class VQModel(nn.Module):
         os.makedirs(directory, exist_ok=True)
         weights = os.path.join(directory, f"{name}.safetensors")
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, weights)
-        with open(os.path.join(directory, f"{name}_config.json"), "w") as f:
-            json.dump(self.config.to_dict(), f, indent=2)
+        write_atomic(weights, lambda tmp: save_file(state, tmp))
+        write_json_atomic(os.path.join(directory, f"{name}_config.json"), self.config.to_dict())
         return weights
+
+
+def image_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 distance between the horizontal and vertical pixel differences of ``a`` and ``b`` ``[..., H, W]``."""
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return F.l1_loss(dx(a), dx(b)) + F.l1_loss(dy(a), dy(b))
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The tokenizers' pixel loss: LlamaGen's reconstruction terms (Sun et al. 2024) without its GAN and LPIPS,
+    L1 + L2 plus half an L1 on image gradients, a cheap edge-sharpness term standing in for the perceptual loss."""
+    return F.l1_loss(recon, target) + F.mse_loss(recon, target) + 0.5 * image_gradient_l1(recon, target)
 
 
 def _config_beside(weights_path: str) -> VQConfig | None:
@@ -426,4 +439,13 @@ def _config_beside(weights_path: str) -> VQConfig | None:
     return None
 
 
-__all__ = ["VQConfig", "VQModel", "NAMED_CONFIGS", "Encoder", "Decoder", "VectorQuantizer"]
+__all__ = [
+    "VQConfig",
+    "VQModel",
+    "NAMED_CONFIGS",
+    "Encoder",
+    "Decoder",
+    "VectorQuantizer",
+    "image_gradient_l1",
+    "reconstruction_loss",
+]
