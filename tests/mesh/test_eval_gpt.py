@@ -1,0 +1,25 @@
+"""The mesh GPT's loss split: a vertex's first appearance is new, every later one a copy."""
+
+import numpy as np
+
+from mmaccel.mesh.data import make_dataset
+from mmaccel.mesh.model import load_mesh_gpt
+from mmaccel.mesh.training.eval_gpt import copy_mask, main, token_kinds
+
+
+def test_copy_mask_marks_repeated_vertices_only():
+    a, b, c, d = [0, 0, 0], [0, 0, 5], [0, 5, 0], [5, 0, 0]
+    faces = np.array([a, b, c, a, b, d, a, c, d]).reshape(-1)
+    mask = copy_mask(faces).reshape(-1, 3)
+    assert mask[:, 0].tolist() == [False, False, False, True, True, False, True, True, True]
+    assert (mask == mask[:, :1]).all()  # a vertex's three coordinates share its kind
+
+
+def test_token_kinds_counts_every_token_once(model_dir, capsys):
+    gpt = load_mesh_gpt(model_dir)
+    shapes, labels = make_dataset(3, 7, gpt.vocab.levels)
+    stats = token_kinds(gpt.model.eval(), gpt.vocab, shapes, labels)
+    assert stats["copy_tokens"] + stats["new_tokens"] == sum(len(s) for s in shapes)
+    assert stats["eos_tokens"] == 3 and 0.0 <= stats["p_copies_exact"] <= 1.0
+    main(["--model", str(model_dir), "--shapes", "2"])
+    assert "p_copies_exact" in capsys.readouterr().out
