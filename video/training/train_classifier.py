@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--arch", default="fusion", choices=ARCHS)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--vq-share", type=float, default=0.5, help="share of training clips seen through the VQ")
+    p.add_argument("--vq", type=Path, default=WEIGHTS_DIR, help="folder holding the vq.safetensors clips go through")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=1)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     start = time.monotonic()
-    vq = VQModel.from_pretrained(WEIGHTS_DIR / "vq.safetensors").eval()
+    vq = VQModel.from_pretrained(a.vq / "vq.safetensors").eval()
     clips, labels = make_clips(a.clips, SEEDS["classifier"])
     k = int(round(a.vq_share * len(clips)))
     clips[:k] = vq_roundtrip(vq, clips[:k])  # make_clips shuffles the labels, so the VQ share is balanced
