@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hint-boost", type=float, default=3.0, help="the hint's initial logit boost (copy prior)")
     parser.add_argument("--out", default=None, help="folder to write heads.safetensors to (default: --model)")
     parser.add_argument("--eval-only", action="store_true", help="print the held-out acceptance of --init's heads")
+    parser.add_argument(
+        "--first-shard", type=int, default=0,
+        help="start at this shard of the heads' shapes (a continued run passes the last run's count, so it sees new ones)",
+    )
     parser.add_argument("--eval-shapes", type=int, default=96, help="held-out shapes for the acceptance figures")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -133,14 +137,18 @@ def main(argv: list[str] | None = None) -> None:
     deadline = start + args.minutes * 60 - 15
 
     def batches():
-        shard = 0
+        shard = args.first_shard
         while time.perf_counter() < deadline:
             yield from sorted_batches(4 * args.batch_size, args.batch_size, HEADS_SEED + shard, model.vocab, gen)
             shard += 1
 
     losses = distill_heads(model, heads, batches(), lr=args.lr, hints=face_hints(model, heads))
     last = losses[-50:]
-    print(f"final: batches {len(losses)}  first loss {losses[0]:.4f}  last-50 mean {sum(last) / len(last):.4f}")
+    shards = -(-len(losses) // 4) + args.first_shard  # 4 batches a shard
+    print(
+        f"final: batches {len(losses)} (shards {args.first_shard}-{shards - 1})  first loss {losses[0]:.4f}  "
+        f"last-50 mean {sum(last) / len(last):.4f}"
+    )
     print(f"after: {format_acceptance(heads_acceptance(model, heads, held_out, model.vocab.eos))}", flush=True)
     out = Path(args.out or args.model)
     out.mkdir(parents=True, exist_ok=True)
