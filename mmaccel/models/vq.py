@@ -367,8 +367,12 @@ class VQModel(nn.Module):
         k = self.config.codebook_size
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k):
             raise ValueError(f"indices must lie in [0, {k}), got range [{int(indices.min())}, {int(indices.max())}]")
-        quant = self.quantize.codebook()[indices.long()].permute(0, 3, 1, 2)
-        return self.decode(quant).clamp(-1, 1)
+        return self.decode(self.code_latent(indices)).clamp(-1, 1)
+
+    def code_latent(self, indices: torch.Tensor) -> torch.Tensor:
+        """Token indices [B, h, w] -> the quantised latent [B, D, h, w] that :meth:`decode` reads (with gradients
+        to the codebook, for decoder fine-tuning)."""
+        return self.quantize.codebook()[indices.long()].permute(0, 3, 1, 2)
 
     def codebook(self) -> torch.Tensor:
         """The code vectors [K, D] as the decoder sees them (unit length when ``codebook_l2_norm``)."""

@@ -29,6 +29,7 @@ from mmaccel.video.classifier import VideoClassifier
 from mmaccel.video.data import SEEDS, make_clips
 from mmaccel.video.model import WEIGHTS_DIR
 from mmaccel.video.training.train_classifier import held_out
+from mmaccel.video.training.train_gpt import encode_clips
 
 
 def frames_tensor(clips: np.ndarray) -> torch.Tensor:
@@ -37,15 +38,15 @@ def frames_tensor(clips: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-@torch.no_grad()
-def encode_frames(vq: VQModel, frames: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """The frozen encoder's tokens ``[N, h, w]`` for ``frames`` ``[N, 3, H, W]``."""
-    return torch.cat([vq.encode(frames[i : i + batch]) for i in range(0, len(frames), batch)])
+def frame_tokens(vq: VQModel, clips: np.ndarray) -> torch.Tensor:
+    """The frozen encoder's tokens of every frame of ``clips``, ``[N * T, h, w]`` (``train_gpt.encode_clips``)."""
+    f = vq.config.downsample
+    return encode_clips(vq, clips).view(-1, clips.shape[2] // f, clips.shape[3] // f)
 
 
 def decode_tokens(vq: VQModel, tokens: torch.Tensor) -> torch.Tensor:
     """``decode_code`` with gradients: tokens ``[N, h, w]`` -> frames ``[N, 3, H, W]``."""
-    return vq.decode(vq.quantize.codebook()[tokens].permute(0, 3, 1, 2))
+    return vq.decode(vq.code_latent(tokens))
 
 
 @torch.no_grad()
@@ -85,10 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     vq = VQModel.from_pretrained(a.vq).eval()
     classifier = VideoClassifier.from_pretrained(a.classifier)
-    frames = frames_tensor(make_clips(a.clips, SEEDS["vq_decoder"])[0])
-    tokens = encode_frames(vq, frames)
-    val_frames = frames_tensor(make_clips(a.val_clips, SEEDS["vq_decoder"] + 1)[0])
-    val_tokens = encode_frames(vq, val_frames)
+    clips, val_clips = make_clips(a.clips, SEEDS["vq_decoder"])[0], make_clips(a.val_clips, SEEDS["vq_decoder"] + 1)[0]
+    frames, tokens = frames_tensor(clips), frame_tokens(vq, clips)
+    val_frames, val_tokens = frames_tensor(val_clips), frame_tokens(vq, val_clips)
     real, through = classifier_accuracy(vq, classifier, a.classifier_clips)
     print(f"data: {len(frames)} frames encoded in {time.monotonic() - start:.0f}s", flush=True)
     print(f"before: val PSNR {psnr(vq, val_frames, val_tokens):.2f} dB  classifier {real:.3f} real, "
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         if step % 200 == 0:
             print(f"step {step} loss {loss.item():.4f} t {time.monotonic() - start:.0f}s", flush=True)
     vq.eval()
-    assert torch.equal(encode_frames(vq, val_frames), val_tokens)  # the encoder and codebook did not move
+    assert torch.equal(frame_tokens(vq, val_clips), val_tokens)  # the encoder and codebook did not move
     real, through = classifier_accuracy(vq, classifier, a.classifier_clips)
     print(f"after: val PSNR {psnr(vq, val_frames, val_tokens):.2f} dB  classifier {real:.3f} real, "
           f"{through:.3f} through the VQ", flush=True)
