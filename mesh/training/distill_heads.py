@@ -18,19 +18,23 @@ validation shapes, which neither the GPT nor the heads train on); ``--eval-only`
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from mmaccel.checkpoint import load_checked, read_state_dict
-from mmaccel.drafting.heads import DraftHeads, distill_heads, teacher_hints
+from mmaccel.drafting.heads import DraftHeads, bare_teacher, decoding_teacher, distill_heads, teacher_hints
 from mmaccel.io import write_atomic
 from mmaccel.mesh.face_init import FaceInit
+from mmaccel.mesh.grammar import FaceGrammarModel
 from mmaccel.mesh.model import load_mesh_gpt
+from mmaccel.mesh.training.sample_pool import load_pool
 from mmaccel.mesh.training.train_gpt import TRAIN_SEED, VAL_SEED, sorted_batches
-from mmaccel.models import TokenModel
+from mmaccel.models import CFGModel, ModelOutput, TokenModel
 
 HEADS_SEED = TRAIN_SEED + 500_000  # shapes the GPT never saw
 #: The sampling temperature of the default settings (mmaccel.mesh.pipeline.DEFAULTS), at which acceptance is judged.
@@ -49,31 +53,37 @@ def face_hints(model: TokenModel, heads: DraftHeads):
 
 @torch.no_grad()
 def heads_acceptance(
-    model: TokenModel, heads: DraftHeads, batches: list[torch.Tensor], eos: int, temperature: float = EVAL_TEMPERATURE
+    model: TokenModel,
+    heads: DraftHeads,
+    batches: list[torch.Tensor],
+    eos: int,
+    temperature: float = EVAL_TEMPERATURE,
+    teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
 ) -> dict[str, float | list[float]]:
     """Held-out acceptance of the heads under the exact rule, teacher forced.
 
     Head ``j`` at position ``t`` drafts token ``t + 2 + j`` from ``q_j``; the exact rule accepts it with
     probability ``sum_x min(p(x), q_j(x))``, ``p`` the target's distribution at ``t + 1 + j`` (both at
-    ``temperature``, unguided, unmasked). ``per_head`` averages that over the positions whose drafted token lies
-    inside the mesh (up to its first ``eos``); ``tokens_per_step`` is ``1 + sum_k prod_{j<=k} a_j`` averaged over
-    positions, the tokens one verify step would commit if the heads' acceptances were independent.
+    ``temperature``; the target is ``teacher``'s, by default the bare model: unguided, unmasked). ``per_head``
+    averages that over the positions whose drafted token lies inside the mesh (up to its first ``eos``);
+    ``tokens_per_step`` is ``1 + sum_k prod_{j<=k} a_j`` averaged over positions, the tokens one verify step
+    would commit if the heads' acceptances were independent.
     """
     k = heads.num_heads
     hints = face_hints(model, heads)
+    teacher = teacher or bare_teacher(model)
     accept_sum, accept_n, chain_sum, chain_n = torch.zeros(k), torch.zeros(k), 0.0, 0
     for tokens in batches:
-        b, t = tokens.shape
-        cache = model.new_cache(b, t)
-        out = model.forward(tokens, torch.arange(t).expand(b, t), cache, output_hidden=True)
-        p = (out.logits.float() / temperature).softmax(-1)  # [B, T, V]: distribution of token t + 1
-        hint = hints(tokens) if hints is not None else None
-        q = (heads(out.hidden.float(), hint) / temperature).softmax(-1)  # [B, T, K, V]: token t + 2 + j
+        out = teacher(tokens)
+        t = out.logits.shape[1]
+        offset = tokens.shape[1] - t  # the teacher covers the row's last t positions
+        p = (out.logits.float() / temperature).softmax(-1)  # [B, t, V]: distribution of the next token
+        hint = hints(tokens)[:, offset:] if hints is not None else None
+        q = (heads(out.hidden.float(), hint) / temperature).softmax(-1)  # [B, t, K, V]: token t + 2 + j
         span = t - 1 - k
         overlap = torch.stack([torch.minimum(p[:, 1 + j : 1 + j + span], q[:, :span, j]).sum(-1) for j in range(k)], -1)
-        hit = tokens == eos
-        first_eos = torch.where(hit[:, 2:].any(1), hit[:, 2:].int().argmax(1) + 2, t)  # [B]
-        drafted = torch.arange(span)[None, :, None] + 2 + torch.arange(k)[None, None]  # index of each drafted token
+        first_eos = end_of_mesh(tokens, eos)  # [B]
+        drafted = offset + torch.arange(span)[None, :, None] + 2 + torch.arange(k)[None, None]  # each draft's index
         inside = drafted <= first_eos[:, None, None]
         accept_sum += (overlap * inside).sum((0, 1))
         accept_n += inside.sum((0, 1))
@@ -82,6 +92,41 @@ def heads_acceptance(
         chain_sum += float(chain[rows].sum())
         chain_n += int(rows.sum())
     return {"per_head": (accept_sum / accept_n).tolist(), "tokens_per_step": 1 + chain_sum / chain_n}
+
+
+def decoding_target(model: TokenModel, guidance_scale: float | None, structure_mask: bool):
+    """The teacher of heads distilled for a decoder with these settings (None: the bare model)."""
+    if guidance_scale is None and not structure_mask:
+        return None
+    target = FaceGrammarModel(model, model.vocab.levels, model.vocab.eos) if structure_mask else model
+    if guidance_scale is not None and guidance_scale != 1.0:
+        target = CFGModel(target, guidance_scale)
+    return decoding_teacher(target, PROMPT_LENGTH)
+
+
+def pool_batches(tokens: torch.Tensor, batch_size: int, eos: int, generator: torch.Generator):
+    """Endless shuffled batches of pool rows, rows of similar length together, each cut after its longest
+    mesh's ``eos`` (plus one eos-to-eos step), so the padding after the meshes costs little."""
+    ends = end_of_mesh(tokens, eos)
+    group = 4 * batch_size
+    while True:
+        order = torch.randperm(len(tokens), generator=generator)
+        for i in range(0, len(order) - batch_size + 1, group):
+            idx = order[i : i + group]
+            idx = idx[ends[idx].argsort(stable=True)]
+            for j in range(0, len(idx) - batch_size + 1, batch_size):
+                yield trimmed(tokens[idx[j : j + batch_size]], eos)
+
+
+def trimmed(rows: torch.Tensor, eos: int) -> torch.Tensor:
+    """``rows`` cut after their longest mesh's ``eos`` and one eos-to-eos step."""
+    return rows[:, : min(int(end_of_mesh(rows, eos).max()) + 2, rows.shape[1])]
+
+
+def end_of_mesh(tokens: torch.Tensor, eos: int) -> torch.Tensor:
+    """``[N]``: the index of each row's first ``eos`` after the prompt (the row's length where there is none)."""
+    hit = tokens[:, PROMPT_LENGTH:] == eos
+    return torch.where(hit.any(1), hit.int().argmax(1) + PROMPT_LENGTH, tokens.shape[1])
 
 
 def format_acceptance(figures: dict) -> str:
@@ -108,6 +153,14 @@ def main(argv: list[str] | None = None) -> None:
         help="start at this shard of the heads' shapes (a continued run passes the last run's count, so it sees new ones)",
     )
     parser.add_argument("--eval-shapes", type=int, default=96, help="held-out shapes for the acceptance figures")
+    parser.add_argument(
+        "--pool", default=None,
+        help="train on this sample pool (mmaccel.mesh.training.sample_pool) instead of fresh shapes; its last "
+        "--eval-shapes rows are held out for the acceptance figures",
+    )
+    parser.add_argument("--guidance", type=float, default=None, help="match the CFG-guided target at this scale")
+    parser.add_argument("--structure-mask", action="store_true", help="match the target masked to the mesh grammar")
+    parser.add_argument("--temperature", type=float, default=1.0, help="temperature of the distillation KL")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -130,26 +183,51 @@ def main(argv: list[str] | None = None) -> None:
     if plain_start:
         heads.init_hint_from_output(model.model.lm_head.weight, args.hint_boost)
     gen = torch.Generator().manual_seed(0)
-    held_out = list(sorted_batches(args.eval_shapes, 32, VAL_SEED, model.vocab, torch.Generator(), dropout=0.0))
-    print(f"before: {format_acceptance(heads_acceptance(model, heads, held_out, model.vocab.eos))}", flush=True)
+    eos = model.vocab.eos
+    teacher = decoding_target(model, args.guidance, args.structure_mask)
+    if args.pool:
+        pool, settings = load_pool(args.pool)
+        if len(pool) <= args.eval_shapes + args.batch_size:
+            sys.exit(f"distill_heads: --pool {args.pool!r} holds {len(pool)} rows, too few for --eval-shapes {args.eval_shapes}")
+        print(f"pool {args.pool}: {len(pool)} rows sampled with {settings}", flush=True)
+        pool, held = pool[: -args.eval_shapes], pool[-args.eval_shapes :]
+        held = held[end_of_mesh(held, eos).argsort(stable=True)]
+        held_out = [trimmed(held[i : i + 32], eos) for i in range(0, len(held), 32)]
+    else:
+        held_out = list(sorted_batches(args.eval_shapes, 32, VAL_SEED, model.vocab, torch.Generator(), dropout=0.0))
+    target = "the decoding target" if teacher is not None else "the bare model"
+    where = "held-out pool rows" if args.pool else "validation shapes"
+
+    def acceptance() -> str:
+        return format_acceptance(heads_acceptance(model, heads, held_out, eos, teacher=teacher))
+
+    print(f"acceptance against {target} on {where}", flush=True)
+    print(f"before: {acceptance()}", flush=True)
     if args.eval_only:
         return
     deadline = start + args.minutes * 60 - 15
 
     def batches():
+        if args.pool:
+            for batch in pool_batches(pool, args.batch_size, eos, gen):
+                if time.perf_counter() >= deadline:
+                    return
+                yield batch
         shard = args.first_shard
         while time.perf_counter() < deadline:
             yield from sorted_batches(4 * args.batch_size, args.batch_size, HEADS_SEED + shard, model.vocab, gen)
             shard += 1
 
-    losses = distill_heads(model, heads, batches(), lr=args.lr, hints=face_hints(model, heads))
-    last = losses[-50:]
-    shards = -(-len(losses) // 4) + args.first_shard  # 4 batches a shard
-    print(
-        f"final: batches {len(losses)} (shards {args.first_shard}-{shards - 1})  first loss {losses[0]:.4f}  "
-        f"last-50 mean {sum(last) / len(last):.4f}"
+    losses = distill_heads(
+        model, heads, batches(), lr=args.lr, temperature=args.temperature, hints=face_hints(model, heads), teacher=teacher
     )
-    print(f"after: {format_acceptance(heads_acceptance(model, heads, held_out, model.vocab.eos))}", flush=True)
+    last = losses[-50:]
+    if args.pool:
+        seen = f"{len(losses) * args.batch_size / len(pool):.1f} passes over the pool"
+    else:
+        seen = f"shards {args.first_shard}-{-(-len(losses) // 4) + args.first_shard - 1}"  # 4 batches a shard
+    print(f"final: batches {len(losses)} ({seen})  first loss {losses[0]:.4f}  last-50 mean {sum(last) / len(last):.4f}")
+    print(f"after: {acceptance()}", flush=True)
     out = Path(args.out or args.model)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "heads.safetensors"

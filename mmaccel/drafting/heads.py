@@ -15,11 +15,12 @@ distribution the draft is drawn from and the exact rule stays lossless.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..models.base import ModelOutput, TokenModel
+from ..models.base import ModelOutput, TokenModel, TokenPrompt
 from ..sampling import SamplingConfig, sample, target_probs
 from ..tree import TreeShape
 from .base import Draft, Drafter, check_window
@@ -210,6 +211,48 @@ def teacher_hints(hint: WindowInit, tokens: torch.Tensor, prompt_length: int, nu
     return draft_hints(hint, rows, index.reshape(b * t, num_heads)).reshape(b, t, num_heads)
 
 
+def decoding_teacher(
+    target: TokenModel, prompt_length: int, prompt: Callable[[torch.Tensor], Any] | None = None
+) -> Callable[[torch.Tensor], ModelOutput]:
+    """Teacher-forced outputs of a *decoding* target: the model inside the wrappers a decoder samples
+    (:class:`~mmaccel.models.CFGModel`, a modality's mask), so the heads learn the distribution the rule checks
+    their drafts against rather than the bare model's.
+
+    The returned map takes ``[B, T]`` token rows whose first ``prompt_length`` tokens are the prompt (made into
+    the target's prompt by ``prompt``, default a :class:`~mmaccel.models.TokenPrompt`), prefills it and forwards
+    the rest as one window. Its output covers positions ``prompt_length - 1 .. T - 1``: ``[B, T - prompt_length +
+    1, ...]`` logits and hidden states (the hidden states are the conditional row's under guidance).
+    """
+    make_prompt = prompt or (lambda ids: TokenPrompt(ids, torch.full((ids.shape[0],), ids.shape[1])))
+
+    def run(tokens: torch.Tensor) -> ModelOutput:
+        b, t = tokens.shape
+        cache = target.new_cache(b, t)
+        first = target.prefill(make_prompt(tokens[:, :prompt_length]), cache, output_hidden=True)
+        positions = torch.arange(prompt_length, t, device=tokens.device).expand(b, -1)
+        rest = target.forward(tokens[:, prompt_length:], positions, cache, output_hidden=True)
+        return ModelOutput(torch.cat([first.logits, rest.logits], 1), torch.cat([first.hidden, rest.hidden], 1))
+
+    return run
+
+
+def bare_teacher(model: TokenModel) -> Callable[[torch.Tensor], ModelOutput]:
+    """Teacher-forced outputs of ``model`` itself at every position of ``[B, T]`` rows (run from position 0)."""
+
+    def run(tokens: torch.Tensor) -> ModelOutput:
+        b, t = tokens.shape
+        positions = torch.arange(t, device=tokens.device).expand(b, t)
+        return model.forward(tokens, positions, model.new_cache(b, t), output_hidden=True)
+
+    return run
+
+
+def kl_to(target_logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q)`` summed over the last axis; tokens a mask gave ``p = 0`` (``log p = -inf``) add nothing."""
+    p = target_logp.exp()
+    return (p * (torch.where(p > 0, target_logp, 0.0) - logq)).sum(-1)
+
+
 def distill_heads(
     model: TokenModel,
     heads: DraftHeads,
@@ -217,36 +260,36 @@ def distill_heads(
     lr: float = 1e-3,
     temperature: float = 1.0,
     hints: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
 ) -> list[float]:
     """Train ``heads`` to match the frozen target's own next-token distributions (KL, teacher forcing).
 
     ``batches`` yields token sequences ``[B, T]`` the target is run on from position 0 (for conditional models,
     include the conditioning tokens). Head ``k`` at position ``t`` learns the target's distribution at
     ``t + 1 + k``, i.e. of token ``t + 2 + k``. Hinted heads need ``hints``, a map from a batch to its
-    ``[B, T, num_heads]`` hint tokens (:func:`teacher_hints`). Returns the loss of each batch.
+    ``[B, T, num_heads]`` hint tokens (:func:`teacher_hints`). ``teacher`` (default: :func:`bare_teacher` of
+    ``model``) gives the hidden states and the distributions to match; one covering only the last positions,
+    such as :func:`decoding_teacher`'s, trains the heads there. Returns the loss of each batch.
     """
+    teacher = teacher or bare_teacher(model)
     optimiser = torch.optim.AdamW(heads.parameters(), lr=lr)
     heads.train()
     losses = []
     for tokens in batches:
         tokens = tokens.to(model.device)
-        b, t = tokens.shape
         k = heads.num_heads
-        if t < k + 2:
-            raise ValueError(f"training sequences need at least num_heads + 2 = {k + 2} tokens, got {t}")
         with torch.no_grad():
-            cache = model.new_cache(b, t)
-            positions = torch.arange(t, device=tokens.device).expand(b, t)
-            out = model.forward(tokens, positions, cache, output_hidden=True)
-            teacher = (out.logits / temperature).log_softmax(-1)
-        hint = hints(tokens) if hints is not None else None
-        student = (heads(out.hidden.float(), hint) / temperature).log_softmax(-1)  # [B, T, K, V]
+            out = teacher(tokens)
+            target = (out.logits.float() / temperature).log_softmax(-1)
+        t = target.shape[1]  # the positions the teacher covers: the last t of the row
+        if t < k + 2:
+            raise ValueError(f"training sequences need at least num_heads + 2 = {k + 2} positions, got {t}")
+        hint = hints(tokens)[:, tokens.shape[1] - t :] if hints is not None else None
+        student = (heads(out.hidden.float(), hint) / temperature).log_softmax(-1)  # [B, t, K, V]
         loss = 0.0
         for j in range(k):  # a handful of heads, not a per-token loop
             span = t - 1 - j
-            target = teacher[:, 1 + j : 1 + j + span]
-            pred = student[:, :span, j]
-            loss = loss + nn.functional.kl_div(pred, target, log_target=True, reduction="batchmean") / span
+            loss = loss + kl_to(target[:, 1 + j : 1 + j + span], student[:, :span, j]).sum() / (span * len(tokens))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

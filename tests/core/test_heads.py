@@ -4,7 +4,9 @@ target accepts."""
 from __future__ import annotations
 
 import copy
+import math
 
+import pytest
 import torch
 
 from mmaccel import MultiHeadDrafter, SamplingConfig, SpeculativeDecoder
@@ -182,3 +184,54 @@ def test_hinted_heads_refuse_a_missing_or_unexpected_hint():
         MultiHeadDrafter(DraftHeads(16, model.vocab_size, num_heads=2, hinted=True))
     with pytest.raises(ValueError, match="take none"):
         MultiHeadDrafter(DraftHeads(16, model.vocab_size, num_heads=2), hint=SuccessorHint(model.successor))
+
+
+def test_a_decoding_teacher_gives_the_guided_distribution_over_the_generated_positions(tiny_llama):
+    from mmaccel.drafting.heads import decoding_teacher
+    from mmaccel.models import CFGModel, GuidedPrompt
+
+    model = tiny_llama(3, init=0.3)
+    tokens = torch.randint(1, model.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    uncond = tokens.clone()
+    uncond[:, 0] = 0  # a "null condition" in the first slot
+
+    def guided_prompt(ids):
+        lengths = torch.full((len(ids),), ids.shape[1])
+        null = ids.clone()
+        null[:, 0] = 0
+        return GuidedPrompt(TokenPrompt(ids, lengths), TokenPrompt(null, lengths))
+
+    out = decoding_teacher(CFGModel(model, 2.5), 4, prompt=guided_prompt)(tokens)
+    positions = torch.arange(12).expand(3, 12)
+    c = model.forward(tokens, positions, model.new_cache(3, 12), output_hidden=True)
+    u = model.forward(uncond, positions, model.new_cache(3, 12))
+    assert out.logits.shape[1] == 12 - 4 + 1  # positions 3 .. 11
+    torch.testing.assert_close(out.logits, (u.logits + 2.5 * (c.logits - u.logits))[:, 3:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.hidden, c.hidden[:, 3:], atol=1e-4, rtol=1e-4)
+
+
+def test_distilling_against_a_masked_target_ignores_its_masked_tokens(tiny_llama):
+    from mmaccel.drafting.heads import bare_teacher, kl_to
+
+    logp = torch.tensor([[0.5, 0.5, 0.0]]).log()
+    logq = torch.tensor([[0.25, 0.25, 0.5]]).log()
+    assert float(kl_to(logp, logq)) == pytest.approx(2 * 0.5 * float(torch.tensor(2.0).log()))
+
+    model = tiny_llama(0, init=0.3)
+    data = own_samples(model, 64, 16, temperature=1.0, seed=0)
+    masked = torch.arange(model.vocab_size) % 2 == 1  # half the vocabulary is never allowed
+
+    def teacher(tokens):
+        out = bare_teacher(model)(tokens)
+        return ModelOutput(out.logits.masked_fill(masked, float("-inf")), out.hidden)
+
+    torch.manual_seed(0)
+    heads = DraftHeads(model.model.config.hidden_size, model.vocab_size, num_heads=2)
+    heads.init_from_output(model.model.get_output_embeddings().weight)
+    losses = distill_heads(model, heads, [data[i % 2 * 32 : (i % 2 + 1) * 32] for i in range(30)], lr=1e-2, teacher=teacher)
+    assert all(math.isfinite(loss) for loss in losses), losses  # -inf logits would make kl_div NaN
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5]), losses
+    with torch.no_grad():
+        hidden = bare_teacher(model)(data[:8]).hidden
+        q = heads(hidden).softmax(-1)
+    assert float(q[..., masked].sum(-1).mean()) < 0.1  # the heads learnt to leave the masked tokens alone
