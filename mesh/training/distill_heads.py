@@ -13,6 +13,11 @@ it then starts from (the hint embedding starts as a copy prior, ``--hint-boost``
 
 Before and after training it prints the heads' held-out acceptance (:func:`heads_acceptance`, on the GPT's own
 validation shapes, which neither the GPT nor the heads train on); ``--eval-only`` prints it and trains nothing.
+
+``--pool FILE`` self-distils (Medusa-2): it trains on the GPT's own samples (:mod:`.sample_pool`) instead of
+fresh shapes, holds out the pool's last ``--eval-shapes`` rows for the acceptance figures, and ignores
+``--first-shard``. ``--guidance`` and ``--structure-mask`` make the target the one a decoder samples at those
+settings (:func:`~mmaccel.drafting.heads.decoding_teacher`), in training and in the figures alike.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from mmaccel.mesh.pipeline import DEFAULTS, MeshARPipeline
 POOL_SEED = 1_000_000
 
 
-def pool_rows(pipe: MeshARPipeline, labels: list[int], seed: int, **settings) -> torch.Tensor:
-    """``[N, 2 + L]`` sequences ``[class, bos, generated...]`` of plain AR at the given sampling settings."""
-    out = pipe(labels, method="ar", seed=seed, progress=False, **settings)
+def pool_rows(pipe: MeshARPipeline, labels: list[int], seed: int) -> torch.Tensor:
+    """``[N, 2 + L]`` sequences ``[class, bos, generated...]`` of plain AR at the pipeline's default settings."""
+    out = pipe(labels, method="ar", seed=seed, progress=False)
     prompt = pipe.model.class_prompt(torch.tensor(labels)).ids.cpu()
     return torch.cat([prompt, out.tokens], 1)
 
