@@ -21,12 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from mmaccel.eval.generative import fid_from_features
-from mmaccel.models import CFGModel
 from mmaccel.sampling import SamplingConfig
 
 from .classifier import PointNetClassifier
 from .data import CLASS_NAMES, make_meshes
-from .grammar import FaceGrammarModel
+from .grammar import mesh_target
 from .methods import parse_mesh_method
 from .metrics import nearest_reference, set_metrics, surface_points, validity_breakdown
 from .model import WEIGHTS_DIR
@@ -49,8 +48,7 @@ def forward_times(
 ) -> dict[int, float]:
     """Median seconds of one guided forward of ``L + 1`` tokens after ``context`` tokens, per window ``L`` (0: AR),
     of the target the methods run (with the structure mask when it is on)."""
-    model = FaceGrammarModel(pipe.model, pipe.vocab.levels, pipe.vocab.eos) if structure_mask else pipe.model
-    model = CFGModel(model, guidance_scale) if guidance_scale != 1.0 else model
+    model = mesh_target(pipe.model, structure_mask, guidance_scale)
     prompt = pipe.prompt([0] * batch)
     out = {}
     for w in sorted(set([0, *windows])):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from mmaccel.models import ModelOutput, SlotCache, TokenModel, TokenPrompt
+from mmaccel.models import CFGModel, ModelOutput, SlotCache, TokenModel, TokenPrompt
 
 from .tokenizer import TOKENS_PER_FACE
 
@@ -204,3 +204,10 @@ class FaceGrammarModel:
             histories.flatten(0, 1), positions.reshape(b * t, 1), self.levels, self.eos, out.logits.shape[-1]
         ).view(b, t, -1)
         return ModelOutput(out.logits.masked_fill(~allowed, float("-inf")), out.hidden)
+
+
+def mesh_target(model: TokenModel, structure_mask: bool, guidance_scale: float = 1.0) -> TokenModel:
+    """The model a mesh decoder samples: ``model`` (a mesh GPT, with its ``vocab``) masked to the grammar when
+    ``structure_mask``, inside classifier-free guidance when ``guidance_scale != 1``."""
+    target = FaceGrammarModel(model, model.vocab.levels, model.vocab.eos) if structure_mask else model
+    return CFGModel(target, guidance_scale) if guidance_scale != 1.0 else target

@@ -18,7 +18,7 @@ from mmaccel.models import TokenPrompt
 from mmaccel.sampling import SamplingConfig
 
 from .data import CLASS_NAMES
-from .grammar import FaceGrammarModel
+from .grammar import mesh_target
 from .methods import build_mesh_decoder, check_mesh_params, heads_from
 from .model import WEIGHTS_DIR, MeshGPT, load_mesh_gpt
 from .tokenizer import TOKENS_PER_FACE, DecodeReport, decode, encode
@@ -139,7 +139,7 @@ class MeshARPipeline:
         """The decoder of ``method``; with ``structure_mask`` its target (AR's too) is the model masked to the
         layout's grammar and sort order (:mod:`mmaccel.mesh.grammar`)."""
         tables = TokenTables({"embeddings": self.model.embedding_table}, self.cache_dir)
-        target = FaceGrammarModel(self.model, self.vocab.levels, self.vocab.eos) if structure_mask else self.model
+        target = mesh_target(self.model, structure_mask)  # build_mesh_decoder adds the guidance
         return build_mesh_decoder(
             target,
             method,

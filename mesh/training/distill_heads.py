@@ -35,11 +35,11 @@ from mmaccel.checkpoint import load_checked, read_state_dict
 from mmaccel.drafting.heads import DraftHeads, bare_teacher, decoding_teacher, distill_heads, teacher_hints
 from mmaccel.io import write_atomic
 from mmaccel.mesh.face_init import FaceInit
-from mmaccel.mesh.grammar import FaceGrammarModel
+from mmaccel.mesh.grammar import mesh_target
 from mmaccel.mesh.model import load_mesh_gpt
 from mmaccel.mesh.training.sample_pool import load_pool
 from mmaccel.mesh.training.train_gpt import TRAIN_SEED, VAL_SEED, sorted_batches
-from mmaccel.models import CFGModel, ModelOutput, TokenModel
+from mmaccel.models import ModelOutput, TokenModel
 
 HEADS_SEED = TRAIN_SEED + 500_000  # shapes the GPT never saw
 #: The sampling temperature of the default settings (mmaccel.mesh.pipeline.DEFAULTS), at which acceptance is judged.
@@ -103,10 +103,8 @@ def decoding_target(model: TokenModel, guidance_scale: float | None, structure_m
     """The teacher of heads distilled for a decoder with these settings (None: the bare model)."""
     if guidance_scale is None and not structure_mask:
         return None
-    target = FaceGrammarModel(model, model.vocab.levels, model.vocab.eos) if structure_mask else model
-    if guidance_scale is not None and guidance_scale != 1.0:
-        target = CFGModel(target, guidance_scale)
-    return decoding_teacher(target, PROMPT_LENGTH)
+    scale = 1.0 if guidance_scale is None else guidance_scale
+    return decoding_teacher(mesh_target(model, structure_mask, scale), PROMPT_LENGTH)
 
 
 def pool_batches(tokens: torch.Tensor, batch_size: int, eos: int, generator: torch.Generator):
@@ -193,7 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.pool:
         pool, settings = load_pool(args.pool)
         if len(pool) <= args.eval_shapes + args.batch_size:
-            sys.exit(f"distill_heads: --pool {args.pool!r} holds {len(pool)} rows, too few for --eval-shapes {args.eval_shapes}")
+            sys.exit(
+                f"distill_heads: --pool {args.pool!r} holds {len(pool)} rows, "
+                f"too few for --eval-shapes {args.eval_shapes}"
+            )
         print(f"pool {args.pool}: {len(pool)} rows sampled with {settings}", flush=True)
         pool, held = pool[: -args.eval_shapes], pool[-args.eval_shapes :]
         held = held[end_of_mesh(held, eos).argsort(stable=True)]
@@ -224,14 +225,16 @@ def main(argv: list[str] | None = None) -> None:
             shard += 1
 
     losses = distill_heads(
-        model, heads, batches(), lr=args.lr, temperature=args.temperature, hints=face_hints(model, heads), teacher=teacher
+        model, heads, batches(), lr=args.lr, temperature=args.temperature, hints=face_hints(model, heads),
+        teacher=teacher,
     )
     last = losses[-50:]
     if args.pool:
         seen = f"{len(losses) * args.batch_size / len(pool):.1f} passes over the pool"
     else:
         seen = f"shards {args.first_shard}-{-(-len(losses) // 4) + args.first_shard - 1}"  # 4 batches a shard
-    print(f"final: batches {len(losses)} ({seen})  first loss {losses[0]:.4f}  last-50 mean {sum(last) / len(last):.4f}")
+    mean = sum(last) / len(last)
+    print(f"final: batches {len(losses)} ({seen})  first loss {losses[0]:.4f}  last-50 mean {mean:.4f}")
     print(f"after: {acceptance()}", flush=True)
     out = Path(args.out or args.model)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ drafting from shapes the GPT would not have written is a distribution shift (Med
 model's own generations for the same reason: "self-distillation", Cai et al. 2024, section 2.3.2). Sequences
 are ``[class, bos, faces..., eos, eos...]`` rows, the layout ``distill_heads`` trains on.
 
-    python -m mmaccel.mesh.training.sample_pool --model mesh/weights --num 4096 --out runs/mesh_pool.safetensors --threads 1
+    python -m mmaccel.mesh.training.sample_pool --num 4096 --out runs/mesh_pool.safetensors --threads 1
 
 Classes cycle through the model's classes; mesh ``i`` uses seed ``--seed + i`` (the bench uses seeds below
 ``10**6``). The file is rewritten atomically after every chunk, so a stopped run leaves the chunks it finished.
