@@ -8,9 +8,10 @@ lossless, ``xspec:rule=typical`` or ``xspec:rule=gsd`` relax it. The core's tabl
 the pairing lives here, built from the core's pieces (drafter, rule, decoder); it adds no loop of its own.
 ``mask=true`` (default) draws the drafts from the heads' distributions masked to the layout's grammar and sort
 order (:mod:`mmaccel.mesh.structure_mask`); ``mask=false`` uses the heads as they are. ``tree=2x2x1`` drafts
-Medusa's static tree from the heads (``branch=top`` or ``sample``) instead of a chain. Hinted heads (a
-``hint.weight`` in ``heads.safetensors``, distilled with ``distill_heads --hinted``) read the face-structure copy
-(:class:`~mmaccel.mesh.face_init.FaceInit`) of each token they draft.
+Medusa's static tree from the heads instead of a chain. ``branch=top`` (a tree's default) or ``sample`` (a chain's)
+picks the drafts: the most likely tokens, or draws. Hinted heads (a ``hint.weight`` in ``heads.safetensors``,
+distilled with ``distill_heads --hinted``) read the face-structure copy (:class:`~mmaccel.mesh.face_init.FaceInit`)
+of each token they draft.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def check_mesh_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     where = f"method {name!r}"
     mask = coerce(params.pop("mask", True), bool, "mask", where)
     tree = coerce(params.pop("tree", None), DRAFTER_TYPES["tree"], "tree", where)
-    branch = coerce(params.pop("branch", "top"), DRAFTER_TYPES["branch"], "branch", where)
+    branch = params.pop("branch", None)  # None: the drafter's default (a chain samples, a tree takes the top)
+    branch = None if branch is None else coerce(branch, DRAFTER_TYPES["branch"], "branch", where)
     if tree is not None:  # a malformed shape is named when the spec is read, not when a decoder is built
         try:
             TreeShape.parse(tree)

@@ -17,7 +17,7 @@ import torch
 
 from mmaccel.drafting.heads import DraftHeads, MultiHeadDrafter
 from mmaccel.drafting.jacobi import WindowInit
-from mmaccel.sampling import sample, target_probs
+from mmaccel.sampling import target_probs
 
 from .tokenizer import TOKENS_PER_FACE
 
@@ -32,7 +32,7 @@ class StructuredHeadsDrafter(MultiHeadDrafter):
         eos: int,
         hint: WindowInit | None = None,
         tree: str | None = None,
-        branch: str = "top",
+        branch: str | None = None,
     ):
         super().__init__(heads, tree=tree, branch=branch, hint=hint)
         self.levels, self.eos = levels, eos
@@ -61,5 +61,4 @@ class StructuredHeadsDrafter(MultiHeadDrafter):
         empty = masked.sum(-1, keepdim=True) <= 0
         masked = torch.where(empty, allowed.float(), masked)
         self._q = masked / masked.sum(-1, keepdim=True)
-        if self.tree is None:  # a tree's nodes are picked from q in propose
-            self._tokens = sample(self._q, state.rng.uniform(self.window))
+        self._pick_chain(state)

@@ -8,7 +8,9 @@ are ``[class, bos, faces..., eos, eos...]`` rows, the layout ``distill_heads`` t
     python -m mmaccel.mesh.training.sample_pool --num 4096 --out runs/mesh_pool.safetensors --threads 1
 
 Classes cycle through the model's classes; mesh ``i`` uses seed ``--seed + i`` (the bench uses seeds below
-``10**6``). The file is rewritten atomically after every chunk, so a stopped run leaves the chunks it finished.
+``10**6``). The file is rewritten atomically after every chunk, so a stopped run leaves the chunks it finished,
+and running the same command again (or with a larger ``--num``) resumes from them: row ``i`` is the same sequence
+either way. An existing ``--out`` sampled with other settings is refused, not overwritten.
 """
 
 from __future__ import annotations
@@ -54,6 +56,19 @@ def load_pool(path: str | Path) -> tuple[torch.Tensor, dict]:
     return tokens, json.loads(meta.get("settings", "{}"))
 
 
+def resumed_rows(out: Path, settings: dict) -> list[torch.Tensor]:
+    """The rows an earlier run of the same settings left in ``out`` (none if it does not exist)."""
+    if not out.exists():
+        return []
+    try:
+        tokens, earlier = load_pool(out)
+    except ValueError as e:
+        sys.exit(f"sample_pool: --out {e}; choose another name")
+    if earlier != settings:
+        sys.exit(f"sample_pool: --out {str(out)!r} was sampled with {earlier}, not {settings}; choose another name")
+    return [tokens]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mesh/weights")
@@ -75,14 +90,16 @@ def main(argv: list[str] | None = None) -> None:
     classes = pipe.model.vocab.num_classes
     settings = {k: DEFAULTS[k] for k in ("guidance_scale", "temperature", "structure_mask")}
     settings.update(model=str(args.model), seed=args.seed)
-    rows = []
-    for first in range(0, args.num, args.chunk):
+    rows = resumed_rows(out, settings)
+    if rows:
+        print(f"resuming {out}: {rows[0].shape[0]} sequences already sampled", flush=True)
+    for first in range(sum(r.shape[0] for r in rows), args.num, args.chunk):
         labels = [(first + i) % classes for i in range(min(args.chunk, args.num - first))]
         rows.append(pool_rows(pipe, labels, args.seed + first))
         save_pool(out, torch.cat(rows), settings)
         done = first + len(labels)
         print(f"{done}/{args.num} sequences  {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    print(f"saved {out}: {args.num} sequences; total {(time.perf_counter() - start) / 60:.1f} min")
+    print(f"saved {out}: {max(args.num, sum(r.shape[0] for r in rows))} sequences; total {(time.perf_counter() - start) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,9 @@ class MultiHeadDrafter(Drafter):
 
     ``tree="3x2x1"`` drafts Medusa's static tree instead (at most one depth per head): the nodes at depth ``d``
     take head ``d``'s ``k_d`` children, the same below every parent, picked by ``branch`` (``"top"`` or ``"sample"``,
-    see :mod:`mmaccel.drafting.branch`).
+    see :mod:`mmaccel.drafting.branch`). ``branch`` picks a chain's drafts the same way: ``"sample"`` draws each
+    from its head (the chain's default, as in XSpecMesh), ``"top"`` takes each head's most likely token, with a
+    one-hot ``q`` (Medusa's greedy candidates; a tree's default). Either keeps the exact rule lossless.
 
     Hinted heads need ``hint``, the window initialisation they were distilled with (:func:`draft_hints`).
     """
@@ -118,7 +120,7 @@ class MultiHeadDrafter(Drafter):
         heads: DraftHeads,
         sampling: SamplingConfig | None = None,
         tree: str | None = None,
-        branch: str = "top",
+        branch: str | None = None,
         hint: WindowInit | None = None,
     ):
         if heads.hinted and hint is None:
@@ -128,10 +130,9 @@ class MultiHeadDrafter(Drafter):
         self.hint = hint
         self.heads = heads.eval()
         self.tree = None if tree is None else TreeShape.parse(tree)
-        check_branch(branch)
+        self.branch = check_branch(branch or ("sample" if self.tree is None else "top"))
         if self.tree is not None and self.tree.depth > heads.num_heads:
             raise ValueError(f"tree {self.tree} is {self.tree.depth} deep but there are only {heads.num_heads} heads")
-        self.branch = branch
         self.window = check_window(heads.num_heads) if self.tree is None else self.tree.depth
         self.sampling = sampling
 
@@ -151,7 +152,15 @@ class MultiHeadDrafter(Drafter):
 
     def _draft(self, state, hidden: torch.Tensor) -> None:
         self._q = target_probs(self.logits(state, hidden), self.sampling or state.sampling)
-        if self.tree is None:
+        self._pick_chain(state)
+
+    def _pick_chain(self, state) -> None:
+        """A chain's drafts from the heads' distributions ``_q`` (a tree's nodes are picked in ``propose``)."""
+        if self.tree is not None:
+            return
+        if self.branch == "top":
+            self._tokens, self._q = branch_children(self._q, 1, "top", state.rng)
+        else:
             self._tokens = sample(self._q, state.rng.uniform(self.window))
 
     @torch.no_grad()

@@ -58,6 +58,7 @@ def test_xspec_and_face_jacobi_draw_what_ar_draws_and_a_lying_drafter_is_caught(
     ar = draws(model, "ar")
     assert p_value(ar, draws(model, "xspec")) > 1e-3
     assert p_value(ar, draws(model, "xspec", hinted=True)) > 1e-3  # heads that read the face copy
+    assert p_value(ar, draws(model, "xspec:branch=top", hinted=True)) > 1e-3  # greedy drafts, one-hot q
     assert p_value(ar, draws(model, "xspec:tree=2x2x1")) > 1e-3  # a static tree, masked node by node
     assert p_value(ar, draws(model, "sjd:init=face:window=4")) > 1e-3
 

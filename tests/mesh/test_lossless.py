@@ -42,6 +42,7 @@ SPECS = [
     "xspec",
     "xspec:mask=false",
     "xspec:rule=sjd",
+    "xspec:branch=top",  # a chain of each head's most likely token
     "xspec:tree=2x2x1",  # Medusa's static tree from the heads: the mask then works node by node
     "xspec:tree=3x1x1:branch=sample",
 ]
@@ -129,3 +130,14 @@ def test_xspec_tree_bad_input_is_named(pipe, spec, match):
     with pytest.raises(ValueError, match=match):
         name, params = parse_mesh_method(spec)
         _run(pipe, spec)
+
+
+def test_a_chain_of_top_drafts_is_the_one_path_tree_of_them(pipe):
+    """``branch=top`` on a chain commits exactly what the tree ``1x1x1`` of top children does, sampled too: the
+    chain path's one-hot ``q`` is the tree path's, without the tree's bookkeeping."""
+    chain = _run(pipe, "xspec:branch=top", temperature=1.0)
+    tree = _run(pipe, "xspec:tree=1x1x1", temperature=1.0)
+    sampled = _run(pipe, "xspec", temperature=1.0)
+    assert torch.equal(chain.tokens, tree.tokens)
+    assert [s["steps"] for s in chain.stats] == [s["steps"] for s in tree.stats]
+    assert not torch.equal(chain.tokens, sampled.tokens)  # the default chain samples its drafts

@@ -29,12 +29,28 @@ def test_the_pool_holds_the_pipelines_own_ar_samples_behind_their_prompts(pool, 
     assert torch.equal(tokens[12:24, 2:], again.tokens)
 
 
+def test_a_stopped_pool_resumes_to_the_same_rows_and_other_settings_are_refused(pool, model_dir, tmp_path, capsys):
+    path = tmp_path / "pool.safetensors"
+    args = ["--model", str(model_dir), "--chunk", "12", "--seed", "500", "--out", str(path)]
+    sample_pool.main(args + ["--num", "24"])
+    sample_pool.main(args + ["--num", "36"])
+    assert "resuming" in capsys.readouterr().out
+    assert torch.equal(sample_pool.load_pool(path)[0], sample_pool.load_pool(pool)[0])
+    before = path.read_bytes()
+    with pytest.raises(SystemExit, match="--out .*sampled with"):
+        sample_pool.main(["--model", str(model_dir), "--num", "48", "--seed", "7", "--out", str(path)])
+    assert path.read_bytes() == before
+
+
 def test_bad_pool_files_and_names_are_refused(tmp_path, model_dir):
     with pytest.raises(SystemExit, match="--out"):
         sample_pool.main(["--model", str(model_dir), "--num", "2", "--out", str(tmp_path / "pool.pt")])
     assert not list(tmp_path.iterdir())
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a pool")
+    with pytest.raises(SystemExit, match="--out .*bad.safetensors"):
+        sample_pool.main(["--model", str(model_dir), "--num", "2", "--out", str(bad)])
+    assert bad.read_bytes() == b"not a pool"
     with pytest.raises(ValueError, match="bad.safetensors"):
         sample_pool.load_pool(bad)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
