@@ -12,7 +12,8 @@ it then starts from (the hint embedding starts as a copy prior, ``--hint-boost``
 ``--init`` names that are hinted stay hinted.
 
 Before and after training it prints the heads' held-out acceptance (:func:`heads_acceptance`, on the GPT's own
-validation shapes, which neither the GPT nor the heads train on); ``--eval-only`` prints it and trains nothing.
+validation shapes, which neither the GPT nor the heads train on), for sampled drafts (``xspec``) and for each
+head's most likely token (``xspec:branch=top``); ``--eval-only`` prints it and trains nothing.
 
 ``--pool FILE`` self-distils (Medusa-2): it trains on the GPT's own samples (:mod:`.sample_pool`) instead of
 fresh shapes, holds out the pool's last ``--eval-shapes`` rows for the acceptance figures, and ignores
@@ -64,11 +65,13 @@ def heads_acceptance(
     eos: int,
     temperature: float = EVAL_TEMPERATURE,
     teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
+    branch: str = "sample",
 ) -> dict[str, float | list[float]]:
     """Held-out acceptance of the heads under the exact rule, teacher forced.
 
     Head ``j`` at position ``t`` drafts token ``t + 2 + j`` from ``q_j``; the exact rule accepts it with
-    probability ``sum_x min(p(x), q_j(x))``, ``p`` the target's distribution at ``t + 1 + j`` (both at
+    probability ``sum_x min(p(x), q_j(x))`` (``branch="top"``, the draft ``argmax q_j``: ``p(argmax q_j)``),
+    ``p`` the target's distribution at ``t + 1 + j`` (both at
     ``temperature``; the target is ``teacher``'s, by default the bare model: unguided, unmasked). ``per_head``
     averages that over the positions whose drafted token lies inside the mesh (up to its first ``eos``);
     ``tokens_per_step`` is ``1 + sum_k prod_{j<=k} a_j`` averaged over positions, the tokens one verify step
@@ -86,7 +89,13 @@ def heads_acceptance(
         hint = hints(tokens)[:, offset:] if hints is not None else None
         q = (heads(out.hidden.float(), hint) / temperature).softmax(-1)  # [B, t, K, V]: token t + 2 + j
         span = t - 1 - k
-        overlap = torch.stack([torch.minimum(p[:, 1 + j : 1 + j + span], q[:, :span, j]).sum(-1) for j in range(k)], -1)
+        if branch == "top":
+            top = q[:, :span].argmax(-1, keepdim=True)  # [B, span, K, 1]
+            overlap = torch.stack([p[:, 1 + j : 1 + j + span].gather(-1, top[:, :, j])[..., 0] for j in range(k)], -1)
+        else:
+            overlap = torch.stack(
+                [torch.minimum(p[:, 1 + j : 1 + j + span], q[:, :span, j]).sum(-1) for j in range(k)], -1
+            )
         first_eos = end_of_mesh(tokens, eos)  # [B]
         drafted = offset + torch.arange(span)[None, :, None] + 2 + torch.arange(k)[None, None]  # each draft's index
         inside = drafted <= first_eos[:, None, None]
@@ -205,7 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     where = "held-out pool rows" if args.pool else "validation shapes"
 
     def acceptance() -> str:
-        return format_acceptance(heads_acceptance(model, heads, held_out, eos, teacher=teacher))
+        sampled = format_acceptance(heads_acceptance(model, heads, held_out, eos, teacher=teacher))
+        top = format_acceptance(heads_acceptance(model, heads, held_out, eos, teacher=teacher, branch="top"))
+        return f"{sampled}\n  top drafts (xspec:branch=top): {top}"
 
     print(f"acceptance against {target} on {where}", flush=True)
     print(f"before: {acceptance()}", flush=True)

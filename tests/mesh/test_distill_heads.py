@@ -1,6 +1,11 @@
 """The mesh heads' distillation script: it writes heads, and a continued run starts at the shard it is given."""
 
+import pytest
+import torch
 from safetensors.torch import load_file
+
+from mmaccel.drafting.heads import DraftHeads
+from mmaccel.mesh.model import load_mesh_gpt
 
 from mmaccel.mesh.training import distill_heads
 
@@ -11,3 +16,30 @@ def test_a_continued_run_draws_from_its_first_shard_and_writes_hinted_heads(mode
     out = capsys.readouterr().out
     assert "(shards 5-" in out and "after:" in out
     assert "hint.weight" in load_file(str(tmp_path / "heads.safetensors"))
+
+
+
+def test_top_draft_acceptance_is_the_targets_probability_of_the_heads_most_likely_token(model_dir):
+    """With every head all but certain of one token, a sampled draft is that token, so the two figures agree;
+    and the top figure is the target's own probability of it, whatever the heads' certainty."""
+    model = load_mesh_gpt(model_dir)
+    eos = model.vocab.eos
+    torch.manual_seed(0)
+    rows = torch.randint(0, 128, (4, 2 + 27))
+    rows[:, 0] = model.vocab.class_token(torch.arange(4) % model.vocab.num_classes)
+    rows[:, 1], rows[:, -5:] = model.vocab.bos, eos
+    heads = DraftHeads(model.hidden_size, model.vocab_size, 3)
+
+    def certain_of(token: int, margin: float) -> DraftHeads:
+        with torch.no_grad():
+            for head in heads.heads:
+                head[-1].weight.zero_()
+                head[-1].bias.fill_(-margin / 2)
+                head[-1].bias[token] = margin / 2
+        return heads
+
+    sampled = distill_heads.heads_acceptance(model, certain_of(7, 200.0), [rows], eos)
+    top = distill_heads.heads_acceptance(model, heads, [rows], eos, branch="top")
+    assert top["per_head"] == pytest.approx(sampled["per_head"], abs=1e-5)
+    unsure = distill_heads.heads_acceptance(model, certain_of(7, 0.5), [rows], eos, branch="top")
+    assert unsure["per_head"] == pytest.approx(top["per_head"], abs=1e-6)

@@ -64,6 +64,7 @@ def test_heads_distil_on_the_pool_against_the_guided_masked_target(pool, model_d
     out = capsys.readouterr().out
     assert "against the decoding target on held-out pool rows" in out
     assert "passes over the pool" in out and "after:" in out and "nan" not in out
+    assert out.count("top drafts (xspec:branch=top)") == 2  # before and after
     assert len(load_file(str(tmp_path / "heads.safetensors"))) > 0
 
 
