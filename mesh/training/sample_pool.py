@@ -7,8 +7,9 @@ are ``[class, bos, faces..., eos, eos...]`` rows, the layout ``distill_heads`` t
 
     python -m mmaccel.mesh.training.sample_pool --num 4096 --out runs/mesh_pool.safetensors --threads 1
 
-Classes cycle through the model's classes; mesh ``i`` uses seed ``--seed + i`` (the bench uses seeds below
-``10**6``). The file is rewritten atomically after every chunk, so a stopped run leaves the chunks it finished,
+Classes cycle through the model's classes; mesh ``i`` uses seed ``--seed + i``. The bench's speculative rows
+use seeds below ``10**6``; its AR noise floor (``ar@seed2``, seeds from ``10**6``) repeats the first pool rows, which
+is harmless: those rows are AR samples, and no head drafts there. The file is rewritten atomically after every chunk, so a stopped run leaves the chunks it finished,
 and running the same command again (or with a larger ``--num``) resumes from them: row ``i`` is the same sequence
 either way. An existing ``--out`` sampled with other settings is refused, not overwritten.
 """
