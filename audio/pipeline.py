@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from mmaccel.acceptance import rule_class, rule_parameters
-from mmaccel.methods import DEFAULT_WINDOW, method, parse_method
-from mmaccel.params import split_spec, typed
+from mmaccel.methods import DEFAULT_WINDOW, DRAFTER_TYPES, method, parse_method
+from mmaccel.params import coerce, split_spec, typed
 from mmaccel.sampling import SamplingConfig
 from mmaccel.stream_heads import FrameHeads, FrameHeadsDrafter, load_frame_heads
 from mmaccel.streams import FRAME_INITS, FrameJacobiDrafter, StreamDecoder, StreamStats
@@ -32,7 +32,8 @@ MAX_PHONEMES = 160
 _STOP_DISTANCE = 1e3
 #: The speech pipeline's own method: MCTP heads (:mod:`mmaccel.stream_heads`) verified by ``rule=NAME``, any rule
 #: of the core (default ``sjd``, lossless; ``mctp:rule=lantern`` relaxes it). The core's table has no heads
-#: drafter for codec streams, so the pairing lives here, as mesh's ``xspec`` does.
+#: drafter for codec streams, so the pairing lives here, as mesh's ``xspec`` does. ``mctp:branch=top`` drafts each
+#: head's most likely token instead of a draw.
 HEADS_METHOD = "mctp"
 DEFAULT_HEADS_RULE = "sjd"
 
@@ -134,8 +135,9 @@ class SpeechARPipeline:
         params = dict(raw)
         rule = params.pop("rule", DEFAULT_HEADS_RULE)
         rule_class(rule)  # an unknown rule names the known ones
+        branch = coerce(params.pop("branch", "sample"), DRAFTER_TYPES["branch"], "branch", f"method {name!r}")
         params = typed(params, rule_parameters(rule), f"method {name!r} with rule {rule!r}")
-        drafter = FrameHeadsDrafter(self.heads)
+        drafter = FrameHeadsDrafter(self.heads, branch=branch)
         return StreamDecoder(self.lm.streams, drafter, rule, sampling, tables=self.tables(), **params)
 
     def prompts(self, texts: list[str], voice: str):

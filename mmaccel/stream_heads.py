@@ -33,6 +33,7 @@ from torch import nn
 
 from .checkpoint import load_checked, read_state_dict
 from .drafting.base import check_window
+from .drafting.branch import branch_children, check_branch
 from .drafting.heads import DraftHeads
 from .io import write_atomic
 from .sampling import SamplingConfig, sample, target_probs
@@ -78,6 +79,9 @@ class FrameHeads(nn.Module):
 class FrameHeadsDrafter:
     """A window of ``heads.num_heads`` steps x ``K`` codebooks drawn from MCTP heads (see the module docstring).
 
+    ``branch="top"`` takes each head's most likely token per codebook instead of a draw, with a one-hot ``q``
+    (:func:`~mmaccel.drafting.branch.branch_children`, as a heads chain does); the rules stay lossless with it.
+
     :class:`~mmaccel.streams.StreamDecoder` runs its forwards with hidden states for a drafter with
     ``needs_hidden`` and hands it, through :meth:`see`, the hidden state that predicted the last committed step.
     """
@@ -86,8 +90,9 @@ class FrameHeadsDrafter:
     coupling = "none"
     init = "heads"
 
-    def __init__(self, heads: FrameHeads, sampling: SamplingConfig | None = None):
+    def __init__(self, heads: FrameHeads, sampling: SamplingConfig | None = None, branch: str = "sample"):
         self.heads = heads.eval()
+        self.branch = check_branch(branch)
         self.window = check_window(heads.num_heads)
         self.sampling = sampling  # None: the decoder's own (its temperature)
         self._hidden: torch.Tensor | None = None
@@ -109,7 +114,11 @@ class FrameHeadsDrafter:
         frame = state.last_frame if self.heads.hinted else None  # the step the hidden state produced
         logits = self.heads(self._hidden.to(weight.device, weight.dtype), frame).float()  # [B, H, K, V]
         self.q = target_probs(logits, self._sampling)
-        self.tokens = sample(self.q, state.rng.uniform(self.window, k))
+        if self.branch == "top":
+            tokens, q = branch_children(self.q.flatten(1, 2), 1, "top", state.rng)
+            self.tokens, self.q = tokens.view(-1, self.window, k), q.view(self.q.shape)
+        else:
+            self.tokens = sample(self.q, state.rng.uniform(self.window, k))
 
     @torch.no_grad()
     def begin(self, state) -> None:

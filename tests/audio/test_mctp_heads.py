@@ -36,13 +36,14 @@ def heads_for(model, num_heads=3, seed=5, hinted=False):
     return heads
 
 
+@pytest.mark.parametrize("branch", ["sample", "top"])
 @pytest.mark.parametrize("hinted", [False, True])
 @pytest.mark.parametrize("rule", ["greedy", "exact", "sjd"])
-def test_heads_greedy_identity(rule, hinted):
+def test_heads_greedy_identity(rule, hinted, branch):
     model = streams()
     ar = StreamDecoder(model, None, "exact", GREEDY).generate(prompt(), 20)
     heads = heads_for(model, hinted=hinted)
-    spec = StreamDecoder(model, FrameHeadsDrafter(heads), rule, GREEDY).generate(prompt(), 20)
+    spec = StreamDecoder(model, FrameHeadsDrafter(heads, branch=branch), rule, GREEDY).generate(prompt(), 20)
     assert torch.equal(ar.tokens, spec.tokens) and spec.stats.nfe <= ar.stats.nfe
 
 
@@ -121,6 +122,8 @@ def test_heads_sampling_matches_ar_and_a_false_q_is_caught(monkeypatch, two_samp
     assert two_sample_pvalue(ar, draws(model, FrameHeadsDrafter(heads))) > 1e-3
     hinted = heads_for(model, num_heads=2, hinted=True)  # the heads also read the step just committed
     assert two_sample_pvalue(ar, draws(model, FrameHeadsDrafter(hinted))) > 1e-3
+    top = FrameHeadsDrafter(heads, branch="top")  # each head's most likely token, one-hot q
+    assert two_sample_pvalue(ar, draws(model, top)) > 1e-3
     real = FrameHeadsDrafter._draw
 
     def false_q(self, state):  # the drafts as drawn, but q claimed uniform
@@ -129,6 +132,18 @@ def test_heads_sampling_matches_ar_and_a_false_q_is_caught(monkeypatch, two_samp
 
     monkeypatch.setattr(FrameHeadsDrafter, "_draw", false_q)
     assert two_sample_pvalue(ar, draws(model, FrameHeadsDrafter(heads))) < 1e-6
+
+
+def test_top_drafts_are_each_heads_most_likely_token_with_a_one_hot_q():
+    model = streams()
+    heads = heads_for(model)
+    out = StreamDecoder(model, FrameHeadsDrafter(heads, branch="top"), "sjd", SamplingConfig(1.0))
+    drafter = out.drafter
+    out.generate(prompt(), 6, seeds=[0, 1])
+    assert torch.equal(drafter.q.argmax(-1), drafter.tokens)
+    assert torch.equal(drafter.q.amax(-1), torch.ones_like(drafter.q.amax(-1)))
+    with pytest.raises(ValueError, match="branch"):
+        FrameHeadsDrafter(heads, branch="best")
 
 
 def test_hinted_heads_save_and_load_as_hinted(tmp_path):
