@@ -8,10 +8,12 @@ are ``[class, bos, faces..., eos, eos...]`` rows, the layout ``distill_heads`` t
     python -m mmaccel.mesh.training.sample_pool --num 4096 --out runs/mesh_pool.safetensors --threads 1
 
 Classes cycle through the model's classes; mesh ``i`` uses seed ``--seed + i``. The bench's speculative rows
-use seeds below ``10**6``; its AR noise floor (``ar@seed2``, seeds from ``10**6``) repeats the first pool rows, which
-is harmless: those rows are AR samples, and no head drafts there. The file is rewritten atomically after every chunk, so a stopped run leaves the chunks it finished,
-and running the same command again (or with a larger ``--num``) resumes from them: row ``i`` is the same sequence
-either way. An existing ``--out`` sampled with other settings is refused, not overwritten.
+use seeds below ``10**6``; its AR noise floor (``ar@seed2``, seeds from ``10**6``) repeats the first pool rows,
+which is harmless: those rows are AR samples, and no head drafts there.
+
+The file is rewritten atomically after every chunk, so a stopped run leaves the chunks it finished, and running the
+same command again (or with a larger ``--num``) resumes from them: row ``i`` is the same sequence either way. An
+existing ``--out`` sampled with other settings is refused, not overwritten.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         save_pool(out, torch.cat(rows), settings)
         done = first + len(labels)
         print(f"{done}/{args.num} sequences  {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    print(f"saved {out}: {max(args.num, sum(r.shape[0] for r in rows))} sequences; total {(time.perf_counter() - start) / 60:.1f} min")
+    total = max(args.num, sum(r.shape[0] for r in rows))
+    print(f"saved {out}: {total} sequences; total {(time.perf_counter() - start) / 60:.1f} min")
 
 
 if __name__ == "__main__":

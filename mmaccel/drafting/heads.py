@@ -107,7 +107,7 @@ class MultiHeadDrafter(Drafter):
     ``tree="3x2x1"`` drafts Medusa's static tree instead (at most one depth per head): the nodes at depth ``d``
     take head ``d``'s ``k_d`` children, the same below every parent, picked by ``branch`` (``"top"`` or ``"sample"``,
     see :mod:`mmaccel.drafting.branch`). ``branch`` picks a chain's drafts the same way: ``"sample"`` draws each
-    from its head (the chain's default, as in XSpecMesh), ``"top"`` takes each head's most likely token, with a
+    from its head (the chain's default), ``"top"`` takes each head's most likely token, with a
     one-hot ``q`` (Medusa's greedy candidates; a tree's default). Either keeps the exact rule lossless.
 
     Hinted heads need ``hint``, the window initialisation they were distilled with (:func:`draft_hints`).
