@@ -65,22 +65,22 @@ def heads_acceptance(
     eos: int,
     temperature: float = EVAL_TEMPERATURE,
     teacher: Callable[[torch.Tensor], ModelOutput] | None = None,
-    branch: str = "sample",
-) -> dict[str, float | list[float]]:
-    """Held-out acceptance of the heads under the exact rule, teacher forced.
+    branches: tuple[str, ...] = ("sample",),
+) -> dict[str, dict[str, float | list[float]]]:
+    """Held-out acceptance of the heads under the exact rule, teacher forced, per drafting ``branch``.
 
     Head ``j`` at position ``t`` drafts token ``t + 2 + j`` from ``q_j``; the exact rule accepts it with
-    probability ``sum_x min(p(x), q_j(x))`` (``branch="top"``, the draft ``argmax q_j``: ``p(argmax q_j)``),
-    ``p`` the target's distribution at ``t + 1 + j`` (both at
-    ``temperature``; the target is ``teacher``'s, by default the bare model: unguided, unmasked). ``per_head``
-    averages that over the positions whose drafted token lies inside the mesh (up to its first ``eos``);
-    ``tokens_per_step`` is ``1 + sum_k prod_{j<=k} a_j`` averaged over positions, the tokens one verify step
-    would commit if the heads' acceptances were independent.
+    probability ``sum_x min(p(x), q_j(x))`` (``"sample"``), or ``p(argmax q_j)`` for the most likely token
+    (``"top"``), ``p`` the target's distribution at ``t + 1 + j`` (both at ``temperature``; the target is
+    ``teacher``'s, by default the bare model: unguided, unmasked). ``per_head`` averages that over the positions
+    whose drafted token lies inside the mesh (up to its first ``eos``); ``tokens_per_step`` is
+    ``1 + sum_k prod_{j<=k} a_j`` averaged over positions, the tokens one verify step would commit if the heads'
+    acceptances were independent. Every branch is scored on the same teacher forward.
     """
     k = heads.num_heads
     hints = face_hints(model, heads)
     teacher = teacher or bare_teacher(model)
-    accept_sum, accept_n, chain_sum, chain_n = torch.zeros(k), torch.zeros(k), 0.0, 0
+    sums = {b: [torch.zeros(k), torch.zeros(k), 0.0, 0] for b in branches}  # accepted, drafts, chain, positions
     for tokens in batches:
         out = teacher(tokens)
         t = out.logits.shape[1]
@@ -89,23 +89,29 @@ def heads_acceptance(
         hint = hints(tokens)[:, offset:] if hints is not None else None
         q = (heads(out.hidden.float(), hint) / temperature).softmax(-1)  # [B, t, K, V]: token t + 2 + j
         span = t - 1 - k
-        if branch == "top":
-            top = q[:, :span].argmax(-1, keepdim=True)  # [B, span, K, 1]
-            overlap = torch.stack([p[:, 1 + j : 1 + j + span].gather(-1, top[:, :, j])[..., 0] for j in range(k)], -1)
-        else:
-            overlap = torch.stack(
-                [torch.minimum(p[:, 1 + j : 1 + j + span], q[:, :span, j]).sum(-1) for j in range(k)], -1
-            )
         first_eos = end_of_mesh(tokens, eos)  # [B]
         drafted = offset + torch.arange(span)[None, :, None] + 2 + torch.arange(k)[None, None]  # each draft's index
         inside = drafted <= first_eos[:, None, None]
-        accept_sum += (overlap * inside).sum((0, 1))
-        accept_n += inside.sum((0, 1))
         rows = inside[..., 0]  # positions whose first draft is inside the mesh
-        chain = (overlap * inside).cumprod(-1).sum(-1)
-        chain_sum += float(chain[rows].sum())
-        chain_n += int(rows.sum())
-    return {"per_head": (accept_sum / accept_n).tolist(), "tokens_per_step": 1 + chain_sum / chain_n}
+        for branch in branches:
+            if branch == "top":
+                top = q[:, :span].argmax(-1, keepdim=True)  # [B, span, K, 1]
+                overlap = torch.stack(
+                    [p[:, 1 + j : 1 + j + span].gather(-1, top[:, :, j])[..., 0] for j in range(k)], -1
+                )
+            else:
+                overlap = torch.stack(
+                    [torch.minimum(p[:, 1 + j : 1 + j + span], q[:, :span, j]).sum(-1) for j in range(k)], -1
+                )
+            acc = sums[branch]
+            acc[0] += (overlap * inside).sum((0, 1))
+            acc[1] += inside.sum((0, 1))
+            acc[2] += float((overlap * inside).cumprod(-1).sum(-1)[rows].sum())
+            acc[3] += int(rows.sum())
+    return {
+        b: {"per_head": (a / n).tolist(), "tokens_per_step": 1 + chain / positions}
+        for b, (a, n, chain, positions) in sums.items()
+    }
 
 
 def decoding_target(model: TokenModel, guidance_scale: float | None, structure_mask: bool):
@@ -214,8 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     where = "held-out pool rows" if args.pool else "validation shapes"
 
     def acceptance() -> str:
-        sampled = format_acceptance(heads_acceptance(model, heads, held_out, eos, teacher=teacher))
-        top = format_acceptance(heads_acceptance(model, heads, held_out, eos, teacher=teacher, branch="top"))
+        figures = heads_acceptance(model, heads, held_out, eos, teacher=teacher, branches=("sample", "top"))
+        sampled, top = format_acceptance(figures["sample"]), format_acceptance(figures["top"])
         return f"{sampled}\n  top drafts (xspec:branch=top): {top}"
 
     print(f"acceptance against {target} on {where}", flush=True)

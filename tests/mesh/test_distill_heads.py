@@ -38,8 +38,8 @@ def test_top_draft_acceptance_is_the_targets_probability_of_the_heads_most_likel
                 head[-1].bias[token] = margin / 2
         return heads
 
-    sampled = distill_heads.heads_acceptance(model, certain_of(7, 200.0), [rows], eos)
-    top = distill_heads.heads_acceptance(model, heads, [rows], eos, branch="top")
+    certain = distill_heads.heads_acceptance(model, certain_of(7, 200.0), [rows], eos, branches=("sample", "top"))
+    sampled, top = certain["sample"], certain["top"]
     assert top["per_head"] == pytest.approx(sampled["per_head"], abs=1e-5)
-    unsure = distill_heads.heads_acceptance(model, certain_of(7, 0.5), [rows], eos, branch="top")
+    unsure = distill_heads.heads_acceptance(model, certain_of(7, 0.5), [rows], eos, branches=("top",))["top"]
     assert unsure["per_head"] == pytest.approx(top["per_head"], abs=1e-6)
