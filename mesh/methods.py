@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mmaccel.acceptance import rule_class, rule_parameters
-from mmaccel.drafting.heads import DraftHeads, MultiHeadDrafter
+from mmaccel.drafting.heads import DraftHeads, MultiHeadDrafter, heads_state_layers
 from mmaccel.engine import SpeculativeDecoder
 from mmaccel.methods import DRAFTER_TYPES, TokenTables, build_decoder, check_params, parse_method
 from mmaccel.models import CFGModel, TokenModel
@@ -116,5 +116,4 @@ def heads_from(state: Mapping[str, torch.Tensor], hidden_size: int, vocab_size: 
     when it holds a ``hint`` embedding)."""
     names = [k for k in state if k.startswith("heads.")]
     num_heads = 1 + max(int(k.split(".")[1]) for k in names)
-    num_layers = max(int(k.split(".")[2]) for k in names)  # the last index is the vocabulary projection
-    return DraftHeads(hidden_size, vocab_size, num_heads, num_layers, hinted="hint.weight" in state)
+    return DraftHeads(hidden_size, vocab_size, num_heads, heads_state_layers(state), hinted="hint.weight" in state)

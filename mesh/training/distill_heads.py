@@ -33,7 +33,9 @@ import torch
 from safetensors.torch import save_file
 
 from mmaccel.checkpoint import load_checked, read_state_dict
-from mmaccel.drafting.heads import DraftHeads, bare_teacher, decoding_teacher, distill_heads, teacher_hints
+from mmaccel.drafting.heads import (
+    DraftHeads, bare_teacher, decoding_teacher, deepened_state, distill_heads, heads_state_layers, teacher_hints,
+)
 from mmaccel.io import write_atomic
 from mmaccel.mesh.face_init import FaceInit
 from mmaccel.mesh.grammar import mesh_target
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--init", default=None, help="start from the heads.safetensors in this folder (same shape)")
+    parser.add_argument("--init", default=None, help="start from the heads.safetensors in this folder (same heads; --layers may add residual blocks)")
     parser.add_argument("--hinted", action="store_true", help="heads that read the face-structure copy of their token")
     parser.add_argument("--hint-boost", type=float, default=3.0, help="the hint's initial logit boost (copy prior)")
     parser.add_argument("--out", default=None, help="folder to write heads.safetensors to (default: --model)")
@@ -194,8 +196,19 @@ def main(argv: list[str] | None = None) -> None:
     heads = DraftHeads(model.hidden_size, model.vocab_size, args.heads, args.layers, hinted=hinted)
     plain_start = hinted and (state is None or "hint.weight" not in state)  # the hint embedding is new
     if state is not None:
+        try:
+            layers = heads_state_layers(state)
+            if layers != args.layers:  # wider heads start as the trained ones: the new blocks add nothing yet
+                state = deepened_state(state, args.layers)
+        except ValueError as err:
+            sys.exit(f"distill_heads: --init {args.init!r} with --layers {args.layers}: {err}")
         load_checked(heads, state, str(path), ignore_missing=("hint.",) if plain_start else ())
-        print(f"heads start from {path}" + (" (plain heads; hint embedding: copy prior)" if plain_start else ""), flush=True)
+        print(
+            f"heads start from {path}"
+            + (" (plain heads; hint embedding: copy prior)" if plain_start else "")
+            + (f" ({layers} layer(s); the {args.layers - layers} new ones start as the identity)" if layers < args.layers else ""),
+            flush=True,
+        )
     else:
         heads.init_from_output(model.model.lm_head.weight)
     if plain_start:
@@ -245,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
         model, heads, batches(), lr=args.lr, temperature=args.temperature, hints=face_hints(model, heads),
         teacher=teacher,
     )
+    if not losses:  # nothing trained, so nothing is written over --out
+        sys.exit(f"distill_heads: --minutes {args.minutes} left no time for a batch after the 'before' figures")
     last = losses[-50:]
     if args.pool:
         seen = f"{len(losses) * args.batch_size / len(pool):.1f} passes over the pool"

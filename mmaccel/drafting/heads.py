@@ -101,6 +101,37 @@ class DraftHeads(nn.Module):
         return torch.stack([head(x[..., k, :]) for k, head in enumerate(self.heads)], -2)
 
 
+def heads_state_layers(state: dict[str, torch.Tensor]) -> int:
+    """The residual blocks per head in a :class:`DraftHeads` state dict (``heads.<k>.<i>...`` keys; the last
+    index of a head is its vocabulary projection)."""
+    indices = [int(name.split(".")[2]) for name in state if name.startswith("heads.")]
+    if not indices:
+        raise ValueError("the state dict holds no draft heads (no 'heads.' keys)")
+    return max(indices)
+
+
+def deepened_state(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """``state`` of heads with fewer residual blocks, as heads of ``num_layers`` blocks that compute the same
+    logits: the new blocks sit before each vocabulary projection with zero weight and zero bias, so each adds
+    ``SiLU(0) = 0``. Distillation warm-starts wider heads from trained ones this way."""
+    layers = heads_state_layers(state)
+    if num_layers < layers:
+        raise ValueError(f"cannot drop residual blocks: the heads have {layers}, asked for num_layers={num_layers}")
+    out = {}
+    for name, value in state.items():
+        parts = name.split(".")
+        if parts[0] == "heads" and int(parts[2]) == layers:  # the projection moves to the new last index
+            parts[2] = str(num_layers)
+        out[".".join(parts)] = value
+    heads = {int(name.split(".")[1]) for name in state if name.startswith("heads.")}
+    for k in heads:
+        weight = state[f"heads.{k}.{layers}.weight"]
+        for i in range(layers, num_layers):
+            out[f"heads.{k}.{i}.linear.weight"] = weight.new_zeros(weight.shape[1], weight.shape[1])
+            out[f"heads.{k}.{i}.linear.bias"] = weight.new_zeros(weight.shape[1])
+    return out
+
+
 class MultiHeadDrafter(Drafter):
     """Drafts ``heads.num_heads`` tokens from the hidden state that produced the last committed token.
 

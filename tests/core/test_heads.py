@@ -235,3 +235,33 @@ def test_distilling_against_a_masked_target_ignores_its_masked_tokens(tiny_llama
         hidden = bare_teacher(model)(data[:8]).hidden
         q = heads(hidden).softmax(-1)
     assert float(q[..., masked].sum(-1).mean()) < 0.1  # the heads learnt to leave the masked tokens alone
+
+
+@pytest.mark.parametrize("hinted", [False, True])
+def test_deepened_heads_compute_the_logits_of_the_heads_they_start_from(hinted):
+    from mmaccel.drafting.heads import deepened_state, heads_state_layers
+
+    torch.manual_seed(0)
+    shallow = DraftHeads(16, 40, num_heads=3, num_layers=1, hinted=hinted)
+    with torch.no_grad():  # trained-looking heads: no zero weights left
+        for p in shallow.parameters():
+            p.normal_(0, 0.3)
+    deep = DraftHeads(16, 40, num_heads=3, num_layers=3, hinted=hinted)
+    state = deepened_state(shallow.state_dict(), 3)
+    assert heads_state_layers(state) == 3
+    deep.load_state_dict(state)  # strict: every key of the deeper heads, and no other
+    hidden = torch.randn(2, 5, 16)
+    hints = torch.randint(0, 40, (2, 5, 3)) if hinted else None
+    torch.testing.assert_close(deep(hidden, hints), shallow(hidden, hints), rtol=0, atol=0)
+    # The new blocks are trainable: they change the logits once their weights move.
+    with torch.no_grad():
+        deep.heads[0][1].linear.weight.normal_()
+    assert not torch.equal(deep(hidden, hints)[..., 0, :], shallow(hidden, hints)[..., 0, :])
+
+
+def test_deepening_refuses_to_drop_blocks():
+    from mmaccel.drafting.heads import deepened_state
+
+    state = DraftHeads(8, 10, num_heads=2, num_layers=2).state_dict()
+    with pytest.raises(ValueError, match="num_layers=1"):
+        deepened_state(state, 1)

@@ -43,3 +43,33 @@ def test_top_draft_acceptance_is_the_targets_probability_of_the_heads_most_likel
     assert top["per_head"] == pytest.approx(sampled["per_head"], abs=1e-5)
     unsure = distill_heads.heads_acceptance(model, certain_of(7, 0.5), [rows], eos, branches=("top",))["top"]
     assert unsure["per_head"] == pytest.approx(top["per_head"], abs=1e-6)
+
+
+def test_wider_heads_warm_started_from_trained_ones_start_at_their_acceptance(model_dir, tmp_path, capsys):
+    """``--init`` with more ``--layers`` than the heads have: the new blocks start as the identity, so the run's
+    "before" figure is the trained heads' own."""
+    args = ["--model", str(model_dir), "--init", str(model_dir), "--heads", "3", "--batch-size", "2", "--eval-shapes", "2"]
+    distill_heads.main(args + ["--eval-only"])
+    own = capsys.readouterr().out.split("before: ")[1].splitlines()[0]
+    distill_heads.main(args + ["--layers", "2", "--minutes", "0.3", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "the 1 new ones start as the identity" in out
+    assert out.split("before: ")[1].splitlines()[0] == own
+    state = load_file(str(tmp_path / "heads.safetensors"))
+    assert "heads.0.1.linear.weight" in state and "heads.0.2.weight" in state
+
+
+def test_fewer_layers_than_the_init_heads_is_refused_by_name(model_dir, tmp_path):
+    wide = tmp_path / "wide"
+    distill_heads.main(["--model", str(model_dir), "--init", str(model_dir), "--heads", "3", "--layers", "2",
+                        "--minutes", "0.3", "--batch-size", "2", "--eval-shapes", "2", "--out", str(wide)])
+    with pytest.raises(SystemExit, match="--layers 1"):
+        distill_heads.main(["--model", str(model_dir), "--init", str(wide), "--heads", "3", "--layers", "1",
+                            "--eval-only", "--eval-shapes", "2"])
+
+
+def test_a_budget_too_short_for_a_batch_writes_nothing(model_dir, tmp_path):
+    with pytest.raises(SystemExit, match="--minutes 0.01 left no time"):
+        distill_heads.main(["--model", str(model_dir), "--init", str(model_dir), "--heads", "3", "--minutes", "0.01",
+                            "--batch-size", "2", "--eval-shapes", "2", "--out", str(tmp_path)])
+    assert not (tmp_path / "heads.safetensors").exists()
