@@ -29,6 +29,7 @@ import torch
 
 from mmaccel.audio.data import phonemize, sentence
 from mmaccel.audio.speech_lm import SpeechLM
+from mmaccel.drafting.heads import deepened_state
 from mmaccel.sampling import SamplingConfig
 from mmaccel.stream_heads import (
     FrameHeads,
@@ -134,6 +135,18 @@ def main(argv: list[str] | None = None) -> None:
         if heads is None:
             raise SystemExit(f"--init {args.init}: no heads.safetensors there")
         print(f"heads start from {args.init}", flush=True)
+        layers = len(heads.heads.heads[0]) - 1
+        if args.layers != layers:  # wider heads start as the trained ones: the new blocks add nothing yet
+            try:
+                state = deepened_state(heads.heads.state_dict(), args.layers)
+            except ValueError as err:
+                raise SystemExit(f"--init {args.init} with --layers {args.layers}: {err}") from None
+            wider = FrameHeads(
+                heads.heads.hidden_size, heads.num_streams, heads.vocab_size, heads.num_heads, args.layers, heads.hinted
+            )
+            wider.heads.load_state_dict(state)
+            heads = wider
+            print(f"  ({layers} layer(s); the {args.layers - layers} new ones start as the identity)", flush=True)
         if args.hinted and not heads.hinted:  # plain heads: their weights, and a hint embedding from the copy prior
             hinted = FrameHeads(
                 heads.heads.hidden_size, heads.num_streams, heads.vocab_size, heads.num_heads,

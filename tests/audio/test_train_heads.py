@@ -81,3 +81,23 @@ def test_bad_arguments_name_the_flag(tiny_lm, tmp_path, extra, message):
     with pytest.raises(SystemExit, match=message):
         train_heads.main([*run_args(tiny_lm, tmp_path), *extra])
     assert not list(tmp_path.iterdir())
+
+
+def test_wider_heads_from_trained_ones_start_at_their_acceptance(tiny_lm, tmp_path, capsys):
+    """``--init`` with more ``--layers``: the new residual blocks start as the identity, so the held-out acceptance
+    before training is the trained heads' own; fewer layers than the heads have are refused by name."""
+    first = tmp_path / "first"
+    train_heads.main([*run_args(tiny_lm, first), "--heads", "2", "--eval-utterances", "3", "--minutes", "2"])
+    trained = json.loads((first / "heads_train.json").read_text())["acceptance_after"]["per_head"]
+    capsys.readouterr()
+    wide = tmp_path / "wide"
+    train_heads.main([*run_args(tiny_lm, wide), "--init", str(first), "--layers", "2", "--eval-utterances", "3",
+                      "--minutes", "2"])
+    assert "the 1 new ones start as the identity" in capsys.readouterr().out
+    record = json.loads((wide / "heads_train.json").read_text())
+    assert record["acceptance_before"]["per_head"] == pytest.approx(trained, abs=1e-6)
+    assert load_frame_heads(wide).heads.heads[0][1].linear.weight.shape == (32, 32)
+    with pytest.raises(SystemExit, match="--layers 1"):
+        train_heads.main([*run_args(tiny_lm, tmp_path / "narrow"), "--init", str(wide), "--layers", "1",
+                          "--eval-utterances", "3", "--minutes", "2"])
+    assert not (tmp_path / "narrow").exists()
