@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from mmaccel.models.vq import VQModel
-from mmaccel.video.data import NUM_CLASSES, SEEDS, make_clips
+from mmaccel.video.data import KINDS, NUM_CLASSES, SEEDS, make_clips
 from mmaccel.video.model import load_video_gpt, prompt_head, save_video_gpt, sink_token_id, video_config
 
 CLASS_DROPOUT = 0.1
@@ -38,6 +38,36 @@ def encode_clips(vq: VQModel, clips: np.ndarray, batch: int = 256) -> torch.Tens
         x = torch.from_numpy(frames[i : i + batch]).permute(0, 3, 1, 2).float() / 127.5 - 1
         out.append(vq.encode(x).flatten(1))
     return torch.cat(out).reshape(n, -1)
+
+
+def other_shape(condition: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """For class token ids ``condition`` (``k + label``), the id of a class of another shape and the same motion
+    (``label = shape * 2 + motion``, :mod:`mmaccel.video.data`): what the first frame alone must tell apart."""
+    shift = 2 * torch.randint(1, len(KINDS), condition.shape, generator=gen)
+    return k + (condition - k + shift) % NUM_CLASSES
+
+
+def first_frame_contrast(
+    model: LlamaForCausalLM, ids: torch.Tensor, true_nll: torch.Tensor, k: int, prefix: int, margin: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """A hinge on how much less likely the first frame is under a class of another shape than under its own:
+    ``mean(relu(margin - (nll_wrong - nll_true)))``, both per token over the first frame, over the rows that carry
+    a class (not the null class). This is our addition: the plain loss gives the class's share of the first frame
+    a few hundredths of a nat per token, and the trained GPT drew the wrong shape (``eval_gpt``'s wrong-shape
+    gain); the contrast asks the class to decide the shape, which classifier-free guidance then amplifies.
+    ``true_nll`` is ``[B, frame]``, the plain loss's first-frame terms."""
+    condition = ids[:, prefix - 1]
+    real = condition < k + NUM_CLASSES
+    if not bool(real.any()):
+        return true_nll.new_zeros(())
+    frame = true_nll.shape[1]
+    wrong = ids[real, : prefix + frame].clone()
+    wrong[:, prefix - 1] = other_shape(condition[real], k, gen)
+    logits = model(input_ids=wrong[:, :-1]).logits[:, prefix - 1 :, :k]
+    wrong_nll = F.cross_entropy(logits.reshape(-1, k), wrong[:, prefix:].reshape(-1), reduction="none")
+    gap = wrong_nll.reshape(len(wrong), frame).mean(1) - true_nll[real].mean(1)
+    return F.relu(margin - gap).mean()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sink", action="store_true",
                    help="put a token of its own before the class token, to take the first position's attention-sink "
                         "role (the class token otherwise holds it)")
+    p.add_argument("--contrast-weight", type=float, default=0.0,
+                   help="weight of the first frame's class contrast (0: off): a hinge that asks the first frame to be "
+                        "--contrast-margin nats/token less likely under a class of another shape than under its own")
+    p.add_argument("--contrast-margin", type=float, default=0.05)
     a = p.parse_args(argv)
+    if a.contrast_weight < 0 or a.contrast_margin <= 0:
+        p.error("--contrast-weight must be >= 0 and --contrast-margin > 0")
     if a.data_seed == SEEDS["gpt"] + 1:
         p.error(f"--data-seed {a.data_seed} is the validation seed base")
     if a.cond_weight <= 0 or not 0 <= a.cond_frames <= a.frames:
@@ -107,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"codebook_size": k, "num_classes": NUM_CLASSES, "frames": a.frames, "grid": grid,
             "resolution": a.resolution, "train_clips": a.clips, "seed_base": a.data_seed,
             "continued_from_steps": steps_before, "cond_frames": a.cond_frames, "cond_weight": a.cond_weight,
-            "sink_token": sink}
+            "sink_token": sink, "contrast_weight": a.contrast_weight, "contrast_margin": a.contrast_margin}
 
     def batch_ids(tok: torch.Tensor, lab: torch.Tensor, drop: bool) -> torch.Tensor:
         cls = lab + k
@@ -116,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         return torch.cat([prompt_head(cls, sink), tok], 1)
 
     labels_t = torch.from_numpy(labels)
+    frame = grid * grid
     step, t_total = 0, 60 * a.minutes
     while time.monotonic() < deadline:
         model.train()
@@ -127,7 +164,12 @@ def main(argv: list[str] | None = None) -> None:
             g["lr"] = a.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))) * min(1.0, (step + 1) / 100)
         logits = model(input_ids=ids[:, :-1]).logits[:, prefix - 1 :]
         nll = F.cross_entropy(logits[..., :k].reshape(-1, k), ids[:, prefix:].reshape(-1), reduction="none")
-        loss = (nll.reshape(len(ids), -1) * weight).mean()
+        nll = nll.reshape(len(ids), -1)
+        loss = (nll * weight).mean()
+        if a.contrast_weight > 0:
+            loss = loss + a.contrast_weight * first_frame_contrast(
+                model, ids, nll[:, :frame], k, prefix, a.contrast_margin, gen
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -138,8 +180,17 @@ def main(argv: list[str] | None = None) -> None:
             with torch.no_grad():
                 vids = batch_ids(val_tokens[:32], torch.from_numpy(val_labels[:32]), False)
                 vl = model(input_ids=vids[:, :-1]).logits[:, prefix - 1 :, :k]
-                val = F.cross_entropy(vl.reshape(-1, k), vids[:, prefix:].reshape(-1)).item()
-            print(f"step {step} loss {loss.item():.3f} val {val:.3f} t {time.monotonic() - start:.0f}s", flush=True)
+                val_nll = F.cross_entropy(vl.reshape(-1, k), vids[:, prefix:].reshape(-1), reduction="none")
+                val = val_nll.mean().item()
+                # eval_gpt's wrong-shape gain on the first frame: +2 changes the shape alone (video/data.py).
+                wrong = vids[:, : prefix + frame].clone()
+                wrong[:, prefix - 1] = k + (wrong[:, prefix - 1] - k + 2) % NUM_CLASSES
+                wl = model(input_ids=wrong[:, :-1]).logits[:, prefix - 1 :, :k]
+                shape_gain = F.cross_entropy(wl.reshape(-1, k), wrong[:, prefix:].reshape(-1)).item() - (
+                    val_nll.reshape(len(vids), -1)[:, :frame].mean().item()
+                )
+            print(f"step {step} loss {loss.item():.3f} val {val:.3f} shape gain {shape_gain:+.4f} "
+                  f"t {time.monotonic() - start:.0f}s", flush=True)
         if step % 200 == 0:
             save_video_gpt(model, {**meta, "steps": steps_before + step}, a.out)
     save_video_gpt(model, {**meta, "steps": steps_before + step}, a.out)
