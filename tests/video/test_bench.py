@@ -25,8 +25,25 @@ def test_bench_records(bench_dir):
         ("ar", 1), (spec, 1), ("ar", 2), (spec, 2), ("ar@seed2", 2)]
     assert records[1]["schedule"] == "row" and records[0]["schedule"] is None
     for r in records:
-        keys = ("nfe", "tokens", "step_compression", "wall_s", "speedup", "ceiling", "class_accuracy", "fvd_domain")
+        keys = ("nfe", "tokens", "step_compression", "wall_s", "speedup", "ceiling", "class_accuracy", "shape_accuracy",
+                "motion_accuracy", "fvd_domain")
         for key in keys:
             assert key in r
     assert records[0]["step_compression"] == 1.0 and records[0]["speedup"] == 1.0
     assert records[1]["nfe"] <= records[0]["nfe"] == 32
+
+
+def test_part_accuracies_split_the_class_into_shape_and_motion():
+    import numpy as np
+
+    from mmaccel.video.bench import part_accuracies
+    from mmaccel.video.data import CLASSES
+
+    labels = np.arange(8)
+    # Each prediction: the same shape with the other motion, for the first half; the right class for the rest.
+    preds = np.where(labels < 4, labels ^ 1, labels)
+    got = part_accuracies(preds, labels)
+    assert all(CLASSES[p][0] == CLASSES[y][0] for p, y in zip(preds, labels))  # the fixture keeps every shape
+    assert got == {"class_accuracy": 0.5, "shape_accuracy": 1.0, "motion_accuracy": 0.5}
+    other_shape = (labels + 2) % 8  # same motion, another shape
+    assert part_accuracies(other_shape, labels) == {"class_accuracy": 0.0, "shape_accuracy": 0.0, "motion_accuracy": 1.0}
