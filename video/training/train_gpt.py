@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from mmaccel.models.vq import VQModel
-from mmaccel.video.data import KINDS, NUM_CLASSES, SEEDS, make_clips
+from mmaccel.video.data import KINDS, MOTIONS, NUM_CLASSES, SEEDS, make_clips
 from mmaccel.video.model import load_video_gpt, prompt_head, save_video_gpt, sink_token_id, video_config
 
 CLASS_DROPOUT = 0.1
@@ -42,8 +42,8 @@ def encode_clips(vq: VQModel, clips: np.ndarray, batch: int = 256) -> torch.Tens
 
 def other_shape(condition: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     """For class token ids ``condition`` (``k + label``), the id of a class of another shape and the same motion
-    (``label = shape * 2 + motion``, :mod:`mmaccel.video.data`): what the first frame alone must tell apart."""
-    shift = 2 * torch.randint(1, len(KINDS), condition.shape, generator=gen)
+    (``label = shape * len(MOTIONS) + motion``, :mod:`mmaccel.video.data`): what the first frame alone must tell apart."""
+    shift = len(MOTIONS) * torch.randint(1, len(KINDS), condition.shape, generator=gen)
     return k + (condition - k + shift) % NUM_CLASSES
 
 
@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> None:
                 vl = model(input_ids=vids[:, :-1]).logits[:, prefix - 1 :, :k]
                 val_nll = F.cross_entropy(vl.reshape(-1, k), vids[:, prefix:].reshape(-1), reduction="none")
                 val = val_nll.mean().item()
-                # eval_gpt's wrong-shape gain on the first frame: +2 changes the shape alone (video/data.py).
+                # eval_gpt's wrong-shape gain on the first frame: +len(MOTIONS) changes the shape alone (video/data.py).
                 wrong = vids[:, : prefix + frame].clone()
-                wrong[:, prefix - 1] = k + (wrong[:, prefix - 1] - k + 2) % NUM_CLASSES
+                wrong[:, prefix - 1] = k + (wrong[:, prefix - 1] - k + len(MOTIONS)) % NUM_CLASSES
                 wl = model(input_ids=wrong[:, :-1]).logits[:, prefix - 1 :, :k]
                 shape_gain = F.cross_entropy(wl.reshape(-1, k), wrong[:, prefix:].reshape(-1)).item() - (
                     val_nll.reshape(len(vids), -1)[:, :frame].mean().item()
