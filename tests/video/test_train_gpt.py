@@ -86,6 +86,13 @@ def _contrast_setup(sink: bool):
     return model, ids, k, 2 if sink else 1, frame
 
 
+def _contrast(model, ids, true_nll, k, prefix, frame, margin, gen):
+    sink = int(ids[0, 0]) if prefix == 2 else None
+    return train_gpt.first_frame_contrast(
+        model, ids[:, prefix - 1], ids[:, prefix : prefix + frame], true_nll, k, sink, margin, gen
+    )
+
+
 def _first_frame_nll(model, ids, k, prefix, frame):
     logits = model(input_ids=ids[:, : prefix + frame - 1]).logits[:, prefix - 1 :, :k]
     return torch.nn.functional.cross_entropy(
@@ -107,7 +114,7 @@ def test_training_on_the_contrast_makes_the_first_frame_depend_on_the_shape(sink
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(40):
-        loss = train_gpt.first_frame_contrast(model, ids, _first_frame_nll(model, ids, k, prefix, frame), k, prefix, 1.0, gen)
+        loss = _contrast(model, ids, _first_frame_nll(model, ids, k, prefix, frame), k, prefix, frame, 1.0, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -120,13 +127,13 @@ def test_the_contrast_is_the_hinge_and_ignores_unconditional_rows():
     with torch.no_grad():
         true_nll = _first_frame_nll(model, ids, k, prefix, frame)
         # A true loss far above any wrong class's: the gap is hugely negative, so the hinge is margin - gap.
-        big = train_gpt.first_frame_contrast(model, ids, true_nll + 100.0, k, prefix, 0.05, gen)
+        big = _contrast(model, ids, true_nll + 100.0, k, prefix, frame, 0.05, gen)
         assert 100.0 < float(big) < 100.0 + 0.05 + 10.0
         # A true loss far below: the margin is met and nothing is asked.
-        assert float(train_gpt.first_frame_contrast(model, ids, true_nll - 100.0, k, prefix, 0.05, gen)) == 0.0
+        assert float(_contrast(model, ids, true_nll - 100.0, k, prefix, frame, 0.05, gen)) == 0.0
         null = ids.clone()
         null[:, 0] = k + NUM_CLASSES
-        assert float(train_gpt.first_frame_contrast(model, null, true_nll + 100.0, k, prefix, 0.05, gen)) == 0.0
+        assert float(_contrast(model, null, true_nll + 100.0, k, prefix, frame, 0.05, gen)) == 0.0
 
 
 def test_a_run_with_the_contrast_records_it(tmp_path):

@@ -15,11 +15,11 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from mmaccel.models.vq import VQModel
 from mmaccel.video.data import NUM_CLASSES, SEEDS, make_clips
-from mmaccel.video.model import load_video_gpt, prompt_head
+from mmaccel.video.model import load_video_gpt
+from mmaccel.video.training.train_gpt import code_nll as train_code_nll
 from mmaccel.video.training.train_gpt import encode_clips
 
 
@@ -34,11 +34,7 @@ def evaluate(folder: Path, clips: int = 64, batch: int = 16) -> dict:
     meta = json.loads((folder / "gpt_config.json").read_text())
 
     def code_nll(label: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-code NLL ``[n, len]`` of ``codes`` after the prompt of ``label``, and the code positions' logits."""
-        head = prompt_head(label + k, model.sink)
-        ids = torch.cat([head, codes], 1)
-        logits = model.model(input_ids=ids[:, :-1]).logits[:, head.shape[1] - 1 :, :k].float()
-        return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none"), logits
+        return train_code_nll(model.model, label + k, codes, k, model.sink)
 
     true = torch.from_numpy(labels)
     loss = entropy = 0.0

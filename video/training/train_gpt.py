@@ -47,26 +47,33 @@ def other_shape(condition: torch.Tensor, k: int, gen: torch.Generator) -> torch.
     return k + (condition - k + shift) % NUM_CLASSES
 
 
+def code_nll(
+    model: LlamaForCausalLM, condition: torch.Tensor, codes: torch.Tensor, k: int, sink: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-code NLL ``[n, len]`` of ``codes`` after the prompt of class token ids ``condition`` (after the ``sink``
+    where the model has one), and the code positions' logits over the codebook ``[n, len, k]``."""
+    head = prompt_head(condition, sink)
+    ids = torch.cat([head, codes], 1)
+    logits = model(input_ids=ids[:, :-1]).logits[:, head.shape[1] - 1 :, :k].float()
+    return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none"), logits
+
+
 def first_frame_contrast(
-    model: LlamaForCausalLM, ids: torch.Tensor, true_nll: torch.Tensor, k: int, prefix: int, margin: float,
-    gen: torch.Generator,
+    model: LlamaForCausalLM, condition: torch.Tensor, first_frame: torch.Tensor, true_nll: torch.Tensor, k: int,
+    sink: int | None, margin: float, gen: torch.Generator,
 ) -> torch.Tensor:
     """A hinge on how much less likely the first frame is under a class of another shape than under its own:
     ``mean(relu(margin - (nll_wrong - nll_true)))``, both per token over the first frame, over the rows that carry
     a class (not the null class). This is our addition: the plain loss gives the class's share of the first frame
     a few hundredths of a nat per token, and the trained GPT drew the wrong shape (``eval_gpt``'s wrong-shape
     gain); the contrast asks the class to decide the shape, which classifier-free guidance then amplifies.
-    ``true_nll`` is ``[B, frame]``, the plain loss's first-frame terms."""
-    condition = ids[:, prefix - 1]
+    ``condition`` is each row's class token id, ``first_frame`` its first frame's codes ``[B, frame]`` and
+    ``true_nll`` their terms in the plain loss."""
     real = condition < k + NUM_CLASSES
     if not bool(real.any()):
         return true_nll.new_zeros(())
-    frame = true_nll.shape[1]
-    wrong = ids[real, : prefix + frame].clone()
-    wrong[:, prefix - 1] = other_shape(condition[real], k, gen)
-    logits = model(input_ids=wrong[:, :-1]).logits[:, prefix - 1 :, :k]
-    wrong_nll = F.cross_entropy(logits.reshape(-1, k), wrong[:, prefix:].reshape(-1), reduction="none")
-    gap = wrong_nll.reshape(len(wrong), frame).mean(1) - true_nll[real].mean(1)
+    wrong_nll, _ = code_nll(model, other_shape(condition[real], k, gen), first_frame[real], k, sink)
+    gap = wrong_nll.mean(1) - true_nll[real].mean(1)
     return F.relu(margin - gap).mean()
 
 
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         loss = (nll * weight).mean()
         if a.contrast_weight > 0:
             loss = loss + a.contrast_weight * first_frame_contrast(
-                model, ids, nll[:, :frame], k, prefix, a.contrast_margin, gen
+                model, ids[:, prefix - 1], ids[:, prefix : prefix + frame], nll[:, :frame], k, sink, a.contrast_margin, gen
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,12 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                 val_nll = F.cross_entropy(vl.reshape(-1, k), vids[:, prefix:].reshape(-1), reduction="none")
                 val = val_nll.mean().item()
                 # eval_gpt's wrong-shape gain on the first frame: +len(MOTIONS) changes the shape alone (video/data.py).
-                wrong = vids[:, : prefix + frame].clone()
-                wrong[:, prefix - 1] = k + (wrong[:, prefix - 1] - k + len(MOTIONS)) % NUM_CLASSES
-                wl = model(input_ids=wrong[:, :-1]).logits[:, prefix - 1 :, :k]
-                shape_gain = F.cross_entropy(wl.reshape(-1, k), wrong[:, prefix:].reshape(-1)).item() - (
-                    val_nll.reshape(len(vids), -1)[:, :frame].mean().item()
-                )
+                wrong = k + (vids[:, prefix - 1] - k + len(MOTIONS)) % NUM_CLASSES
+                wrong_nll, _ = code_nll(model, wrong, vids[:, prefix : prefix + frame], k, sink)
+                shape_gain = wrong_nll.mean().item() - val_nll.reshape(len(vids), -1)[:, :frame].mean().item()
             print(f"step {step} loss {loss.item():.3f} val {val:.3f} shape gain {shape_gain:+.4f} "
                   f"t {time.monotonic() - start:.0f}s", flush=True)
         if step % 200 == 0:
