@@ -21,7 +21,7 @@ INIT_NAMES = ("random", "face")
 MESH_SUFFIXES = (".obj", ".ply", ".glb")
 #: Real mesh families ``--family`` loads from a local folder, and the method each uses when ``--method`` is not given
 #: (``init=line``: the previous OBJ line's tokens start the new window positions, mmaccel.mesh.llama_mesh).
-FAMILIES = {"llama-mesh": "sjd:init=line"}
+FAMILIES = {"llama-mesh": "sjd:init=line", "meshanything": "sjd"}
 #: Flags of the default mesh GPT that a family does not take (flag -> argparse dest).
 GPT_ONLY = {
     "--class": "class_id",
@@ -45,21 +45,27 @@ def _generate_family(args: argparse.Namespace) -> int:
     """``--family llama-mesh --model DIR --prompt TEXT``: LLaMA-Mesh's OBJ answer, parsed into a mesh."""
     from mmaccel.methods import parse_method
 
-    from .llama_mesh import DEFAULT_TEMPERATURE, LlamaMeshPipeline
+    from .llama_mesh import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, LlamaMeshPipeline
     from .render import render
     from .tokenizer import write_mesh
 
     if args.family not in FAMILIES:
         raise ValueError(f"--family must be one of {', '.join(FAMILIES)}, got {args.family!r}")
+    takes = "--condition" if args.family == "meshanything" else "--prompt"
     for flag, dest in GPT_ONLY.items():
         if getattr(args, dest) is not None:
-            raise ValueError(f"{flag} is for the default mesh GPT; --family {args.family} takes --prompt")
+            raise ValueError(f"{flag} is for the default mesh GPT; --family {args.family} takes {takes}")
     if args.model is None:
-        raise ValueError(f"--family {args.family} needs --model (a local folder with config.json and tokenizer)")
+        raise ValueError(f"--family {args.family} needs --model (a local folder of the family's weights)")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.family == "meshanything":
+        return _generate_meshanything(args)
+    if args.condition:
+        raise ValueError("--condition is for --family meshanything; --family llama-mesh takes --prompt")
     if not args.prompt:
         raise ValueError(f"--family {args.family} needs --prompt (repeatable: one mesh per prompt)")
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    max_new_tokens = DEFAULT_MAX_NEW_TOKENS if args.max_new_tokens is None else args.max_new_tokens
     prompts = list(args.prompt) * count_argument(args.num_meshes, "--num-meshes")
     paths = output_files(args.out, len(prompts), MESH_SUFFIXES, "mesh", (".png", ".json", ".txt"))
     # --param values join the spec, so one parse types and checks them before the model is loaded.
@@ -72,7 +78,7 @@ def _generate_family(args: argparse.Namespace) -> int:
     result = pipe(
         prompts,
         method=spec,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=args.top_k,
         top_p=args.top_p,
@@ -91,6 +97,59 @@ def _generate_family(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_meshanything(args: argparse.Namespace) -> int:
+    """``--family meshanything --model DIR --condition MESH``: MeshAnything V2's artist mesh of each conditioning
+    mesh (its point cloud, sampled as the official code does)."""
+    from mmaccel.methods import parse_method
+
+    from .meshanything import DEFAULT_TOP_K, DEFAULT_TOP_P, MeshAnythingPipeline
+    from .render import render
+    from .tokenizer import read_mesh, write_mesh
+
+    if args.prompt:
+        raise ValueError("--prompt is for --family llama-mesh; --family meshanything takes --condition")
+    if not args.condition:
+        raise ValueError("--family meshanything needs --condition (a mesh file to remesh; repeatable)")
+    sources = []
+    for path in args.condition:
+        try:
+            sources.append(read_mesh(path))
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"--condition: {err}") from None
+    sources = sources * count_argument(args.num_meshes, "--num-meshes")
+    paths = output_files(args.out, len(sources), MESH_SUFFIXES, "mesh", (".png", ".json"))
+    spec = (args.method or FAMILIES[args.family]) + "".join(f":{k}={v}" for k, v in args.param or [])
+    parse_method(spec, "--method")
+    temperature = 1.0 if args.temperature is None else args.temperature
+    if temperature < 0:
+        raise ValueError(f"--temperature must be >= 0, got {temperature}")
+    pipe = MeshAnythingPipeline.from_pretrained(args.model)
+    limit = pipe.max_new_tokens()
+    max_new_tokens = limit if args.max_new_tokens is None else args.max_new_tokens
+    if max_new_tokens > limit:
+        raise ValueError(f"--max-new-tokens must be <= {limit} (the model's context after its prefix)")
+    result = pipe(
+        sources,
+        method=spec,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=DEFAULT_TOP_K if args.top_k is None else args.top_k,
+        top_p=DEFAULT_TOP_P if args.top_p is None else args.top_p,
+        seed=args.seed,
+        progress=True,
+    )
+    conditions = list(args.condition) * (len(sources) // len(args.condition))
+    for i, (mesh_path, png_path, json_path) in enumerate(paths):
+        mesh, s = result.meshes[i], {"family": args.family, "model": str(args.model), "condition": conditions[i]}
+        s.update(result.stats[i], method=spec)
+        if len(mesh.faces):
+            write_mesh(mesh, mesh_path)
+        save_image_atomic(render(mesh), png_path)
+        write_json_atomic(json_path, s)
+        _say(args.family, s, spec, mesh_path if len(mesh.faces) else None, png_path, json_path)
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .methods import check_mesh_params, parse_mesh_method
     from .pipeline import DEFAULT_METHOD, MeshARPipeline
@@ -103,6 +162,8 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError("--class is required (a class of the default mesh GPT), or give --family llama-mesh")
     if args.prompt:
         raise ValueError("--prompt is for --family llama-mesh; the default mesh GPT takes --class")
+    if args.condition:
+        raise ValueError("--condition is for --family meshanything; the default mesh GPT takes --class")
     paths = output_files(args.out, count_argument(args.num_meshes, "--num-meshes"), MESH_SUFFIXES, "mesh")
     # A bad method or value fails before anything is loaded; --method may carry parameters (xspec:rule=typical).
     method, params = parse_mesh_method(args.method or DEFAULT_METHOD, "--method")
@@ -216,11 +277,18 @@ def register(commands, generate, bench) -> None:
         "--family",
         default=None,
         help="a real mesh family from a local --model folder: llama-mesh (LLaMA-Mesh's OBJ text; default method "
-        "sjd:init=line; OUT.txt holds its answer)",
+        "sjd:init=line; OUT.txt holds its answer) or meshanything (MeshAnything V2, remeshing --condition; default "
+        "method sjd)",
     )
     g.add_argument("--prompt", action="append", help="--family llama-mesh: the user message (repeatable)")
     g.add_argument(
-        "--max-new-tokens", type=int, default=4096, help="--family llama-mesh: tokens per answer (default 4096)"
+        "--condition", action="append", help="--family meshanything: a mesh file to remesh (repeatable)"
+    )
+    g.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="--family: tokens per answer (default: 4096 for llama-mesh, the model's context for meshanything)",
     )
     g.add_argument("--method", default=None, help="xspec (default), ar, sjd, gsd, ... (listed below)")
     g.add_argument("--param", type=param_argument, action="append", help="a method parameter, name=value (repeatable)")
