@@ -22,6 +22,8 @@ MESH_SUFFIXES = (".obj", ".ply", ".glb")
 #: Real mesh families ``--family`` loads from a local folder, and the method each uses when ``--method`` is not given
 #: (``init=line``: the previous OBJ line's tokens start the new window positions, mmaccel.mesh.llama_mesh).
 FAMILIES = {"llama-mesh": "sjd:init=line", "meshanything": "sjd"}
+BENCH_METHODS = "ar,sjd,sjd:init=face,xspec,xspec:rule=typical,gsd"
+FAMILY_BENCH_METHODS = "ar,sjd,sjd:init=strip,mc-sjd"
 #: Flags of the default mesh GPT that a family does not take (flag -> argparse dest).
 GPT_ONLY = {
     "--class": "class_id",
@@ -212,13 +214,63 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_family(args: argparse.Namespace) -> int:
+    """``bench mesh --family meshanything --model DIR [--condition MESH ...]``: the core's family bench."""
+    from mmaccel.bench.family import format_table, run_family_bench
+    from mmaccel.methods import parse_method
+
+    from .meshanything import DEFAULT_TOP_K, DEFAULT_TOP_P, MeshAnythingFamily, MeshAnythingPipeline
+    from .meshanything import default_conditions
+    from .tokenizer import read_mesh
+
+    if args.family != "meshanything":
+        raise ValueError(f"bench mesh --family takes meshanything, got {args.family!r}")
+    if args.model is None:
+        raise ValueError("--family meshanything needs --model (a local folder holding model.safetensors)")
+    methods = method_specs(args.methods or FAMILY_BENCH_METHODS, lambda spec: parse_method(spec, "--methods"))
+    count = count_argument(args.num_meshes, "--num-meshes")
+    batch_sizes = batch_sizes_argument(args.batch_sizes or "")
+    given = []
+    for path in args.condition or []:
+        try:
+            given.append(read_mesh(path))
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"--condition: {err}") from None
+    conditions = [given[i % len(given)] for i in range(count)] if given else default_conditions(count)
+    pipe = MeshAnythingPipeline.from_pretrained(args.model)
+    limit = pipe.max_new_tokens()
+    budget = limit if args.max_new_tokens is None else args.max_new_tokens
+    if not 0 < budget <= limit:
+        raise ValueError(f"--max-new-tokens must be in 1..{limit} (the model's context after its prefix)")
+    temperature = 1.0 if args.temperature is None else args.temperature
+    records = run_family_bench(
+        MeshAnythingFamily(pipe, budget), methods, conditions, batch_sizes, 1.0 if args.guidance_scale is None
+        else args.guidance_scale, temperature, args.seed, unit="meshes",
+        top_k=DEFAULT_TOP_K if args.top_k is None else args.top_k,
+        top_p=DEFAULT_TOP_P if args.top_p is None else args.top_p,
+    )  # fmt: skip
+    for r in records:
+        r["model"] = str(args.model)
+    print(format_table(records))
+    if args.json:
+        write_json_atomic(args.json, records)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .bench import format_table, format_validity, run_bench
     from .methods import parse_mesh_method
 
     if args.json:
         check_writable(Path(args.json))
-    methods = method_specs(args.methods, parse_mesh_method)
+    if args.family is not None:
+        return _bench_family(args)
+    for flag, value in (("--condition", args.condition), ("--max-new-tokens", args.max_new_tokens),
+                        ("--top-k", args.top_k), ("--top-p", args.top_p)):
+        if value is not None:
+            raise ValueError(f"{flag} is for bench mesh --family meshanything")
+    methods = method_specs(args.methods or BENCH_METHODS, parse_mesh_method)
     count_argument(args.num_meshes, "--num-meshes")
     batch_sizes = batch_sizes_argument(args.batch_sizes or "")
     records = run_bench(
@@ -305,13 +357,20 @@ def register(commands, generate, bench) -> None:
     with_method_help(b, INIT_NAMES)
     b.add_argument(
         "--methods",
-        default="ar,sjd,sjd:init=face,xspec,xspec:rule=typical,gsd",
-        help="comma-separated method specs (default: %(default)s)",
+        default=None,
+        help=f"comma-separated method specs (default: {BENCH_METHODS}; with --family: {FAMILY_BENCH_METHODS})",
     )
     b.add_argument("--num-meshes", type=int, default=18, help="meshes per method, classes in turn")
     b.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default: 1,8)")
     b.add_argument("--num-reference", type=int, default=12, help="held-out reference meshes per class")
     b.add_argument("--json", help="write the records here")
+    b.add_argument(
+        "--family", default=None, help="meshanything: MeshAnything V2 from a local --model folder (family bench)"
+    )
+    b.add_argument("--condition", action="append", help="--family meshanything: a mesh file to remesh (repeatable)")
+    b.add_argument("--max-new-tokens", type=int, default=None, help="--family: tokens per mesh (default: context)")
+    b.add_argument("--top-k", type=int, default=None, help="--family: top-k (default: the official 50)")
+    b.add_argument("--top-p", type=float, default=None, help="--family: top-p (default: the official 0.95)")
     _common(b)
     b.set_defaults(func=_bench)
 

@@ -425,6 +425,46 @@ class StripInit:
         return torch.where(src >= 0, copied, random)
 
 
+def default_conditions(count: int) -> list[trimesh.Trimesh]:
+    """Meshes to remesh when a bench names none: trimesh primitives in turn (box, sphere, cylinder, cone, torus)."""
+    shapes = (
+        trimesh.creation.box((1.0, 0.6, 0.4)),
+        trimesh.creation.icosphere(2),
+        trimesh.creation.cylinder(0.4, 1.0, sections=24),
+        trimesh.creation.cone(0.5, 1.0, sections=24),
+        trimesh.creation.torus(1.0, 0.3, 24, 12),
+    )
+    return [shapes[i % len(shapes)] for i in range(count)]
+
+
+class MeshAnythingFamily:
+    """MeshAnything V2 in the shape of :func:`mmaccel.bench.family.run_family_bench`: conditions are meshes, each
+    generation runs ``max_new_tokens`` tokens, and there is no guidance (the official sampler has none)."""
+
+    name = "meshanything"
+
+    def __init__(self, pipe: MeshAnythingPipeline, max_new_tokens: int):
+        self.pipe, self.max_new_tokens = pipe, int(max_new_tokens)
+
+    def prompt(self, conditions: list[trimesh.Trimesh]) -> PointPrompt:
+        return self.pipe.prompt(conditions)
+
+    def num_tokens(self, prompt: PointPrompt) -> int:
+        return self.max_new_tokens
+
+    def timing_prompt(self, batch: int) -> PointPrompt:
+        return self.prompt(default_conditions(1) * batch)
+
+    def guided_model(self, guidance_scale: float) -> MeshAnythingLM:
+        if guidance_scale != 1.0:
+            raise ValueError("--guidance-scale: MeshAnything V2 has no unconditional prompt; use 1")
+        return self.pipe.lm
+
+    def decoder(self, name: str, params: dict, sampling: SamplingConfig, guidance_scale: float, prompt: PointPrompt):
+        self.guided_model(guidance_scale)
+        return build_decoder(self.pipe.lm, name, params, sampling=sampling, inits={"strip": StripInit})
+
+
 @dataclass
 class MeshAnythingOutput:
     """Meshes, their reports, the generated tokens (bos first) and per-mesh stats."""

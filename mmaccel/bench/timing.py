@@ -7,22 +7,24 @@ import time
 import numpy as np
 import torch
 
-from mmaccel.models import TokenModel, TokenPrompt
+from mmaccel.models import Prompt, TokenModel
 
 
 @torch.no_grad()
 def forward_times(
-    model: TokenModel, prompt: TokenPrompt, windows: list[int], context: int, repeats: int = 5
+    model: TokenModel, prompt: Prompt, windows: list[int], context: int, repeats: int = 5
 ) -> dict[int, float]:
     """Median seconds of one forward of ``L + 1`` tokens after ``context`` positions, per window ``L`` (0: AR).
 
     ``prompt`` (equal-length rows) is prefilled, then filler tokens bring every row to ``context`` positions;
     the first of ``repeats + 1`` timed forwards is a warm-up and is dropped.
     """
-    batch, start = prompt.ids.shape
+    batch, start = prompt.batch_size, int(prompt.lengths.max())
+    if int(prompt.lengths.min()) != start:
+        raise ValueError("timing prompts must be rows of equal length")
     if context <= start:
         raise ValueError(f"context must exceed the prompt length {start}, got {context}")
-    device = prompt.ids.device
+    device = model.device
     out = {}
     for w in sorted({0, *windows}):
         cache = model.new_cache(batch, context + w + 4)

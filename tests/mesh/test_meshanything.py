@@ -323,3 +323,36 @@ def test_strip_init_copies_one_vertex_back():
     assert out.tolist() == [[20, 21, 22, 20]]  # position 9 follows the copy past the window's start
     fresh = StripInit()(context, torch.tensor([[0, 1]]), torch.tensor([[0.0, 0.999]]))
     assert fresh.tolist() == [[3, 130]]  # nothing 3 back: uniform coordinate tokens
+
+
+def test_bench_family_meshanything_greedy_is_lossless(folder, tmp_path, capsys):
+    from mmaccel.cli import main
+
+    out = tmp_path / "bench.json"
+    argv = ["bench", "mesh", "--family", "meshanything", "--model", str(folder), "--num-meshes", "2"]
+    argv += ["--batch-sizes", "1,2", "--max-new-tokens", "24", "--temperature", "0", "--json", str(out)]
+    code = main([*argv, "--methods", "ar,sjd,sjd:init=strip,mc-sjd-tree"])
+    assert code == 0, capsys.readouterr().err
+    records = json.loads(out.read_text())
+    assert {(r["method"], r["batch_size"]) for r in records} == {
+        (m, b) for m in ("ar", "sjd", "sjd:init=strip", "mc-sjd-tree") for b in (1, 2)
+    }
+    assert all(r["matches_ar"] == 1.0 and r["num_meshes"] == 2 and r["step_compression"] >= 1.0 for r in records)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--methods", "ar,xspec"], ["xspec"]),
+        (["--max-new-tokens", "5000"], ["--max-new-tokens"]),
+        (["--guidance-scale", "2"], ["--guidance-scale"]),
+    ],
+)
+def test_bench_family_meshanything_refuses_bad_input(folder, tmp_path, capsys, extra, words):
+    from mmaccel.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "mesh", "--family", "meshanything", "--model", str(folder), *extra, "--json", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and all(w in err for w in words), err
+    assert not out.exists()
