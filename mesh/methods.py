@@ -9,7 +9,8 @@ the pairing lives here, built from the core's pieces (drafter, rule, decoder); i
 ``mask=true`` (default) draws the drafts from the heads' distributions masked to the layout's grammar and sort
 order (:mod:`mmaccel.mesh.structure_mask`); ``mask=false`` uses the heads as they are. ``tree=2x2x1`` drafts
 Medusa's static tree from the heads instead of a chain. ``branch=top`` (a tree's default) or ``sample`` (a chain's)
-picks the drafts: the most likely tokens, or draws. Hinted heads (a ``hint.weight`` in ``heads.safetensors``,
+picks the drafts: the most likely tokens, or draws. ``tail=N`` extends a chain by ``N`` face-structure copies
+past the heads (one-hot drafts, still lossless under ``exact``; our addition). Hinted heads (a ``hint.weight`` in ``heads.safetensors``,
 distilled with ``distill_heads --hinted``) read the face-structure copy (:class:`~mmaccel.mesh.face_init.FaceInit`)
 of each token they draft.
 """
@@ -50,13 +51,16 @@ def check_mesh_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     tree = coerce(params.pop("tree", None), DRAFTER_TYPES["tree"], "tree", where)
     branch = params.pop("branch", None)  # None: the drafter's default (a chain samples, a tree takes the top)
     branch = None if branch is None else coerce(branch, DRAFTER_TYPES["branch"], "branch", where)
+    tail = coerce(params.pop("tail", 0), int, "tail", where)
+    if tail < 0 or (tail and tree is not None):
+        raise ValueError(f"{where}: tail must be >= 0 and extends a chain (no tree), got tail={tail}")
     if tree is not None:  # a malformed shape is named when the spec is read, not when a decoder is built
         try:
             TreeShape.parse(tree)
         except ValueError as err:
             raise ValueError(f"{where}: tree: {err}") from None
     rule_params = typed(params, rule_parameters(rule), f"{where} with rule {rule!r}")
-    return {"rule": rule, "mask": mask, "tree": tree, "branch": branch, **rule_params}
+    return {"rule": rule, "mask": mask, "tree": tree, "branch": branch, "tail": tail, **rule_params}
 
 
 def parse_mesh_method(spec: str, where: str = "--methods") -> tuple[str, dict[str, Any]]:
@@ -95,6 +99,7 @@ def build_mesh_decoder(
     if heads is None:
         raise ValueError(f"method {name!r} needs draft heads; this model has none (distil them first)")
     rule_name, mask, tree, branch = params.pop("rule"), params.pop("mask"), params.pop("tree"), params.pop("branch")
+    tail_length = params.pop("tail")
     cls = rule_class(rule_name)
     tables = tables or TokenTables()
     table = tables.table(cls.table)
@@ -104,10 +109,11 @@ def build_mesh_decoder(
     target = CFGModel(model, guidance_scale) if guidance_scale != 1.0 else model
     eos = eos if eos is not None else levels + 1
     hint = FaceInit(levels, eos) if heads.hinted else None  # hinted mesh heads are distilled with the face copy
+    tail = {"tail": FaceInit(levels, eos), "tail_length": tail_length} if tail_length else {}
     if mask:
-        drafter = StructuredHeadsDrafter(heads, levels, eos, hint=hint, tree=tree, branch=branch)
+        drafter = StructuredHeadsDrafter(heads, levels, eos, hint=hint, tree=tree, branch=branch, **tail)
     else:
-        drafter = MultiHeadDrafter(heads, tree=tree, branch=branch, hint=hint)
+        drafter = MultiHeadDrafter(heads, tree=tree, branch=branch, hint=hint, **tail)
     return SpeculativeDecoder(target, drafter, rule, sampling or SamplingConfig())
 
 

@@ -33,8 +33,10 @@ class StructuredHeadsDrafter(MultiHeadDrafter):
         hint: WindowInit | None = None,
         tree: str | None = None,
         branch: str | None = None,
+        tail: WindowInit | None = None,
+        tail_length: int = 0,
     ):
-        super().__init__(heads, tree=tree, branch=branch, hint=hint)
+        super().__init__(heads, tree=tree, branch=branch, hint=hint, tail=tail, tail_length=tail_length)
         self.levels, self.eos = levels, eos
 
     def allowed(self, generated: torch.Tensor, count: torch.Tensor, vocab: int) -> torch.Tensor:

@@ -142,6 +142,12 @@ class MultiHeadDrafter(Drafter):
     one-hot ``q`` (Medusa's greedy candidates; a tree's default). Either keeps the exact rule lossless.
 
     Hinted heads need ``hint``, the window initialisation they were distilled with (:func:`draft_hints`).
+
+    ``tail`` (a window initialisation, with ``tail_length``) extends a chain past the heads: the modality's own
+    structural guess of each further token (the mesh face copy), computed from the committed context and the
+    heads' drafts with fixed uniforms. So each tail token is a function of what precedes it, its ``q`` is one-hot
+    and the exact rule stays lossless. Our addition to Medusa / XSpecMesh: heads reach as far as there are heads,
+    a layout's structure further.
     """
 
     needs_hidden = True
@@ -153,7 +159,13 @@ class MultiHeadDrafter(Drafter):
         tree: str | None = None,
         branch: str | None = None,
         hint: WindowInit | None = None,
+        tail: WindowInit | None = None,
+        tail_length: int = 0,
     ):
+        if (tail is None) != (tail_length == 0) or tail_length < 0:
+            raise ValueError("a tail needs both its init and a tail_length >= 1")
+        if tail is not None and tree is not None:
+            raise ValueError("a tail extends a chain of drafts; a tree takes none")
         if heads.hinted and hint is None:
             raise ValueError("hinted draft heads need the hint (window init) they were distilled with")
         if hint is not None and not heads.hinted:
@@ -164,7 +176,8 @@ class MultiHeadDrafter(Drafter):
         self.branch = check_branch(branch or ("sample" if self.tree is None else "top"))
         if self.tree is not None and self.tree.depth > heads.num_heads:
             raise ValueError(f"tree {self.tree} is {self.tree.depth} deep but there are only {heads.num_heads} heads")
-        self.window = check_window(heads.num_heads) if self.tree is None else self.tree.depth
+        self.tail, self.tail_length = tail, int(tail_length)
+        self.window = check_window(heads.num_heads + self.tail_length) if self.tree is None else self.tree.depth
         self.sampling = sampling
 
     per_sample = ("_tokens", "_q")
@@ -192,7 +205,20 @@ class MultiHeadDrafter(Drafter):
         if self.branch == "top":
             self._tokens, self._q = branch_children(self._q, 1, "top", state.rng)
         else:
-            self._tokens = sample(self._q, state.rng.uniform(self.window))
+            self._tokens = sample(self._q, state.rng.uniform(self.heads.num_heads))
+        if self.tail is not None:
+            self._extend_tail(state)
+
+    def _extend_tail(self, state) -> None:
+        """Append ``tail_length`` one-hot drafts: the tail init's guess given the context and the heads' drafts."""
+        h = self.heads.num_heads
+        context = state.generated.clone()
+        span = context.shape[1] - 1
+        context.scatter_(1, (state.count[:, None] + torch.arange(h, device=state.device)).clamp(max=span), self._tokens)
+        index = state.count[:, None] + h + torch.arange(self.tail_length, device=state.device)
+        tail = draft_hints(self.tail, context, index)
+        q = torch.nn.functional.one_hot(tail, self._q.shape[-1]).to(self._q.dtype)
+        self._tokens, self._q = torch.cat([self._tokens, tail], 1), torch.cat([self._q, q], 1)
 
     @torch.no_grad()
     def begin(self, state, prefill: ModelOutput) -> None:

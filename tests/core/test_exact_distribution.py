@@ -60,21 +60,28 @@ def ar_joint(table: torch.Tensor, config: SamplingConfig, n: int) -> torch.Tenso
     return joint
 
 
+def _copy_last(context: torch.Tensor, index: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    return context.gather(1, (index[:, :1] - 1).expand_as(index))
+
+
 def generate(bigram_model, rule, drafter_kind: str, config: SamplingConfig) -> tuple[torch.Tensor, list]:
     target_table, draft_table = tables()
     target = bigram_model(target_table)
     if drafter_kind == "draft":
         drafter = DraftModelDrafter(bigram_model(draft_table), window=WINDOW)
-    elif drafter_kind in ("heads", "heads-top"):
+    elif drafter_kind in ("heads", "heads-top", "heads-tail"):
         # Heads on the bigram model's "hidden state" (its logits row): q depends on the verify row that produced
         # the step's last token, so this checks that the drafter reads the right row.
         torch.manual_seed(0)
-        heads = DraftHeads(V, V, num_heads=WINDOW)
+        tail = drafter_kind == "heads-tail"
+        heads = DraftHeads(V, V, num_heads=WINDOW - 1 if tail else WINDOW)
         with torch.no_grad():
             for head in heads.heads:
                 head[-1].weight.normal_(0, 1.0)
         # "heads-top": each head's most likely token, a one-hot q (Medusa's greedy candidates)
-        drafter = MultiHeadDrafter(heads, branch="top" if drafter_kind == "heads-top" else None)
+        # "heads-tail": two sampled head drafts, then a one-hot copy of the last one (a deterministic tail init)
+        extra = dict(tail=_copy_last, tail_length=1) if tail else {}
+        drafter = MultiHeadDrafter(heads, branch="top" if drafter_kind == "heads-top" else None, **extra)
     else:
         drafter = JacobiDrafter(window=WINDOW)
     prompt = TokenPrompt(torch.tensor([PROMPT]).expand(ROWS, -1).clone(), torch.full((ROWS,), len(PROMPT)))
@@ -110,7 +117,7 @@ CONFIGS = {
 @pytest.mark.parametrize(
     "rule, drafter_kind, config",
     [(r, d, c) for r, d in [("exact", "draft"), ("sjd", "jacobi"), ("exact", "heads")] for c in CONFIGS]
-    + [("exact", "heads-top", "t1")],
+    + [("exact", "heads-top", "t1"), ("exact", "heads-tail", "t1")],
 )
 def test_speculative_samples_follow_the_ar_distribution(bigram_model, chi2_pvalue, rule, drafter_kind, config):
     tokens, per_step = generate(bigram_model, rule, drafter_kind, CONFIGS[config])
@@ -119,6 +126,8 @@ def test_speculative_samples_follow_the_ar_distribution(bigram_model, chi2_pvalu
     first_step = per_step[0]
     assert (first_step == 1).float().mean() > 0.05
     assert (first_step >= 2).float().mean() > 0.05
+    if drafter_kind == "heads-tail":  # the one-hot tail draft itself gets accepted (1.25% of rows here)
+        assert (first_step == WINDOW + 1).float().mean() > 0.005
     pvalues = window_pvalues(tokens, joint, chi2_pvalue)
     assert min(pvalues.values()) > LOSSLESS_ALPHA, pvalues
 

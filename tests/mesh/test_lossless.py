@@ -45,6 +45,8 @@ SPECS = [
     "xspec:branch=top",  # a chain of each head's most likely token
     "xspec:tree=2x2x1",  # Medusa's static tree from the heads: the mask then works node by node
     "xspec:tree=3x1x1:branch=sample",
+    "xspec:tail=4",  # the heads' chain extended by face-structure copies (one-hot drafts)
+    "xspec:branch=top:tail=6",
 ]
 
 
@@ -61,7 +63,7 @@ def test_greedy_lossless_methods_match_ar(pipe, spec, guidance, structure_mask):
     assert all(s["structure_mask"] is structure_mask for s in out.stats)
 
 
-@pytest.mark.parametrize("spec", ["xspec", "xspec:mask=false", "xspec:rule=sjd", "xspec:tree=2x2x1"])
+@pytest.mark.parametrize("spec", ["xspec", "xspec:mask=false", "xspec:rule=sjd", "xspec:tree=2x2x1", "xspec:tail=4"])
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
 def test_hinted_heads_match_ar_greedily(hinted_model_dir, spec, guidance):
     """Heads that read the face-structure copy of their token (``hint.weight`` in the heads file) are found by
@@ -124,7 +126,14 @@ def test_tree_histories_hold_each_nodes_own_path():
 
 
 @pytest.mark.parametrize(
-    "spec, match", [("xspec:tree=2x2x2x2", "deep but there are only 3 heads"), ("xspec:branch=best", "branch"), ("xspec:tree=2y", "tree")]
+    "spec, match",
+    [
+        ("xspec:tree=2x2x2x2", "deep but there are only 3 heads"),
+        ("xspec:branch=best", "branch"),
+        ("xspec:tree=2y", "tree"),
+        ("xspec:tree=2x1:tail=2", "tail"),
+        ("xspec:tail=-1", "tail"),
+    ],
 )
 def test_xspec_tree_bad_input_is_named(pipe, spec, match):
     with pytest.raises(ValueError, match=match):
