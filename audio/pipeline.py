@@ -135,9 +135,15 @@ class SpeechARPipeline:
         params = dict(raw)
         rule = params.pop("rule", DEFAULT_HEADS_RULE)
         rule_class(rule)  # an unknown rule names the known ones
-        branch = coerce(params.pop("branch", "sample"), DRAFTER_TYPES["branch"], "branch", f"method {name!r}")
+        where = f"method {name!r}"
+        branch = coerce(params.pop("branch", "sample"), DRAFTER_TYPES["branch"], "branch", where)
+        tail = coerce(params.pop("tail", 0), int, "tail", where)
+        tail_from = params.pop("tail_from", "repeat")
         params = typed(params, rule_parameters(rule), f"method {name!r} with rule {rule!r}")
-        drafter = FrameHeadsDrafter(self.heads, branch=branch)
+        try:
+            drafter = FrameHeadsDrafter(self.heads, branch=branch, tail=tail, tail_from=tail_from)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
         return StreamDecoder(self.lm.streams, drafter, rule, sampling, tables=self.tables(), **params)
 
     def prompts(self, texts: list[str], voice: str):

@@ -84,16 +84,33 @@ class FrameHeadsDrafter:
 
     :class:`~mmaccel.streams.StreamDecoder` runs its forwards with hidden states for a drafter with
     ``needs_hidden`` and hands it, through :meth:`see`, the hidden state that predicted the last committed step.
+
+    ``tail=N`` drafts ``N`` steps past the heads (our addition): ``tail_from="repeat"`` repeats the last head's
+    drafted frame with a one-hot ``q`` (a function of the drafts before it), ``"head"`` draws each further frame
+    from the last head's distribution, which is then its ``q``. Either way ``q`` is what the draft was drawn from,
+    so every rule keeps its guarantee.
     """
 
     needs_hidden = True
     coupling = "none"
     init = "heads"
 
-    def __init__(self, heads: FrameHeads, sampling: SamplingConfig | None = None, branch: str = "sample"):
+    def __init__(
+        self,
+        heads: FrameHeads,
+        sampling: SamplingConfig | None = None,
+        branch: str = "sample",
+        tail: int = 0,
+        tail_from: str = "repeat",
+    ):
+        if tail < 0:
+            raise ValueError(f"tail must be >= 0, got {tail}")
+        if tail_from not in ("repeat", "head"):
+            raise ValueError(f"tail_from must be 'repeat' or 'head', got {tail_from!r}")
         self.heads = heads.eval()
         self.branch = check_branch(branch)
-        self.window = check_window(heads.num_heads)
+        self.tail, self.tail_from = int(tail), tail_from
+        self.window = check_window(heads.num_heads + self.tail)
         self.sampling = sampling  # None: the decoder's own (its temperature)
         self._hidden: torch.Tensor | None = None
 
@@ -114,11 +131,20 @@ class FrameHeadsDrafter:
         frame = state.last_frame if self.heads.hinted else None  # the step the hidden state produced
         logits = self.heads(self._hidden.to(weight.device, weight.dtype), frame).float()  # [B, H, K, V]
         self.q = target_probs(logits, self._sampling)
+        h = self.heads.num_heads
         if self.branch == "top":
             tokens, q = branch_children(self.q.flatten(1, 2), 1, "top", state.rng)
-            self.tokens, self.q = tokens.view(-1, self.window, k), q.view(self.q.shape)
+            self.tokens, self.q = tokens.view(-1, h, k), q.view(self.q.shape)
         else:
-            self.tokens = sample(self.q, state.rng.uniform(self.window, k))
+            self.tokens = sample(self.q, state.rng.uniform(h, k))
+        if self.tail:
+            last = self.q[:, -1:].expand(-1, self.tail, -1, -1)
+            if self.tail_from == "repeat":
+                tail = self.tokens[:, -1:].expand(-1, self.tail, -1)
+                q = torch.nn.functional.one_hot(tail, v).to(last.dtype)
+            else:
+                tail, q = sample(last, state.rng.uniform(self.tail, k)), last
+            self.tokens, self.q = torch.cat([self.tokens, tail], 1), torch.cat([self.q, q], 1)
 
     @torch.no_grad()
     def begin(self, state) -> None:

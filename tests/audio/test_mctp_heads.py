@@ -124,6 +124,9 @@ def test_heads_sampling_matches_ar_and_a_false_q_is_caught(monkeypatch, two_samp
     assert two_sample_pvalue(ar, draws(model, FrameHeadsDrafter(hinted))) > 1e-3
     top = FrameHeadsDrafter(heads, branch="top")  # each head's most likely token, one-hot q
     assert two_sample_pvalue(ar, draws(model, top)) > 1e-3
+    one = heads_for(model, num_heads=1)  # one head, then a tail step past it (repeated, or drawn from its q)
+    for tail_from in ("repeat", "head"):
+        assert two_sample_pvalue(ar, draws(model, FrameHeadsDrafter(one, tail=1, tail_from=tail_from))) > 1e-3
     real = FrameHeadsDrafter._draw
 
     def false_q(self, state):  # the drafts as drawn, but q claimed uniform

@@ -33,7 +33,9 @@ def pipe():
     return pipe
 
 
-@pytest.mark.parametrize("spec", ["mctp", "mctp:rule=exact", "mctp:rule=greedy"])
+@pytest.mark.parametrize(
+    "spec", ["mctp", "mctp:rule=exact", "mctp:rule=greedy", "mctp:tail=3", "mctp:tail=2:tail_from=head"]
+)
 def test_mctp_greedy_is_ar(pipe, spec):
     ar = pipe(TEXTS, "m1", "ar", temperature=0.0, max_steps=40)
     other = pipe(TEXTS, "m1", spec, temperature=0.0, max_steps=40)
@@ -46,6 +48,7 @@ def test_mctp_relaxed_rule_runs(pipe):
     out = pipe(TEXTS, "m1", "mctp:rule=lantern", seeds=[0, 1], max_steps=30)
     assert all(t.shape[1] == 4 and len(t) > 0 for t in out.tokens)
     assert pipe.decoder("mctp:rule=lantern").drafter.window == pipe.heads.num_heads
+    assert pipe.decoder("mctp:rule=lantern:tail=4").drafter.window == pipe.heads.num_heads + 4
 
 
 def test_heads_load_from_the_model_folder(pipe, tmp_path):
@@ -60,7 +63,13 @@ def test_heads_load_from_the_model_folder(pipe, tmp_path):
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("mctp:rule=nope", "nope"), ("mctp:window=4", "unknown parameter"), ("mctp:rule=lantern:delta=x", "delta")],
+    [
+        ("mctp:rule=nope", "nope"),
+        ("mctp:window=4", "unknown parameter"),
+        ("mctp:rule=lantern:delta=x", "delta"),
+        ("mctp:tail=-1", "tail"),
+        ("mctp:tail=2:tail_from=copy", "tail_from"),
+    ],
 )
 def test_bad_mctp_specs(pipe, spec, message):
     with pytest.raises(ValueError, match=message):
