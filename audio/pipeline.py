@@ -138,7 +138,7 @@ class SpeechARPipeline:
         where = f"method {name!r}"
         branch = coerce(params.pop("branch", "sample"), DRAFTER_TYPES["branch"], "branch", where)
         tail = coerce(params.pop("tail", 0), int, "tail", where)
-        tail_from = params.pop("tail_from", "repeat")
+        tail_from = params.pop("tail_from", "head")
         params = typed(params, rule_parameters(rule), f"method {name!r} with rule {rule!r}")
         try:
             drafter = FrameHeadsDrafter(self.heads, branch=branch, tail=tail, tail_from=tail_from)

@@ -85,10 +85,11 @@ class FrameHeadsDrafter:
     :class:`~mmaccel.streams.StreamDecoder` runs its forwards with hidden states for a drafter with
     ``needs_hidden`` and hands it, through :meth:`see`, the hidden state that predicted the last committed step.
 
-    ``tail=N`` drafts ``N`` steps past the heads (our addition): ``tail_from="repeat"`` repeats the last head's
-    drafted frame with a one-hot ``q`` (a function of the drafts before it), ``"head"`` draws each further frame
-    from the last head's distribution, which is then its ``q``. Either way ``q`` is what the draft was drawn from,
-    so every rule keeps its guarantee.
+    ``tail=N`` drafts ``N`` steps past the heads (our addition): ``tail_from="head"`` (default) draws each further
+    frame from the last head's distribution, which is then its ``q``; ``"repeat"`` repeats the last head's drafted
+    frame with a one-hot ``q`` (a function of the drafts before it). Either way every rule keeps its guarantee.
+    Under LANTERN the drawn tail pays and the repeated one hardly does: LANTERN's ratio divides by ``q(code)``,
+    which is 1 for a one-hot draft.
     """
 
     needs_hidden = True
@@ -101,7 +102,7 @@ class FrameHeadsDrafter:
         sampling: SamplingConfig | None = None,
         branch: str = "sample",
         tail: int = 0,
-        tail_from: str = "repeat",
+        tail_from: str = "head",
     ):
         if tail < 0:
             raise ValueError(f"tail must be >= 0, got {tail}")

@@ -34,7 +34,7 @@ def pipe():
 
 
 @pytest.mark.parametrize(
-    "spec", ["mctp", "mctp:rule=exact", "mctp:rule=greedy", "mctp:tail=3", "mctp:tail=2:tail_from=head"]
+    "spec", ["mctp", "mctp:rule=exact", "mctp:rule=greedy", "mctp:tail=3", "mctp:tail=2:tail_from=repeat"]
 )
 def test_mctp_greedy_is_ar(pipe, spec):
     ar = pipe(TEXTS, "m1", "ar", temperature=0.0, max_steps=40)
