@@ -66,6 +66,17 @@ class TokenHistoryCache(SlotCache):
         self._tree_tokens, self._tree_positions = tokens, positions
         return tree_histories(history, tokens, positions, ancestors)
 
+    def record_forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Record a forward's ``tokens`` at ``positions`` (``[B, T]``) and return what each token may read: the
+        ``[B, S]`` history for a chain, or each node's own ``[B, T, S]`` history inside :meth:`tree_attention`."""
+        layout = self.tree
+        if layout is None:
+            return self.record(tokens, positions)
+        # Tree siblings share a position, so each node reads its own path.
+        layout = layout.rows(tokens.shape[0])
+        ancestors = layout.ancestors.gather(2, layout.node[:, None, :].expand(-1, tokens.shape[1], -1))
+        return self.record_tree(tokens, positions, ancestors)
+
     def keep_path(self, columns: torch.Tensor) -> None:
         super().keep_path(columns)
         tree = self._tree_tokens
@@ -190,14 +201,10 @@ class FaceGrammarModel:
     def forward(
         self, tokens: torch.Tensor, positions: torch.Tensor, cache: TokenHistoryCache, output_hidden: bool = False
     ) -> ModelOutput:
-        layout = getattr(cache, "tree", None)
-        if layout is None:
-            history = cache.record(tokens, positions)
-            return self._mask(self.model.forward(tokens, positions, cache, output_hidden), history, positions)
-        # Tree siblings share a position, so each node is masked by its own path's history.
-        layout = layout.rows(tokens.shape[0])
-        ancestors = layout.ancestors.gather(2, layout.node[:, None, :].expand(-1, tokens.shape[1], -1))
-        histories = cache.record_tree(tokens, positions, ancestors)  # [B, T, S]
+        histories = cache.record_forward(tokens, positions)
+        if histories.dim() == 2:
+            return self._mask(self.model.forward(tokens, positions, cache, output_hidden), histories, positions)
+        # A tree: each node is masked by its own path's history ([B, T, S]).
         out = self.model.forward(tokens, positions, cache, output_hidden)
         b, t = tokens.shape
         allowed = allowed_tokens(

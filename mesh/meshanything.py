@@ -270,15 +270,9 @@ class MeshAnythingLM:
         return self.decoder.get_input_embeddings().weight.detach()
 
     def _roles(self, tokens: torch.Tensor, positions: torch.Tensor, cache: TokenHistoryCache) -> torch.Tensor:
-        layout = getattr(cache, "tree", None)
-        if layout is None:
-            history = cache.record(tokens, positions)
-            return amt_roles(history, self.cond_length).gather(1, positions)
-        # Tree siblings share a position: each node's role comes from its own path.
-        layout = layout.rows(tokens.shape[0])
-        ancestors = layout.ancestors.gather(2, layout.node[:, None, :].expand(-1, tokens.shape[1], -1))
-        histories = cache.record_tree(tokens, positions, ancestors)  # [B, T, S]
-        return amt_roles(histories, self.cond_length).gather(2, positions[..., None]).squeeze(-1)
+        histories = cache.record_forward(tokens, positions)  # [B, S], or each tree node's own [B, T, S]
+        roles = amt_roles(histories, self.cond_length)
+        return roles.gather(1, positions) if roles.dim() == 2 else roles.gather(2, positions[..., None]).squeeze(-1)
 
     def _output(self, out, output_hidden: bool) -> ModelOutput:
         return ModelOutput(out.logits.float(), out.hidden_states[-1] if output_hidden else None)
