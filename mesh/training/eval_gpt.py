@@ -9,8 +9,10 @@ the mean loss and the argmax accuracy of each kind of token:
 * ``new``: the coordinates of a vertex written for the first time;
 * ``eos``: the end token after the last face;
 
-and ``p_copies_exact``, the mean over shapes of the argmax-correct share of copies raised to the number of copies a
-shape holds: how often a shape's copies would all come out right if the errors were independent.
+``copy_accuracy_by_slot``, the copies' argmax accuracy at each of a face's 9 slots (corner, then coordinate
+``z y x``): which coordinate of a repeated vertex the GPT gets wrong; and ``p_copies_exact``, the mean over
+shapes of the argmax-correct share of copies raised to the number of copies a shape holds: how often a shape's
+copies would all come out right if the errors were independent.
 
     python -m mmaccel.mesh.training.eval_gpt --model mesh/weights
 """
@@ -24,7 +26,7 @@ import torch
 
 from mmaccel.mesh.data import make_dataset
 from mmaccel.mesh.model import load_mesh_gpt
-from mmaccel.mesh.tokenizer import sequence
+from mmaccel.mesh.tokenizer import TOKENS_PER_FACE, sequence
 from mmaccel.mesh.training.train_gpt import VAL_SEED
 
 
@@ -42,7 +44,7 @@ def token_kinds(model, vocab, shapes: list[np.ndarray], labels: np.ndarray) -> d
     """Loss and argmax accuracy by token kind over ``shapes``; see the module docstring."""
     nll = {"copy": [], "new": [], "eos": []}
     hit = {"copy": [], "new": [], "eos": []}
-    exact = []
+    exact, slot_hits = [], [[] for _ in range(TOKENS_PER_FACE)]
     for tokens, label in zip(shapes, labels):
         x = torch.from_numpy(sequence(tokens, int(label), vocab))[None]
         logits = model(input_ids=x[:, :-1]).logits[0, 1:].float()  # position 0 (the class) always predicts bos
@@ -55,12 +57,15 @@ def token_kinds(model, vocab, shapes: list[np.ndarray], labels: np.ndarray) -> d
             nll[kind].append(loss[at])
             hit[kind].append(right[at])
         exact.append(right[kinds["copy"]].mean() ** len(kinds["copy"]))
+        for slot in range(TOKENS_PER_FACE):
+            slot_hits[slot].append(right[kinds["copy"][kinds["copy"] % TOKENS_PER_FACE == slot]])
     out = {}
     for kind in nll:
         out[f"{kind}_tokens"] = int(sum(len(v) for v in nll[kind]))
         out[f"{kind}_loss"] = float(np.concatenate(nll[kind]).mean())
         out[f"{kind}_accuracy"] = float(np.concatenate(hit[kind]).mean())
     out["p_copies_exact"] = float(np.mean(exact))
+    out["copy_accuracy_by_slot"] = [float(np.concatenate(h).mean()) for h in slot_hits]
     return out
 
 
@@ -75,8 +80,16 @@ def main(argv: list[str] | None = None) -> None:
     shapes, labels = make_dataset(a.shapes, VAL_SEED, gpt.vocab.levels)
     stats = token_kinds(gpt.model.eval(), gpt.vocab, shapes, labels)
     for kind in ("copy", "new", "eos"):
-        print(f"{kind}: {stats[f'{kind}_tokens']} tokens  loss {stats[f'{kind}_loss']:.3f}  "
-              f"argmax accuracy {stats[f'{kind}_accuracy']:.3f}")
+        print(
+            f"{kind}: {stats[f'{kind}_tokens']} tokens  loss {stats[f'{kind}_loss']:.3f}  "
+            f"argmax accuracy {stats[f'{kind}_accuracy']:.3f}"
+        )
+    slots = "  ".join(
+        f"{corner}{'zyx'[axis]} {stats['copy_accuracy_by_slot'][3 * corner + axis]:.3f}"
+        for corner in range(3)
+        for axis in range(3)
+    )
+    print(f"copy accuracy by slot (corner, coordinate): {slots}")
     print(f"p_copies_exact {stats['p_copies_exact']:.4f} (all of a shape's copies right, errors independent)")
 
 

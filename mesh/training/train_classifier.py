@@ -9,6 +9,7 @@ fresh surface points, so it never sees a shape twice. Prints the accuracy on a f
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -38,15 +39,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=36)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, decayed on a cosine to 0")
+    parser.add_argument("--width", type=int, default=128)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = PointNetClassifier(NUM_CLASSES)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model = PointNetClassifier(NUM_CLASSES, args.width)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    budget = args.minutes * 60 - 15
     val = clouds(360, VAL_SEED, args.points)
     step = 0
-    while time.perf_counter() - start < args.minutes * 60 - 15:
+    while (elapsed := time.perf_counter() - start) < budget:
+        # The schedule runs on the clock, the only budget the run knows; without the decay the last steps' noise
+        # kept box, prism and L-shape apart no better than at minute 6.
+        for group in opt.param_groups:
+            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
         x, y = clouds(args.batch_size, SEED + step, args.points)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()

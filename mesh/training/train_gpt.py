@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from mmaccel.mesh.data import MAX_FACES, NUM_CLASSES, make_dataset
-from mmaccel.mesh.model import load_mesh_gpt, mesh_config, save_mesh_gpt
+from mmaccel.mesh.model import load_mesh_gpt, mesh_config, new_mesh_gpt, save_mesh_gpt, with_face_slots
 from mmaccel.mesh.tokenizer import MeshVocab, sequence
 
 TRAIN_SEED = 100_000  # step s draws its shapes from seed TRAIN_SEED + s
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default="runs/mesh_gpt_latest")
     parser.add_argument("--init", default=None, help="continue from this model folder (same config)")
+    parser.add_argument(
+        "--face-slots",
+        action="store_true",
+        help="add the face-slot embedding (FaceSlotLlama); with --init, to a plain GPT's weights, starting at zero",
+    )
     parser.add_argument("--data-seed", type=int, default=TRAIN_SEED, help="first shard seed (continue with a new one)")
     args = parser.parse_args(argv)
 
@@ -96,11 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     vocab = MeshVocab(128, NUM_CLASSES)
-    config = mesh_config(args.config, vocab, MAX_FACES)
-    model = LlamaForCausalLM(config)
+    config = mesh_config(args.config, vocab, MAX_FACES, face_slots=args.face_slots)
+    model = new_mesh_gpt(config)
     if args.init:
         model = load_mesh_gpt(args.init).model.train()
-        print(f"continuing from {args.init}", flush=True)
+        if args.face_slots:
+            model = with_face_slots(model)
+        print(f"continuing from {args.init}{' with face slots' if args.face_slots else ''}", flush=True)
     print(f"{args.config}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params", flush=True)
     gen = torch.Generator().manual_seed(args.seed)
     val = list(sorted_batches(288, 32, VAL_SEED, vocab, gen, dropout=0.0))

@@ -43,3 +43,22 @@ def hinted_model_dir(model_dir, tmp_path_factory):
         torch.nn.init.normal_(p, std=0.5)
     save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(folder / "heads.safetensors"))
     return folder
+
+
+@pytest.fixture(scope="session")
+def slots_model_dir(tmp_path_factory):
+    """A tiny face-slot GPT (``FaceSlotLlama``) whose slot table is random, so every logit depends on the slot
+    the engine's positions give each token; with random heads."""
+    from mmaccel.mesh.model import FaceSlotLlama
+
+    torch.manual_seed(2)
+    folder = tmp_path_factory.mktemp("tiny_mesh_slots")
+    vocab = MeshVocab(128, NUM_CLASSES)
+    gpt = FaceSlotLlama(mesh_config("mesh-tiny", vocab, TINY_FACES, face_slots=True))
+    torch.nn.init.normal_(gpt.face_slots.weight, std=1.0)
+    save_mesh_gpt(gpt, vocab, TINY_FACES, folder)
+    heads = DraftHeads(gpt.config.hidden_size, vocab.size, num_heads=3)
+    for p in heads.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    save_file({k: v.contiguous() for k, v in heads.state_dict().items()}, str(folder / "heads.safetensors"))
+    return folder

@@ -21,5 +21,11 @@ def test_token_kinds_counts_every_token_once(model_dir, capsys):
     stats = token_kinds(gpt.model.eval(), gpt.vocab, shapes, labels)
     assert stats["copy_tokens"] + stats["new_tokens"] == sum(len(s) for s in shapes)
     assert stats["eos_tokens"] == 3 and 0.0 <= stats["p_copies_exact"] <= 1.0
+    # The slots split the copies: their accuracies, weighted by the copies at each slot, give the copy accuracy.
+    copies = [copy_mask(s) for s in shapes]
+    counts = [sum(int(c[slot::9].sum()) for c in copies) for slot in range(9)]
+    weighted = sum(a * n for a, n in zip(stats["copy_accuracy_by_slot"], counts)) / sum(counts)
+    assert abs(weighted - stats["copy_accuracy"]) < 1e-9
     main(["--model", str(model_dir), "--shapes", "2"])
-    assert "p_copies_exact" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "p_copies_exact" in printed and "copy accuracy by slot" in printed
