@@ -31,6 +31,7 @@ from mmaccel.methods import build_decoder, parse_method
 from mmaccel.models import HFCausalLM, TokenPrompt
 from mmaccel.sampling import SamplingConfig
 
+from .stats import mesh_stats
 from .tokenizer import DecodeReport, canonical_faces, clean_mesh, normalise, quantise
 
 #: Coordinate bins of LLaMA-Mesh's OBJ text.
@@ -227,19 +228,6 @@ class LlamaMeshPipeline:
             texts.append(text)
             meshes.append(mesh)
             reports.append(report)
-            stats.append(
-                {
-                    "method": method,
-                    "seed": seeds[i],
-                    "tokens": tokens.shape[1],
-                    "steps": steps,
-                    "step_compression": tokens.shape[1] / steps,
-                    "end_tokens": min(end + 1, tokens.shape[1]),
-                    "steps_to_end": steps_to_end,
-                    "step_compression_to_end": min(end + 1, tokens.shape[1]) / steps_to_end,
-                    "faces": report.faces_kept,
-                    "valid": report.valid,
-                    "report": report.to_dict(),
-                }
-            )
+            n = tokens.shape[1]
+            stats.append(mesh_stats(method, seeds[i], n, steps, min(end + 1, n), steps_to_end, report))
         return LlamaMeshOutput(texts, meshes, reports, tokens, stats)

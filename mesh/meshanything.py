@@ -45,6 +45,7 @@ from mmaccel.sampling import SamplingConfig
 
 from .grammar import TokenHistoryCache
 from .michelangelo import MichelangeloPointEncoder, PointEncoderConfig
+from .stats import mesh_stats
 from .tokenizer import DecodeReport, clean_mesh
 
 BOS, EOS, PAD = 0, 1, 2
@@ -194,7 +195,9 @@ class MeshAnythingV2(nn.Module):
                 raw = json.loads((folder / "config.json").read_text())
                 config = MeshAnythingConfig(**{k: raw[k] for k in ("decoder", "point_encoder") if k in raw})
             except (ValueError, TypeError) as err:
-                raise CheckpointError(f"{str(folder / 'config.json')!r} is not a MeshAnything V2 config: {err}")
+                raise CheckpointError(
+                    f"{str(folder / 'config.json')!r} is not a MeshAnything V2 config: {err}"
+                ) from err
         model = cls(config)
         state = read_state_dict(weights)
         if model.transformer.config.tie_word_embeddings:
@@ -539,19 +542,5 @@ class MeshAnythingPipeline:
             steps_to_end = int(accept[i, end]) + 1
             meshes.append(mesh)
             reports.append(report)
-            stats.append(
-                {
-                    "method": method,
-                    "seed": seeds[i],
-                    "tokens": len(row),
-                    "steps": steps,
-                    "step_compression": len(row) / steps,
-                    "end_tokens": end + 1,
-                    "steps_to_end": steps_to_end,
-                    "step_compression_to_end": (end + 1) / steps_to_end,
-                    "faces": report.faces_kept,
-                    "valid": report.valid,
-                    "report": report.to_dict(),
-                }
-            )
+            stats.append(mesh_stats(method, seeds[i], len(row), steps, end + 1, steps_to_end, report))
         return MeshAnythingOutput(meshes, reports, tokens, stats)

@@ -21,6 +21,7 @@ from .data import CLASS_NAMES
 from .grammar import mesh_target
 from .methods import build_mesh_decoder, check_mesh_params, heads_from
 from .model import WEIGHTS_DIR, MeshGPT, load_mesh_gpt
+from .stats import mesh_stats
 from .tokenizer import TOKENS_PER_FACE, DecodeReport, decode, encode
 
 #: Sampling settings of the default model (CLI, bench and model card use them). On 18 AR meshes of the default
@@ -218,23 +219,19 @@ class MeshARPipeline:
             reports.append(report)
             face_steps.append(per_face)
             stats.append(
-                {
-                    "class": CLASS_NAMES[labels[i]] if self.class_names else labels[i],
-                    "seed": seeds[i],
-                    "method": method,
-                    "structure_mask": structure_mask,
-                    "tokens": n,
-                    "steps": steps,
-                    "ar_steps": n,
-                    "step_compression": n / steps,
-                    "end_tokens": min(end + 1, n),
-                    "steps_to_end": steps_to_end,
-                    "step_compression_to_end": min(end + 1, n) / steps_to_end,
-                    "faces": report.faces_kept,
-                    "valid": report.valid,
-                    "report": report.to_dict(),
-                    "batch_nfe": out.stats.nfe,
-                    "batch_wall_s": out.stats.wall_s,
-                }
+                mesh_stats(
+                    method,
+                    seeds[i],
+                    n,
+                    steps,
+                    min(end + 1, n),
+                    steps_to_end,
+                    report,
+                    **{"class": CLASS_NAMES[labels[i]] if self.class_names else labels[i]},
+                    structure_mask=structure_mask,
+                    ar_steps=n,
+                    batch_nfe=out.stats.nfe,
+                    batch_wall_s=out.stats.wall_s,
+                )
             )
         return MeshPipelineOutput(meshes, reports, tokens, face_steps, stats)
