@@ -129,6 +129,12 @@ def quality(meshes, reports, labels, classifier, references, reference_feats, le
         "hausdorff": float(np.mean(hausdorff)) if hausdorff else float("nan"),
         "scored": len(chamfer),
         "class_accuracy": float(np.mean(correct)),
+        # Which classes the GPT draws as another: the overall figure alone cannot say where 80% is lost.
+        "class_accuracy_by_class": {
+            name: float(np.mean([c for c, y in zip(correct, labels) if y == k]))
+            for k, name in enumerate(CLASS_NAMES)
+            if k in set(labels)
+        },
         "fid": fid_from_features(reference_feats, torch.stack(kept).double()) if len(kept) > 1 else float("nan"),
         "faces_mean": float(np.mean([len(m.faces) for m in meshes])),
         "validity": validity_breakdown(meshes, reports, levels),

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import torch
 import trimesh
 
@@ -102,6 +103,10 @@ def test_bench_records(model_dir, tmp_path, capsys):
         ):
             assert key in r, key
     assert records[0]["step_compression"] == 1.0 and records[0]["speedup"] == 1.0
+    for r in records:  # one mesh of each of the two classes drawn: the per-class figures average to the whole
+        by_class = r["class_accuracy_by_class"]
+        assert sorted(by_class) == ["box", "prism"]
+        assert np.mean(list(by_class.values())) == pytest.approx(r["class_accuracy"])
 
 
 def test_bench_refuses_bad_flags_before_work(model_dir, tmp_path, capsys):
