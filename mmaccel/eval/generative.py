@@ -49,13 +49,15 @@ def extract(space: ImageFeatures, images: np.ndarray, batch: int = 64) -> torch.
 
 
 def fid_from_features(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """torchmetrics' FID between two feature sets ``[N, D]``."""
+    """torchmetrics' FID between two feature sets ``[N, D]``, never below zero."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     metric = FrechetInceptionDistance(feature=_Given(real.shape[1]))
     metric.update(real, real=True)
     metric.update(fake, real=False)
-    return float(metric.compute())
+    # A squared distance: with fewer samples than dimensions the covariances are singular, and torchmetrics'
+    # eigenvalue route then returns a set against itself as about -1e-4 (torchmetrics 1.9), not 0.
+    return max(float(metric.compute()), 0.0)
 
 
 def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
