@@ -29,3 +29,26 @@ def test_token_kinds_counts_every_token_once(model_dir, capsys):
     main(["--model", str(model_dir), "--shapes", "2"])
     printed = capsys.readouterr().out
     assert "p_copies_exact" in printed and "copy accuracy by slot" in printed
+
+
+def test_zero_slots_removes_what_the_slot_table_adds(slots_model_dir, model_dir, capsys):
+    import pytest
+    import torch
+
+    from mmaccel.mesh.model import with_face_slots
+
+    main(["--model", str(slots_model_dir), "--shapes", "2", "--zero-slots"])
+    zeroed = capsys.readouterr().out
+    # The same weights without a slot table: a plain Llama carrying them gives the same figures.
+    gpt = load_mesh_gpt(slots_model_dir)
+    plain = with_face_slots(gpt.model)
+    with torch.no_grad():
+        plain.face_slots.weight.zero_()
+    shapes, labels = make_dataset(2, 7, gpt.vocab.levels)
+    stats = token_kinds(plain.eval(), gpt.vocab, shapes, labels)
+    assert f"loss {stats['copy_loss']:.3f}  argmax accuracy {stats['copy_accuracy']:.3f}" in zeroed
+    main(["--model", str(slots_model_dir), "--shapes", "2"])
+    assert capsys.readouterr().out != zeroed  # the random table did carry something
+    with pytest.raises(SystemExit):
+        main(["--model", str(model_dir), "--shapes", "2", "--zero-slots"])
+    assert "needs a face-slot GPT" in capsys.readouterr().err
