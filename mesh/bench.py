@@ -121,10 +121,15 @@ def quality(meshes, reports, labels, classifier, references, reference_feats, le
     kept = [f for f in feats if f is not None]
     everything = [r for name in CLASS_NAMES for r in references[name]]
     sets = set_metrics([c for c in clouds if c is not None], everything)
+    valid = [bool(m.is_watertight and m.is_winding_consistent and len(m.faces)) for m in meshes]
     return {
-        "valid_rate": float(
-            np.mean([bool(m.is_watertight and m.is_winding_consistent and len(m.faces)) for m in meshes])
-        ),
+        "valid_rate": float(np.mean(valid)),
+        # Validity by class, as accuracy: which shapes the GPT fails to close.
+        "valid_by_class": {
+            name: float(np.mean([v for v, y in zip(valid, labels) if y == k]))
+            for k, name in enumerate(CLASS_NAMES)
+            if k in set(labels)
+        },
         "chamfer": float(np.mean(chamfer)) if chamfer else float("nan"),
         "hausdorff": float(np.mean(hausdorff)) if hausdorff else float("nan"),
         "scored": len(chamfer),

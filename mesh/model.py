@@ -2,8 +2,9 @@
 
 It is ``transformers``' ``LlamaForCausalLM`` driven through the core's :class:`~mmaccel.models.HFCausalLM`
 adapter; the condition is one class token before ``bos`` (:mod:`mmaccel.mesh.tokenizer`), and the null class
-token makes the unconditional prompt of classifier-free guidance. A config with ``face_slots`` builds a
-:class:`FaceSlotLlama`, the same decoder with a learned embedding of each token's slot in the face. Weights are
+token makes the unconditional prompt of classifier-free guidance. A config with ``slot_period`` builds the core's
+:class:`~mmaccel.models.slot_llama.SlotLlama`, the same decoder with a learned embedding of each token's slot in
+the face (which corner, which coordinate). Weights are
 one safetensors file with a ``<name>_config.json`` beside it holding the Llama config and the mesh vocabulary.
 """
 
@@ -15,12 +16,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from mmaccel.checkpoint import CheckpointError, load_checked, read_state_dict
 from mmaccel.io import write_atomic
 from mmaccel.models import HFCausalLM, TokenPrompt
+from mmaccel.models.slot_llama import SlotLlama, new_llama, slot_of, with_slots
 
 from .tokenizer import TOKENS_PER_FACE, MeshVocab
 
@@ -34,11 +35,11 @@ MESH_CONFIGS = {
 
 
 def mesh_config(name: str, vocab: MeshVocab, max_faces: int, face_slots: bool = False) -> LlamaConfig:
-    """A Llama config of size ``name`` over ``vocab``, long enough for ``max_faces`` faces; ``face_slots`` marks
-    a :class:`FaceSlotLlama`."""
+    """A Llama config of size ``name`` over ``vocab``, long enough for ``max_faces`` faces; ``face_slots`` adds
+    the face layout's slots (:func:`with_face_slots`)."""
     if name not in MESH_CONFIGS:
         raise ValueError(f"unknown mesh config {name!r}; choose one of {', '.join(MESH_CONFIGS)}")
-    extra = {"face_slots": True} if face_slots else {}
+    extra = {"slot_period": TOKENS_PER_FACE, "slot_offset": PROMPT_TOKENS} if face_slots else {}
     return LlamaConfig(
         vocab_size=vocab.size,
         max_position_embeddings=context_length(max_faces),
@@ -51,65 +52,29 @@ def mesh_config(name: str, vocab: MeshVocab, max_faces: int, face_slots: bool = 
     )
 
 
-#: Slots of the layout: the 9 coordinates of a face (corner-major, z y x), then one for the class and bos.
-FACE_SLOTS = TOKENS_PER_FACE + 1
+#: The prompt's positions (class, bos) before the first face: they share one slot of their own.
+PROMPT_TOKENS = 2
 
 
 def face_slot(positions: torch.Tensor) -> torch.Tensor:
-    """Each position's slot in ``[class, bos, faces..., eos]``: ``(p - 2) % 9`` for the faces, 9 for the two
-    prompt tokens. A function of the position alone, so a verify window or a tree node gets its slot from the
-    position the engine gives it."""
-    return torch.where(positions < 2, TOKENS_PER_FACE, (positions - 2) % TOKENS_PER_FACE)
+    """Each position's slot in ``[class, bos, faces..., eos]``: ``(p - 2) % 9`` (which corner, which coordinate)
+    for the faces, 9 for the two prompt tokens."""
+    return slot_of(positions, TOKENS_PER_FACE, PROMPT_TOKENS)
 
 
-class FaceSlotLlama(LlamaForCausalLM):
-    """``LlamaForCausalLM`` whose input embedding adds a learned embedding of the token's slot in the face layout
-    (which corner, which coordinate): PolyGen's coordinate-type embedding (Nash et al. 2020), as MeshAnything V2's
-    ``token_embed_positions`` does for its own layout.
+def with_face_slots(model: LlamaForCausalLM) -> SlotLlama:
+    """``model``'s weights in a face-slot :class:`~mmaccel.models.slot_llama.SlotLlama` (table at zero: the same
+    logits).
 
-    Rotary positions say how far apart two tokens are, not which coordinate a token is; all coordinates share one
-    vocabulary. Teacher forced, the plain GPT picked the right ``z`` of a repeated vertex 98-100% of the time but
-    its ``y`` and ``x`` only 85-95% (``python -m mmaccel.mesh.training.eval_gpt``). The table starts at zero, so a
-    plain GPT's weights load into it unchanged and compute the same logits (``train_gpt --init --face-slots``).
-    """
-
-    def __init__(self, config: LlamaConfig):
-        super().__init__(config)
-        self.face_slots = nn.Embedding(FACE_SLOTS, config.hidden_size)
-        nn.init.zeros_(self.face_slots.weight)
-
-    def forward(self, input_ids=None, position_ids=None, inputs_embeds=None, cache=None, **kwargs):
-        if inputs_embeds is None and input_ids is not None:
-            if position_ids is None:
-                past = kwargs.get("cache_position")
-                position_ids = (
-                    past[None].expand_as(input_ids)
-                    if past is not None
-                    else torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-                )
-            inputs_embeds = self.get_input_embeddings()(input_ids) + self.face_slots(face_slot(position_ids))
-            input_ids = None
-        return super().forward(
-            input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds, cache=cache, **kwargs
-        )
-
-
-def with_face_slots(model: LlamaForCausalLM) -> FaceSlotLlama:
-    """``model``'s weights in a :class:`FaceSlotLlama` (slot table at zero: the same logits); one already with
-    slots is returned as it is."""
-    if isinstance(model, FaceSlotLlama):
-        return model
-    config = LlamaConfig(**{**model.config.to_dict(), "face_slots": True})
-    out = FaceSlotLlama(config)
-    missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or missing != ["face_slots.weight"]:
-        raise ValueError(f"not a plain mesh GPT: missing {missing}, unexpected {unexpected}")
-    return out.train(model.training)
+    Teacher forced, the plain GPT picked the right ``z`` of a repeated vertex 98-100% of the time but its ``y`` and
+    ``x`` only 85-95% (``python -m mmaccel.mesh.training.eval_gpt``): rotary positions do not say which
+    coordinate a token is."""
+    return with_slots(model, TOKENS_PER_FACE, PROMPT_TOKENS)
 
 
 def new_mesh_gpt(config: LlamaConfig) -> LlamaForCausalLM:
-    """A randomly initialised mesh GPT of ``config``: :class:`FaceSlotLlama` where the config says so."""
-    return FaceSlotLlama(config) if getattr(config, "face_slots", False) else LlamaForCausalLM(config)
+    """A randomly initialised mesh GPT of ``config``: a face-slot :class:`SlotLlama` where the config says so."""
+    return new_llama(config)
 
 
 def context_length(max_faces: int) -> int:

@@ -3,7 +3,9 @@
 Clips are ``frames`` VQ token grids in raster order, frame after frame (:class:`~mmaccel.video.layout.VideoLayout`).
 The model is ``transformers``' ``LlamaForCausalLM`` driven through the core's :class:`~mmaccel.models.HFCausalLM`;
 its vocabulary is the VQ codebook, then one token per class, then the null class (classifier-free guidance's
-unconditional prompt). Logits are cut to the codebook so class tokens are never generated.
+unconditional prompt). Logits are cut to the codebook so class tokens are never generated. A config with
+``slot_period`` builds the core's :class:`~mmaccel.models.slot_llama.SlotLlama`, which adds a learned embedding of
+each token's cell in its frame (``train_gpt --cell-slots``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from mmaccel.checkpoint import CheckpointError, load_checked, read_state_dict
 from mmaccel.io import write_atomic
 from mmaccel.models import HFCausalLM, ModelOutput, SlotCache, TokenPrompt
+from mmaccel.models.slot_llama import is_slot_config, new_llama
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -156,6 +159,12 @@ def load_video_gpt(path: str | os.PathLike | None = None, device: str | torch.de
             f"video model config {str(cfg_path)!r}: vocab_size {config.vocab_size} != codebook + classes + 1"
             + (" + sink" if sink is not None else "")
         )
-    model = LlamaForCausalLM(config)
+    prefix = 1 + (sink is not None)
+    if is_slot_config(config) and (config.slot_period, config.slot_offset) != (grid * grid, prefix):
+        raise CheckpointError(
+            f"video model config {str(cfg_path)!r}: cell slots of period {config.slot_period} from position "
+            f"{config.slot_offset}, not a {grid}x{grid} frame after {prefix} prompt tokens"
+        )
+    model = new_llama(config)
     load_checked(model, read_state_dict(path), str(path))
     return VideoGPT(model.to(device).eval(), codebook, classes, frames, grid, sink)

@@ -16,7 +16,7 @@ copies would all come out right if the errors were independent.
 
     python -m mmaccel.mesh.training.eval_gpt --model mesh/weights
 
-``--zero-slots`` zeroes a face-slot GPT's slot table first (:class:`~mmaccel.mesh.model.FaceSlotLlama`): how much
+``--zero-slots`` zeroes a face-slot GPT's slot table first (:class:`~mmaccel.models.slot_llama.SlotLlama`): how much
 of its accuracy the slots carry.
 """
 
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from mmaccel.mesh.data import make_dataset
-from mmaccel.mesh.model import FaceSlotLlama, load_mesh_gpt
+from mmaccel.mesh.model import load_mesh_gpt
 from mmaccel.mesh.tokenizer import TOKENS_PER_FACE, sequence
 from mmaccel.mesh.training.train_gpt import VAL_SEED
+from mmaccel.models.slot_llama import SlotLlama
 
 
 def copy_mask(face_tokens: np.ndarray) -> np.ndarray:
@@ -77,15 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the shipped mesh model)")
     p.add_argument("--shapes", type=int, default=96, help="held-out shapes")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--zero-slots", action="store_true", help="zero the face-slot table first (a FaceSlotLlama)")
+    p.add_argument("--zero-slots", action="store_true", help="zero the face-slot table first (a SlotLlama)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     gpt = load_mesh_gpt(a.model)
     if a.zero_slots:
-        if not isinstance(gpt.model, FaceSlotLlama):
-            p.error("--zero-slots needs a face-slot GPT (gpt_config.json with face_slots)")
+        if not isinstance(gpt.model, SlotLlama):
+            p.error("--zero-slots needs a face-slot GPT (gpt_config.json with slot_period)")
         with torch.no_grad():
-            gpt.model.face_slots.weight.zero_()
+            gpt.model.slots.weight.zero_()
     shapes, labels = make_dataset(a.shapes, VAL_SEED, gpt.vocab.levels)
     stats = token_kinds(gpt.model.eval(), gpt.vocab, shapes, labels)
     for kind in ("copy", "new", "eos"):

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--face-slots",
         action="store_true",
-        help="add the face-slot embedding (FaceSlotLlama); with --init, to a plain GPT's weights, starting at zero",
+        help="add the face-slot embedding (the core's SlotLlama); with --init, to a plain GPT's weights, from zero",
     )
     parser.add_argument("--data-seed", type=int, default=TRAIN_SEED, help="first shard seed (continue with a new one)")
     args = parser.parse_args(argv)

@@ -47,15 +47,15 @@ def hinted_model_dir(model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def slots_model_dir(tmp_path_factory):
-    """A tiny face-slot GPT (``FaceSlotLlama``) whose slot table is random, so every logit depends on the slot
+    """A tiny face-slot GPT (the core's ``SlotLlama``) whose slot table is random, so every logit depends on the slot
     the engine's positions give each token; with random heads."""
-    from mmaccel.mesh.model import FaceSlotLlama
+    from mmaccel.models.slot_llama import SlotLlama
 
     torch.manual_seed(2)
     folder = tmp_path_factory.mktemp("tiny_mesh_slots")
     vocab = MeshVocab(128, NUM_CLASSES)
-    gpt = FaceSlotLlama(mesh_config("mesh-tiny", vocab, TINY_FACES, face_slots=True))
-    torch.nn.init.normal_(gpt.face_slots.weight, std=1.0)
+    gpt = SlotLlama(mesh_config("mesh-tiny", vocab, TINY_FACES, face_slots=True))
+    torch.nn.init.normal_(gpt.slots.weight, std=1.0)
     save_mesh_gpt(gpt, vocab, TINY_FACES, folder)
     heads = DraftHeads(gpt.config.hidden_size, vocab.size, num_heads=3)
     for p in heads.parameters():

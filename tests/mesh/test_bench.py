@@ -107,6 +107,9 @@ def test_bench_records(model_dir, tmp_path, capsys):
         by_class = r["class_accuracy_by_class"]
         assert sorted(by_class) == ["box", "prism"]
         assert np.mean(list(by_class.values())) == pytest.approx(r["class_accuracy"])
+        valid = r["valid_by_class"]
+        assert sorted(valid) == ["box", "prism"]
+        assert np.mean(list(valid.values())) == pytest.approx(r["valid_rate"])
 
 
 def test_bench_refuses_bad_flags_before_work(model_dir, tmp_path, capsys):

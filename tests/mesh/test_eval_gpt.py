@@ -43,7 +43,7 @@ def test_zero_slots_removes_what_the_slot_table_adds(slots_model_dir, model_dir,
     gpt = load_mesh_gpt(slots_model_dir)
     plain = with_face_slots(gpt.model)
     with torch.no_grad():
-        plain.face_slots.weight.zero_()
+        plain.slots.weight.zero_()
     shapes, labels = make_dataset(2, 7, gpt.vocab.levels)
     stats = token_kinds(plain.eval(), gpt.vocab, shapes, labels)
     assert f"loss {stats['copy_loss']:.3f}  argmax accuracy {stats['copy_accuracy']:.3f}" in zeroed

@@ -1,6 +1,7 @@
-"""The face-slot GPT (``FaceSlotLlama``): each token's slot comes from its position alone, a plain GPT's weights
-load into it with the same logits, it saves and loads as itself, and every lossless method stays token-identical
-to AR on it (windows and tree nodes get their slots from the positions the engine gives them)."""
+"""The face-slot GPT (the core's ``SlotLlama`` in the face layout): each token's slot comes from its position
+alone, a plain GPT's weights load into it with the same logits, it saves and loads as itself, and every lossless
+method stays token-identical to AR on it (windows and tree nodes get their slots from the positions the engine
+gives them)."""
 
 import numpy as np
 import pytest
@@ -9,10 +10,11 @@ from transformers import LlamaForCausalLM
 
 from mmaccel.mesh.data import NUM_CLASSES, make_dataset, make_shape
 from mmaccel.mesh.methods import parse_mesh_method
-from mmaccel.mesh.model import FaceSlotLlama, face_slot, load_mesh_gpt, mesh_config, with_face_slots
+from mmaccel.mesh.model import face_slot, load_mesh_gpt, mesh_config, with_face_slots
 from mmaccel.mesh.pipeline import MeshARPipeline
 from mmaccel.mesh.tokenizer import TOKENS_PER_FACE, MeshVocab, decode, encode, sequence
 from mmaccel.mesh.training import train_gpt
+from mmaccel.models.slot_llama import SlotLlama
 
 VOCAB = MeshVocab(128, NUM_CLASSES)
 
@@ -35,7 +37,7 @@ def test_a_plain_gpt_loads_with_a_zero_table_and_the_same_logits():
     slotted = with_face_slots(plain).eval()
     x = _sequence()
     assert torch.equal(slotted(input_ids=x).logits, plain(input_ids=x).logits)
-    torch.nn.init.normal_(slotted.face_slots.weight)  # the control: the table does reach the logits
+    torch.nn.init.normal_(slotted.slots.weight)  # the control: the table does reach the logits
     assert not torch.allclose(slotted(input_ids=x).logits, plain(input_ids=x).logits)
 
 
@@ -51,8 +53,8 @@ def test_slots_follow_explicit_positions_not_the_call_shape(slots_model_dir):
 
 def test_the_slot_gpt_saves_and_loads_as_itself(slots_model_dir):
     gpt = load_mesh_gpt(slots_model_dir)
-    assert isinstance(gpt.model, FaceSlotLlama) and gpt.model.config.face_slots
-    assert float(gpt.model.face_slots.weight.detach().abs().sum()) > 0
+    assert isinstance(gpt.model, SlotLlama) and gpt.model.config.slot_period == TOKENS_PER_FACE
+    assert float(gpt.model.slots.weight.detach().abs().sum()) > 0
 
 
 def _prefixes():
@@ -107,5 +109,5 @@ def test_train_gpt_adds_slots_to_a_fresh_model(tmp_path, capsys):
     )
     assert "final:" in capsys.readouterr().out
     gpt = load_mesh_gpt(tmp_path / "out")
-    assert isinstance(gpt.model, FaceSlotLlama)
-    assert float(gpt.model.face_slots.weight.detach().abs().sum()) > 0  # trained away from its zero start
+    assert isinstance(gpt.model, SlotLlama)
+    assert float(gpt.model.slots.weight.detach().abs().sum()) > 0  # trained away from its zero start

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
+from mmaccel.models.slot_llama import with_slots
 from mmaccel.models.vq import VQModel
 from mmaccel.video.data import KINDS, MOTIONS, NUM_CLASSES, SEEDS, make_clips
 from mmaccel.video.model import load_video_gpt, prompt_head, save_video_gpt, sink_token_id, video_config
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="weight of the first frame's class contrast (0: off): a hinge that asks the first frame to be "
                         "--contrast-margin nats/token less likely under a class of another shape than under its own")
     p.add_argument("--contrast-margin", type=float, default=0.05)
+    p.add_argument("--cell-slots", action="store_true",
+                   help="add a learned embedding of each token's cell in its frame (the core's SlotLlama); with "
+                        "--init, to a plain GPT's weights, starting at zero")
     a = p.parse_args(argv)
     if a.contrast_weight < 0 or a.contrast_margin <= 0:
         p.error("--contrast-weight must be >= 0 and --contrast-margin > 0")
@@ -139,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         model.resize_token_embeddings(sink + 1, mean_resizing=False)
         model.config.max_position_embeddings = tokens.shape[1] + 2
     prefix = 2 if sink is not None else 1  # input tokens before the first code: (sink,) class
+    if a.cell_slots:
+        model = with_slots(model, grid * grid, prefix)
     # Only the first frames say which class a clip is (shape, then motion); later frames follow from them. The
     # class's share of the plain loss is a few hundredths of a nat per token, so the weight makes it worth learning.
     weight = torch.ones(tokens.shape[1])
