@@ -23,7 +23,7 @@ from mmaccel.models import CFGModel
 from mmaccel.sampling import SamplingConfig
 
 from .classifier import VideoClassifier
-from .data import MOTIONS, SEEDS, make_clips
+from .data import KINDS, MOTIONS, SEEDS, make_clips
 from .model import WEIGHTS_DIR
 from .pipeline import DEFAULTS, VideoARPipeline
 from .schedule import split_schedule
@@ -57,12 +57,16 @@ def run_method(pipe: VideoARPipeline, spec: str, labels: list[int], seed: int, b
 
 
 def part_accuracies(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """``class_accuracy``, and the share of clips whose shape (``shape_accuracy``) and whose motion
-    (``motion_accuracy``) the classifier reads as their class's (class = shape x motion, :mod:`.data`)."""
+    """``class_accuracy``, the share of clips whose shape (``shape_accuracy``) and whose motion
+    (``motion_accuracy``) the classifier reads as their class's (class = shape x motion, :mod:`.data`), and
+    ``shape_confusion[i][j]``: clips of shape ``KINDS[i]`` read as ``KINDS[j]``."""
     pred_shape, pred_motion = np.divmod(preds, len(MOTIONS))
     shape, motion = np.divmod(labels, len(MOTIONS))
+    # Which shape each requested shape was read as (rows: requested, in KINDS order): where the shape is lost.
+    confusion = np.zeros((len(KINDS), len(KINDS)), dtype=int)
+    np.add.at(confusion, (shape, pred_shape), 1)
     return {"class_accuracy": float(np.mean(preds == labels)), "shape_accuracy": float(np.mean(pred_shape == shape)),
-            "motion_accuracy": float(np.mean(pred_motion == motion))}
+            "motion_accuracy": float(np.mean(pred_motion == motion)), "shape_confusion": confusion.tolist()}
 
 
 def run_bench(

@@ -44,6 +44,10 @@ def test_part_accuracies_split_the_class_into_shape_and_motion():
     preds = np.where(labels < 4, labels ^ 1, labels)
     got = part_accuracies(preds, labels)
     assert all(CLASSES[p][0] == CLASSES[y][0] for p, y in zip(preds, labels))  # the fixture keeps every shape
+    confusion = got.pop("shape_confusion")
     assert got == {"class_accuracy": 0.5, "shape_accuracy": 1.0, "motion_accuracy": 0.5}
-    other_shape = (labels + 2) % 8  # same motion, another shape
-    assert part_accuracies(other_shape, labels) == {"class_accuracy": 0.0, "shape_accuracy": 0.0, "motion_accuracy": 1.0}
+    assert confusion == (2 * np.eye(4, dtype=int)).tolist()  # two clips a shape, each read as itself
+    other_shape = (labels + 2) % 8  # same motion, the next shape
+    got = part_accuracies(other_shape, labels)
+    assert got.pop("shape_confusion") == (2 * np.roll(np.eye(4, dtype=int), 1, axis=1)).tolist()
+    assert got == {"class_accuracy": 0.0, "shape_accuracy": 0.0, "motion_accuracy": 1.0}
