@@ -21,7 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from mmaccel.checkpoint import CheckpointError, load_checked, read_state_dict
 from mmaccel.io import write_atomic
 from mmaccel.models import HFCausalLM, TokenPrompt
-from mmaccel.models.slot_llama import SlotLlama, new_llama, slot_of, with_slots
+from mmaccel.models.slot_llama import SlotLlama, is_slot_config, new_llama, slot_of, with_slots
 
 from .tokenizer import TOKENS_PER_FACE, MeshVocab
 
@@ -145,6 +145,11 @@ def read_config(path: str | os.PathLike) -> tuple[LlamaConfig, MeshVocab, int]:
         raise CheckpointError(f"mesh model config {str(path)!r} is not valid: {err}") from err
     if config.vocab_size != vocab.size:
         raise CheckpointError(f"mesh model config {str(path)!r}: vocab_size {config.vocab_size} != {vocab.size}")
+    if is_slot_config(config) and (config.slot_period, config.slot_offset) != (TOKENS_PER_FACE, PROMPT_TOKENS):
+        raise CheckpointError(
+            f"mesh model config {str(path)!r}: slots of period {config.slot_period} from position "
+            f"{config.slot_offset}, not the face layout's {TOKENS_PER_FACE} from {PROMPT_TOKENS}"
+        )
     return config, vocab, max_faces
 
 

@@ -111,3 +111,16 @@ def test_train_gpt_adds_slots_to_a_fresh_model(tmp_path, capsys):
     gpt = load_mesh_gpt(tmp_path / "out")
     assert isinstance(gpt.model, SlotLlama)
     assert float(gpt.model.slots.weight.detach().abs().sum()) > 0  # trained away from its zero start
+
+
+def test_a_slot_layout_other_than_the_faces_is_refused(slots_model_dir, tmp_path):
+    import json
+
+    from mmaccel.checkpoint import CheckpointError
+
+    (tmp_path / "gpt.safetensors").write_bytes((slots_model_dir / "gpt.safetensors").read_bytes())
+    meta = json.loads((slots_model_dir / "gpt_config.json").read_text())
+    meta["llama"]["slot_period"] = 64
+    (tmp_path / "gpt_config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="slots of period 64"):
+        load_mesh_gpt(tmp_path)
