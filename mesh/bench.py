@@ -108,6 +108,15 @@ def run_method(
     }
 
 
+def by_class(flags: list[bool], labels: list[int]) -> dict[str, float]:
+    """The share of ``flags`` set among the meshes of each class drawn."""
+    return {
+        name: float(np.mean([f for f, y in zip(flags, labels) if y == k]))
+        for k, name in enumerate(CLASS_NAMES)
+        if k in set(labels)
+    }
+
+
 def quality(meshes, reports, labels, classifier, references, reference_feats, levels: int = 128) -> dict[str, Any]:
     clouds = [surface_points(m) for m in meshes]
     chamfer, hausdorff = [], []
@@ -125,21 +134,13 @@ def quality(meshes, reports, labels, classifier, references, reference_feats, le
     return {
         "valid_rate": float(np.mean(valid)),
         # Validity by class, as accuracy: which shapes the GPT fails to close.
-        "valid_by_class": {
-            name: float(np.mean([v for v, y in zip(valid, labels) if y == k]))
-            for k, name in enumerate(CLASS_NAMES)
-            if k in set(labels)
-        },
+        "valid_by_class": by_class(valid, labels),
         "chamfer": float(np.mean(chamfer)) if chamfer else float("nan"),
         "hausdorff": float(np.mean(hausdorff)) if hausdorff else float("nan"),
         "scored": len(chamfer),
         "class_accuracy": float(np.mean(correct)),
         # Which classes the GPT draws as another: the overall figure alone cannot say where 80% is lost.
-        "class_accuracy_by_class": {
-            name: float(np.mean([c for c, y in zip(correct, labels) if y == k]))
-            for k, name in enumerate(CLASS_NAMES)
-            if k in set(labels)
-        },
+        "class_accuracy_by_class": by_class(correct, labels),
         "fid": fid_from_features(reference_feats, torch.stack(kept).double()) if len(kept) > 1 else float("nan"),
         "faces_mean": float(np.mean([len(m.faces) for m in meshes])),
         "validity": validity_breakdown(meshes, reports, levels),

@@ -21,7 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from mmaccel.checkpoint import CheckpointError, load_checked, read_state_dict
 from mmaccel.io import write_atomic
 from mmaccel.models import HFCausalLM, TokenPrompt
-from mmaccel.models.slot_llama import SlotLlama, is_slot_config, new_llama, slot_of, with_slots
+from mmaccel.models.slot_llama import SlotLlama, check_slot_layout, new_llama, with_slots
 
 from .tokenizer import TOKENS_PER_FACE, MeshVocab
 
@@ -56,12 +56,6 @@ def mesh_config(name: str, vocab: MeshVocab, max_faces: int, face_slots: bool = 
 PROMPT_TOKENS = 2
 
 
-def face_slot(positions: torch.Tensor) -> torch.Tensor:
-    """Each position's slot in ``[class, bos, faces..., eos]``: ``(p - 2) % 9`` (which corner, which coordinate)
-    for the faces, 9 for the two prompt tokens."""
-    return slot_of(positions, TOKENS_PER_FACE, PROMPT_TOKENS)
-
-
 def with_face_slots(model: LlamaForCausalLM) -> SlotLlama:
     """``model``'s weights in a face-slot :class:`~mmaccel.models.slot_llama.SlotLlama` (table at zero: the same
     logits).
@@ -70,11 +64,6 @@ def with_face_slots(model: LlamaForCausalLM) -> SlotLlama:
     ``x`` only 85-95% (``python -m mmaccel.mesh.training.eval_gpt``): rotary positions do not say which
     coordinate a token is."""
     return with_slots(model, TOKENS_PER_FACE, PROMPT_TOKENS)
-
-
-def new_mesh_gpt(config: LlamaConfig) -> LlamaForCausalLM:
-    """A randomly initialised mesh GPT of ``config``: a face-slot :class:`SlotLlama` where the config says so."""
-    return new_llama(config)
 
 
 def context_length(max_faces: int) -> int:
@@ -145,11 +134,7 @@ def read_config(path: str | os.PathLike) -> tuple[LlamaConfig, MeshVocab, int]:
         raise CheckpointError(f"mesh model config {str(path)!r} is not valid: {err}") from err
     if config.vocab_size != vocab.size:
         raise CheckpointError(f"mesh model config {str(path)!r}: vocab_size {config.vocab_size} != {vocab.size}")
-    if is_slot_config(config) and (config.slot_period, config.slot_offset) != (TOKENS_PER_FACE, PROMPT_TOKENS):
-        raise CheckpointError(
-            f"mesh model config {str(path)!r}: slots of period {config.slot_period} from position "
-            f"{config.slot_offset}, not the face layout's {TOKENS_PER_FACE} from {PROMPT_TOKENS}"
-        )
+    check_slot_layout(config, TOKENS_PER_FACE, PROMPT_TOKENS, f"mesh model config {str(path)!r}", "the face layout")
     return config, vocab, max_faces
 
 
@@ -161,6 +146,6 @@ def load_mesh_gpt(path: str | os.PathLike | None = None, device: str | torch.dev
         path = path / "gpt.safetensors"
     config, vocab, max_faces = read_config(path.with_name(path.name.removesuffix(".safetensors") + "_config.json"))
     state = read_state_dict(path)
-    model = new_mesh_gpt(config)
+    model = new_llama(config)
     load_checked(model, state, str(path))
     return MeshGPT(model.to(device).eval(), vocab, max_faces)

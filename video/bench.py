@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 from tqdm.auto import tqdm
 
 from mmaccel.bench.timing import forward_times as measured_forward_times
@@ -63,8 +64,7 @@ def part_accuracies(preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     pred_shape, pred_motion = np.divmod(preds, len(MOTIONS))
     shape, motion = np.divmod(labels, len(MOTIONS))
     # Which shape each requested shape was read as (rows: requested, in KINDS order): where the shape is lost.
-    confusion = np.zeros((len(KINDS), len(KINDS)), dtype=int)
-    np.add.at(confusion, (shape, pred_shape), 1)
+    confusion = multiclass_confusion_matrix(torch.as_tensor(pred_shape), torch.as_tensor(shape), len(KINDS))
     return {"class_accuracy": float(np.mean(preds == labels)), "shape_accuracy": float(np.mean(pred_shape == shape)),
             "motion_accuracy": float(np.mean(pred_motion == motion)), "shape_confusion": confusion.tolist()}
 

@@ -21,7 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from mmaccel.checkpoint import CheckpointError, load_checked, read_state_dict
 from mmaccel.io import write_atomic
 from mmaccel.models import HFCausalLM, ModelOutput, SlotCache, TokenPrompt
-from mmaccel.models.slot_llama import is_slot_config, new_llama
+from mmaccel.models.slot_llama import check_slot_layout, new_llama
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -159,12 +159,8 @@ def load_video_gpt(path: str | os.PathLike | None = None, device: str | torch.de
             f"video model config {str(cfg_path)!r}: vocab_size {config.vocab_size} != codebook + classes + 1"
             + (" + sink" if sink is not None else "")
         )
-    prefix = 1 + (sink is not None)
-    if is_slot_config(config) and (config.slot_period, config.slot_offset) != (grid * grid, prefix):
-        raise CheckpointError(
-            f"video model config {str(cfg_path)!r}: cell slots of period {config.slot_period} from position "
-            f"{config.slot_offset}, not a {grid}x{grid} frame after {prefix} prompt tokens"
-        )
+    where = f"video model config {str(cfg_path)!r}"
+    check_slot_layout(config, grid * grid, 1 + (sink is not None), where, f"the {grid}x{grid} frame grid")
     model = new_llama(config)
     load_checked(model, read_state_dict(path), str(path))
     return VideoGPT(model.to(device).eval(), codebook, classes, frames, grid, sink)

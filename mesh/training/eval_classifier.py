@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mmaccel.mesh.bench import REFERENCE_SEED
 from mmaccel.mesh.classifier import PointNetClassifier
@@ -27,9 +28,9 @@ TOKENISED_SEED = 424_242
 
 def confusion(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """``[C, C]`` counts, rows the true class, columns the predicted one."""
-    out = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    np.add.at(out, (labels, preds), 1)
-    return out
+    return multiclass_confusion_matrix(
+        torch.as_tensor(np.asarray(preds)), torch.as_tensor(np.asarray(labels)), NUM_CLASSES
+    ).numpy()
 
 
 @torch.no_grad()

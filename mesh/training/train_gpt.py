@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from mmaccel.mesh.data import MAX_FACES, NUM_CLASSES, make_dataset
-from mmaccel.mesh.model import load_mesh_gpt, mesh_config, new_mesh_gpt, save_mesh_gpt, with_face_slots
+from mmaccel.mesh.model import load_mesh_gpt, mesh_config, save_mesh_gpt, with_face_slots
 from mmaccel.mesh.tokenizer import MeshVocab, sequence
+from mmaccel.models.slot_llama import new_llama
 
 TRAIN_SEED = 100_000  # step s draws its shapes from seed TRAIN_SEED + s
 VAL_SEED = 7  # the held-out shapes (the bench's reference set uses other seeds, see mesh/bench.py)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     vocab = MeshVocab(128, NUM_CLASSES)
     config = mesh_config(args.config, vocab, MAX_FACES, face_slots=args.face_slots)
-    model = new_mesh_gpt(config)
+    model = new_llama(config)
     if args.init:
         model = load_mesh_gpt(args.init).model.train()
         if args.face_slots:

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from mmaccel.checkpoint import CheckpointError
+
 
 def slot_of(positions: torch.Tensor, period: int, offset: int) -> torch.Tensor:
     """Each position's slot: ``(p - offset) % period`` from ``offset`` on, ``period`` for the ``offset`` prompt
@@ -58,6 +60,16 @@ class SlotLlama(LlamaForCausalLM):
 
 def is_slot_config(config: LlamaConfig) -> bool:
     return getattr(config, "slot_period", None) is not None
+
+
+def check_slot_layout(config: LlamaConfig, period: int, offset: int, where: str, layout: str) -> None:
+    """Raise :class:`~mmaccel.checkpoint.CheckpointError` naming ``where`` when ``config`` has slots of another
+    layout than ``period`` from position ``offset`` (``layout`` says whose: "the face layout")."""
+    if is_slot_config(config) and (config.slot_period, config.slot_offset) != (period, offset):
+        raise CheckpointError(
+            f"{where}: slots of period {config.slot_period} from position {config.slot_offset}, not {layout}'s "
+            f"{period} from {offset}"
+        )
 
 
 def new_llama(config: LlamaConfig) -> LlamaForCausalLM:

@@ -10,7 +10,7 @@ from transformers import LlamaForCausalLM
 
 from mmaccel.mesh.data import NUM_CLASSES, make_dataset, make_shape
 from mmaccel.mesh.methods import parse_mesh_method
-from mmaccel.mesh.model import face_slot, load_mesh_gpt, mesh_config, with_face_slots
+from mmaccel.mesh.model import load_mesh_gpt, mesh_config, with_face_slots
 from mmaccel.mesh.pipeline import MeshARPipeline
 from mmaccel.mesh.tokenizer import TOKENS_PER_FACE, MeshVocab, decode, encode, sequence
 from mmaccel.mesh.training import train_gpt
@@ -25,7 +25,8 @@ def _sequence() -> torch.Tensor:
 
 
 def test_a_slot_is_the_corner_and_coordinate_of_the_position():
-    slots = face_slot(torch.arange(2 + 2 * TOKENS_PER_FACE + 1)).tolist()
+    model = SlotLlama(mesh_config("mesh-tiny", VOCAB, 36, face_slots=True))
+    slots = model.slot(torch.arange(2 + 2 * TOKENS_PER_FACE + 1)).tolist()
     assert slots[:2] == [TOKENS_PER_FACE] * 2  # class, bos
     assert slots[2:11] == list(range(9)) and slots[11:20] == list(range(9))
     assert slots[20] == 0  # eos sits where the next face would start

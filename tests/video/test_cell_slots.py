@@ -36,7 +36,7 @@ def test_a_slot_layout_other_than_the_frames_is_refused(slot_dir, tmp_path):
     meta = json.loads((slot_dir / "gpt_config.json").read_text())
     meta["llama"]["slot_period"] = 9
     (tmp_path / "gpt_config.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="cell slots of period 9"):
+    with pytest.raises(CheckpointError, match="slots of period 9 from position 2, not the 4x4 frame grid"):
         load_video_gpt(tmp_path)
 
 
